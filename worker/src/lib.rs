@@ -1,2 +1,4 @@
 #![deny(unsafe_code)]
-//! worker library
+//! The `bulwark-worker` library: the sans-IO OpenVPN engine (`proto`) and the driver that runs it.
+
+pub mod proto;
