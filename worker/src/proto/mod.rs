@@ -10,6 +10,7 @@ pub mod keys;
 pub mod km2;
 pub mod magic;
 pub mod packet;
+pub mod pool;
 pub mod push;
 pub mod reliable;
 pub mod replay;
