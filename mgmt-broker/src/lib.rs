@@ -1,2 +1,15 @@
 #![deny(unsafe_code)]
-//! mgmt-broker library
+//! Bulwark management broker library (`bulwark-mgmt`).
+//!
+//! Serves the OpenVPN 2.6 management protocol (byte-compatible in server mode) to many
+//! clients at once, with per-connection roles, redaction and audit, and renders OpenVPN status
+//! output. Modules:
+//! * [`model`] — serialisable data (status snapshot, histories, events).
+//! * [`status`] — status v1/v2/v3 rendering.
+pub mod model;
+pub mod status;
+
+#[cfg(test)]
+mod golden_status_tests;
+#[cfg(test)]
+mod testutil;
