@@ -7,6 +7,7 @@
 //! * [`model`] — serialisable data (status snapshot, histories, events).
 //! * [`status`] — status v1/v2/v3 rendering.
 pub mod model;
+pub mod backend;
 pub mod status;
 
 #[cfg(test)]
