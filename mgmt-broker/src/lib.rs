@@ -7,7 +7,9 @@
 //! * [`model`] — serialisable data (status snapshot, histories, events).
 //! * [`status`] — status v1/v2/v3 rendering.
 pub mod model;
+pub mod access;
 pub mod backend;
+pub mod cmdline;
 pub mod status;
 
 #[cfg(test)]
