@@ -1,0 +1,245 @@
+//! [`EngineConfig`]: the protocol engine's share of the OpenVPN options, computed and checked by the
+//! parent, shipped to the worker inside [`WorkerConfig`](super::WorkerConfig).
+//!
+//! Everything is plain data: key material arrives as bytes (the worker opens no files), names stay as
+//! the operator wrote them and are parsed again by the worker's engine (the parent has already parsed
+//! them once with the same code, so a failure there is a bug, reported loudly).
+//! The server's private key is deliberately absent: it never leaves the parent.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::validate::ValidationError;
+
+/// Largest PEM bundle (CA, chain, CRL) accepted over IPC.
+pub const MAX_PEM_LEN: usize = 192 * 1024;
+/// Most `push` options.
+pub const MAX_PUSH_OPTIONS: usize = 1024;
+/// Longest pushed option (OpenVPN's `OPTION_PARM_SIZE` is 256).
+pub const MAX_PUSH_OPTION_LEN: usize = 255;
+/// Most clients a server may be configured for.
+pub const MAX_CLIENTS_LIMIT: u32 = 0x00FF_FFFE;
+
+/// Transport of the server socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransportKind {
+    /// UDP (stateless cookie handshake)
+    Udp,
+    /// TCP server (one session per connection)
+    Tcp,
+}
+
+/// Control-channel wrapping and its key material.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WrapConfig {
+    /// no wrapping
+    None,
+    /// `tls-auth`: the 256-byte static key and the key direction (`None` = bidirectional)
+    TlsAuth {
+        /// static key (256 bytes)
+        key: Vec<u8>,
+        /// 0 or 1, or none
+        direction: Option<u8>,
+        /// HMAC digest name (`auth`)
+        digest: String,
+    },
+    /// `tls-crypt`: the 256-byte static key
+    TlsCrypt {
+        /// static key (256 bytes)
+        key: Vec<u8>,
+    },
+    /// `tls-crypt-v2`: the 128-byte server key
+    TlsCryptV2 {
+        /// server key (128 bytes)
+        server_key: Vec<u8>,
+        /// refuse clients that do not support the cookie exchange (`force-cookie`)
+        force_cookie: bool,
+    },
+}
+
+/// TLS settings (names as in the config; the engine maps them to rustls).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsConfigData {
+    /// `ca` PEM bytes
+    pub ca_pem: Vec<u8>,
+    /// `cert` PEM bytes (the chain; no private key)
+    pub cert_chain_pem: Vec<u8>,
+    /// `crl-verify` PEM/DER bytes
+    pub crl: Option<Vec<u8>>,
+    /// `tls-version-min` (e.g. `1.2`, `1.3 or-highest`)
+    pub tls_version_min: Option<String>,
+    /// `tls-version-max`
+    pub tls_version_max: Option<String>,
+    /// `tls-cipher`
+    pub tls_cipher: Option<String>,
+    /// `tls-ciphersuites`
+    pub tls_ciphersuites: Option<String>,
+    /// `tls-groups`
+    pub tls_groups: Option<String>,
+    /// `tls-cert-profile`
+    pub tls_cert_profile: Option<String>,
+    /// `verify-client-cert` (`none`, `optional`, `require`)
+    pub verify_client_cert: String,
+    /// `remote-cert-tls client`
+    pub remote_cert_tls_client: bool,
+    /// `verify-x509-name NAME TYPE`
+    pub verify_x509_name: Option<(String, String)>,
+    /// `x509-username-field` (default `CN`)
+    pub x509_username_field: String,
+}
+
+/// Address pool (the `server` / `server-ipv6` expansion).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolData {
+    /// `true` for topology subnet, `false` for net30
+    pub subnet: bool,
+    /// the server's tunnel address
+    pub server_ip: Ipv4Addr,
+    /// tunnel netmask
+    pub netmask: Ipv4Addr,
+    /// first pool address
+    pub start: Ipv4Addr,
+    /// last pool address
+    pub end: Ipv4Addr,
+    /// IPv6: server address, prefix length, first pool address
+    pub ipv6: Option<(Ipv6Addr, u8, Ipv6Addr)>,
+}
+
+/// The engine's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineConfig {
+    /// UDP or TCP
+    pub transport: TransportKind,
+    /// control-channel wrapping
+    pub wrap: WrapConfig,
+    /// TLS
+    pub tls: TlsConfigData,
+    /// `data-ciphers` (colon list split)
+    pub data_ciphers: Vec<String>,
+    /// `data-ciphers-fallback`
+    pub data_ciphers_fallback: Option<String>,
+    /// `auth`
+    pub auth: String,
+    /// address pool
+    pub pool: PoolData,
+    /// the global push list, in order
+    pub push: Vec<String>,
+    /// server keepalive ping interval (seconds)
+    pub ping: Option<u32>,
+    /// server ping-restart (seconds)
+    pub ping_restart: Option<u32>,
+    /// `reneg-sec max [min]`
+    pub reneg_sec: Option<(u32, u32)>,
+    /// `reneg-bytes`
+    pub reneg_bytes: Option<u64>,
+    /// `reneg-pkts`
+    pub reneg_pkts: Option<u64>,
+    /// `hand-window` seconds
+    pub hand_window: u32,
+    /// `tran-window` seconds
+    pub tran_window: u32,
+    /// `tls-timeout` seconds
+    pub tls_timeout: u32,
+    /// `replay-window n t`
+    pub replay_window: (u32, u32),
+    /// `client-to-client`
+    pub client_to_client: bool,
+    /// `duplicate-cn`
+    pub duplicate_cn: bool,
+    /// `max-clients`
+    pub max_clients: u32,
+    /// `tun-mtu`
+    pub tun_mtu: u16,
+    /// `tls-mtu`
+    pub tls_mtu: u16,
+    /// OCC options string
+    pub options_string: String,
+    /// `username-as-common-name`
+    pub username_as_common_name: bool,
+    /// `explicit-exit-notify` on the server
+    pub explicit_exit_notify: bool,
+}
+
+fn bad(field: &'static str, why: String) -> ValidationError {
+    ValidationError::Field { field, why }
+}
+
+impl EngineConfig {
+    /// Checks sizes and ranges of every field.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        match &self.wrap {
+            WrapConfig::None => {}
+            WrapConfig::TlsAuth { key, direction, digest } => {
+                if key.len() != 256 {
+                    return Err(bad("wrap.tls_auth.key", format!("{} bytes, need 256", key.len())));
+                }
+                if direction.is_some_and(|d| d > 1) {
+                    return Err(bad("wrap.tls_auth.direction", "must be 0 or 1".into()));
+                }
+                if digest.is_empty() || digest.len() > 32 {
+                    return Err(bad("wrap.tls_auth.digest", "bad digest name".into()));
+                }
+            }
+            WrapConfig::TlsCrypt { key } => {
+                if key.len() != 256 {
+                    return Err(bad("wrap.tls_crypt.key", format!("{} bytes, need 256", key.len())));
+                }
+            }
+            WrapConfig::TlsCryptV2 { server_key, .. } => {
+                if server_key.len() != 128 {
+                    return Err(bad(
+                        "wrap.tls_crypt_v2.server_key",
+                        format!("{} bytes, need 128", server_key.len()),
+                    ));
+                }
+            }
+        }
+        for (name, v) in [
+            ("tls.ca_pem", Some(&self.tls.ca_pem)),
+            ("tls.cert_chain_pem", Some(&self.tls.cert_chain_pem)),
+            ("tls.crl", self.tls.crl.as_ref()),
+        ] {
+            if let Some(v) = v {
+                if v.len() > MAX_PEM_LEN {
+                    return Err(bad(name, format!("{} bytes exceeds {MAX_PEM_LEN}", v.len())));
+                }
+            }
+        }
+        if self.tls.ca_pem.is_empty() || self.tls.cert_chain_pem.is_empty() {
+            return Err(bad("tls", "CA and certificate are required".into()));
+        }
+        if self.data_ciphers.is_empty() || self.data_ciphers.len() > 32 {
+            return Err(bad("data_ciphers", "1..=32 ciphers required".into()));
+        }
+        if self.push.len() > MAX_PUSH_OPTIONS {
+            return Err(bad("push", format!("more than {MAX_PUSH_OPTIONS} options")));
+        }
+        if let Some(p) = self
+            .push
+            .iter()
+            .find(|p| p.len() > MAX_PUSH_OPTION_LEN || p.contains(',') || p.contains('\0'))
+        {
+            return Err(bad("push", format!("invalid pushed option '{p}'")));
+        }
+        if u32::from(self.pool.end) < u32::from(self.pool.start) {
+            return Err(bad("pool", "empty range".into()));
+        }
+        if self.max_clients == 0 || self.max_clients > MAX_CLIENTS_LIMIT {
+            return Err(bad("max_clients", format!("{} out of range", self.max_clients)));
+        }
+        if self.hand_window == 0 || self.tls_timeout == 0 {
+            return Err(bad("hand_window", "timers must be positive".into()));
+        }
+        if !(154..=2048).contains(&self.tls_mtu) {
+            return Err(bad("tls_mtu", format!("{} outside 154..=2048", self.tls_mtu)));
+        }
+        if self.options_string.len() >= 512 {
+            return Err(bad("options_string", "512 bytes or more".into()));
+        }
+        if self.replay_window.0 == 0 || self.replay_window.0 > 65536 {
+            return Err(bad("replay_window", "window out of range".into()));
+        }
+        Ok(())
+    }
+}
