@@ -22,6 +22,9 @@ use crate::message::{Message, Received};
 use crate::sys::{self, SysError};
 use crate::Channel;
 
+/// Both ends of a new async channel: this side's (`Tx` out, `Rx` in) and the peer's.
+pub type AsyncChannelPair<Tx, Rx> = (AsyncChannel<Tx, Rx>, AsyncChannel<Rx, Tx>);
+
 /// One end of a typed IPC channel, registered with the tokio reactor.
 #[derive(Debug)]
 pub struct AsyncChannel<Tx, Rx> {
@@ -46,7 +49,7 @@ impl<Tx: Message, Rx: Message> AsyncChannel<Tx, Rx> {
 
     /// Create a connected pair of async ends (see [`Channel::pair`]). Must be called inside a
     /// tokio runtime.
-    pub fn pair() -> Result<(AsyncChannel<Tx, Rx>, AsyncChannel<Rx, Tx>), ChannelError> {
+    pub fn pair() -> Result<AsyncChannelPair<Tx, Rx>, ChannelError> {
         let (a, b) = Channel::<Tx, Rx>::pair()?;
         Ok((a.into_async()?, b.into_async()?))
     }

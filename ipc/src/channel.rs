@@ -11,6 +11,28 @@
 //! - [`Channel::into_async`] turns the same end into an
 //!   [`AsyncChannel`](crate::AsyncChannel) once a tokio runtime exists.
 //!
+//! ```
+//! use bulwark_ipc::msg::{ParentToWorker, WorkerToParent};
+//! use bulwark_ipc::Channel;
+//!
+//! let (parent, mut worker) = Channel::<ParentToWorker, WorkerToParent>::pair()?;
+//! parent.send(&ParentToWorker::Shutdown, &[])?;
+//! assert_eq!(worker.recv()?.msg, ParentToWorker::Shutdown);
+//! worker.send(&WorkerToParent::Ready, &[])?;
+//! # Ok::<(), bulwark_ipc::ChannelError>(())
+//! ```
+//!
+//! Sending in the wrong direction does not compile:
+//!
+//! ```compile_fail
+//! use bulwark_ipc::msg::{ParentToWorker, WorkerToParent};
+//! use bulwark_ipc::Channel;
+//!
+//! let (parent, _worker) = Channel::<ParentToWorker, WorkerToParent>::pair()?;
+//! parent.send(&WorkerToParent::Ready, &[])?; // the parent's end only sends ParentToWorker
+//! # Ok::<(), bulwark_ipc::ChannelError>(())
+//! ```
+//!
 //! Invariants: one packet is one message; a message is sent only if it passes its own
 //! `validate()` and comes with exactly `fd_count()` descriptors; a received message reaches the
 //! caller only after every check in [`crate::frame`] — otherwise the caller gets a
@@ -147,6 +169,9 @@ pub enum ChannelError {
     Poll(#[source] std::io::Error),
 }
 
+/// Both ends of a new channel: this side's (`Tx` out, `Rx` in) and the peer's.
+pub type ChannelPair<Tx, Rx> = (Channel<Tx, Rx>, Channel<Rx, Tx>);
+
 /// One end of a typed IPC channel: sends `Tx`, receives `Rx`. Blocking.
 #[derive(Debug)]
 pub struct Channel<Tx, Rx> {
@@ -159,7 +184,7 @@ impl<Tx: Message, Rx: Message> Channel<Tx, Rx> {
     /// Create a connected pair: this end (`Tx` out, `Rx` in) and the peer's end (the reverse).
     /// Both are close-on-exec; the parent clears that for the child's end when it places it on
     /// its fixed fd number.
-    pub fn pair() -> Result<(Channel<Tx, Rx>, Channel<Rx, Tx>), ChannelError> {
+    pub fn pair() -> Result<ChannelPair<Tx, Rx>, ChannelError> {
         let (a, b) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,

@@ -223,6 +223,7 @@ pub fn expect_unix_seqpacket(fd: impl AsFd) -> Result<(), FdCheckError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::net::{TcpListener, TcpStream, UdpSocket};

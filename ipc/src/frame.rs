@@ -300,6 +300,7 @@ pub(crate) fn decode_frame<M: Message>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -184,6 +184,7 @@ impl BrokerChannels {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -31,8 +31,8 @@ pub mod msg;
 pub mod sys;
 pub mod validate;
 
-pub use async_channel::AsyncChannel;
-pub use channel::{Channel, ChannelError};
+pub use async_channel::{AsyncChannel, AsyncChannelPair};
+pub use channel::{Channel, ChannelError, ChannelPair};
 pub use fdcheck::{FdCheckError, FdKind};
 pub use frame::{Header, ProtocolError, HEADER_LEN, MAGIC};
 pub use layout::{

@@ -31,7 +31,7 @@ use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 const SCM_MAX_FD: usize = 253;
 
 /// Size of the control buffer in `u64` words (8-byte aligned as `cmsghdr` requires).
-const CMSG_WORDS: usize = (cmsg_space_for_fds(SCM_MAX_FD) + 7) / 8;
+const CMSG_WORDS: usize = cmsg_space_for_fds(SCM_MAX_FD).div_ceil(8);
 
 const fn cmsg_space_for_fds(n: usize) -> usize {
     // CMSG_SPACE computed by hand so that it can be a const without `unsafe`:
@@ -328,6 +328,7 @@ pub(crate) fn getsockopt_int(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};

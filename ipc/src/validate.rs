@@ -208,6 +208,7 @@ pub fn check_unprivileged_id(field: &'static str, id: u32) -> Result<(), Validat
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

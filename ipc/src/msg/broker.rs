@@ -191,6 +191,7 @@ impl Message for BrokerToParent {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

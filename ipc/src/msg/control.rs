@@ -228,6 +228,7 @@ impl Message for WorkerToParent {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::msg::MAX_REASON_LEN;

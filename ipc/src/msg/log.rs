@@ -127,6 +127,7 @@ impl Message for LogRecord {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

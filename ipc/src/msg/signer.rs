@@ -115,6 +115,7 @@ impl Message for SignResponse {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
