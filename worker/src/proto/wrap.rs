@@ -74,7 +74,7 @@ const V2_SERVER_PEM: &str = "OpenVPN tls-crypt-v2 server key";
 const V2_CLIENT_PEM: &str = "OpenVPN tls-crypt-v2 client key";
 
 /// Errors of control-channel wrapping and key files.
-#[derive(Debug, Error)]
+#[derive(Debug, Error, PartialEq, Eq)]
 pub enum WrapError {
     /// Static key file: header line not found.
     #[error("static key file: '{STATIC_HEAD}' not found")]
@@ -1152,6 +1152,75 @@ impl ServerWrap {
     }
 }
 
+/// Helpers shared by the tests of this module and of `cookie.rs`.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// What a tls-crypt-v2 client sends: tls-crypt(Kc, INVERSE) at replay id `pid`, then the WKc.
+    pub(crate) fn seal_client_v2(
+        kc: &StaticKey,
+        p: &ControlPacket,
+        pid: u32,
+        time: u32,
+        wkc: &[u8],
+    ) -> Vec<u8> {
+        let mode = Mode::Crypt(CryptKeys::new(kc, KeyDirection::Inverse, true));
+        let mut out = Vec::new();
+        seal(&mode, p, pid, time, &mut out).unwrap();
+        out.extend_from_slice(wkc);
+        out
+    }
+
+    /// A temporary directory removed on drop (also when a test fails).
+    pub(crate) struct TempDir(pub(crate) std::path::PathBuf);
+
+    impl TempDir {
+        pub(crate) fn new(tag: &str) -> Self {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "bulwark-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            Self(p)
+        }
+
+        pub(crate) fn path(&self, name: &str) -> std::path::PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Path of the stock OpenVPN binary used as interop judge.
+    pub(crate) const OPENVPN: &str = "/usr/sbin/openvpn";
+
+    /// Runs `openvpn args...`, panicking with its output on failure.
+    pub(crate) fn openvpn(args: &[&std::ffi::OsStr]) {
+        assert!(
+            std::path::Path::new(OPENVPN).exists(),
+            "{OPENVPN} is required for interop tests"
+        );
+        let out = std::process::Command::new(OPENVPN)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openvpn {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1479,18 +1548,13 @@ aa68e634b60c13611fbfcb6905722423";
         }
     }
 
-    /// Builds what a 2.6 tls-crypt-v2 client sends: tls-crypt(Kc, INVERSE) packet || WKc.
     fn v2_client_packet(
         ck: &TlsCryptV2ClientKey,
         p: &ControlPacket,
         pid: u32,
         time: u32,
     ) -> Vec<u8> {
-        let mode = Mode::Crypt(CryptKeys::new(&ck.kc, KeyDirection::Inverse, true));
-        let mut out = Vec::new();
-        seal(&mode, p, pid, time, &mut out).unwrap();
-        out.extend_from_slice(&ck.wkc);
-        out
+        test_support::seal_client_v2(&ck.kc, p, pid, time, &ck.wkc)
     }
 
     #[test]
