@@ -595,22 +595,28 @@ fn write_new(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
     f.sync_all().map_err(err)
 }
 
+/// Creates `path` (and missing parents) with `mode`; an existing directory keeps its mode.
 fn make_dir(path: &Path, mode: u32) -> Result<(), PkiError> {
     let err = |source| PkiError::CreateDir {
         path: path.to_path_buf(),
         source,
     };
+    if path.is_dir() {
+        return Ok(());
+    }
     DirBuilder::new()
         .recursive(true)
         .mode(mode)
         .create(path)
         .map_err(err)?;
+    // The umask may have narrowed the mode; set it exactly.
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(err)
 }
 
 /// Writes the server directory: `ca.crt`, `ca.key`, `server.crt`, `server.key`, `crl.pem`, the wrap
 /// key (`tls-crypt.key`, `tls-auth.key` or `tls-crypt-v2-server.key`), `server.conf`, and
-/// `clients/<cn>.ovpn` for every client. Refuses to overwrite any existing file.
+/// `clients/<cn>.ovpn` for every client. Refuses to overwrite any existing file. A directory created
+/// here gets mode 0755 (`clients/`: 0700); an existing one keeps its mode.
 pub fn write_dir(pki: &Pki, dir: &Path, opts: &ServerConfOptions) -> Result<WrittenDir, PkiError> {
     // Render everything first so that a configuration error leaves nothing behind.
     make_dir(dir, 0o755)?;

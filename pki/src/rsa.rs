@@ -284,5 +284,8 @@ mod tests {
         let der = generate_pkcs8(2048).unwrap();
         let kp = ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap();
         assert_eq!(kp.public().modulus_len(), 256);
+        let der = generate_pkcs8(3072).unwrap();
+        let kp = ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap();
+        assert_eq!(kp.public().modulus_len(), 384);
     }
 }

@@ -7,13 +7,13 @@
 
 use std::time::Duration;
 
-use bulwark_pki::{InitOptions, KeyKind, ServerConfOptions, WrapMode};
+use bulwark_pki::{InitOptions, KeyKind, Proto, ServerConfOptions, WrapMode};
 use bulwark_tests::*;
 
 const SERVER_UP: Duration = Duration::from_secs(20);
 const CLIENT_UP: Duration = Duration::from_secs(30);
 
-fn connect_and_ping(test: &str, kind: KeyKind, wrap: WrapMode) {
+fn connect_and_ping(test: &str, kind: KeyKind, wrap: WrapMode, proto: Proto) {
     let Some(p) = require_privileged(test) else {
         return;
     };
@@ -22,6 +22,7 @@ fn connect_and_ping(test: &str, kind: KeyKind, wrap: WrapMode) {
     let opts = ServerConfOptions {
         remote_host: net.server_addr.to_string(),
         wrap,
+        proto,
         ..Default::default()
     };
     let init = InitOptions {
@@ -62,6 +63,7 @@ fn stock_reference_ec_tls_crypt() {
         "stock_reference_ec_tls_crypt",
         KeyKind::EcP256,
         WrapMode::TlsCrypt,
+        Proto::Udp,
     );
 }
 
@@ -71,6 +73,7 @@ fn stock_reference_rsa2048_tls_crypt() {
         "stock_reference_rsa2048_tls_crypt",
         KeyKind::Rsa2048,
         WrapMode::TlsCrypt,
+        Proto::Udp,
     );
 }
 
@@ -80,6 +83,7 @@ fn stock_reference_ec_tls_auth() {
         "stock_reference_ec_tls_auth",
         KeyKind::EcP256,
         WrapMode::TlsAuth,
+        Proto::Udp,
     );
 }
 
@@ -89,6 +93,17 @@ fn stock_reference_ec_tls_crypt_v2() {
         "stock_reference_ec_tls_crypt_v2",
         KeyKind::EcP256,
         WrapMode::TlsCryptV2,
+        Proto::Udp,
+    );
+}
+
+#[test]
+fn stock_reference_ec_tls_crypt_tcp() {
+    connect_and_ping(
+        "stock_reference_ec_tls_crypt_tcp",
+        KeyKind::EcP256,
+        WrapMode::TlsCrypt,
+        Proto::Tcp,
     );
 }
 
