@@ -393,6 +393,15 @@ impl PacketIdSend {
         Self { form, id: 0, time }
     }
 
+    /// Resumes a counter whose last handed-out id was `last_id` (restored state, tests).
+    pub fn with_last_id(form: PacketIdForm, last_id: u32, time: u32) -> Self {
+        Self {
+            form,
+            id: last_id,
+            time,
+        }
+    }
+
     /// The wire form of this counter.
     pub fn form(&self) -> PacketIdForm {
         self.form
