@@ -770,6 +770,212 @@ mod tests {
         crate::proto::wrap::test_support::seal_client_v2(&ck.kc, &p, pid, 777, &ck.wkc)
     }
 
+    /// Kills and reaps the OpenVPN child when the test ends (also on failure).
+    struct ChildGuard(std::process::Child);
+
+    impl Drop for ChildGuard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn unix_now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// Runs a stock OpenVPN 2.6 client against our stateless handshake on 127.0.0.1: its hard reset must
+    /// authenticate, our cookie reply must be accepted (the client ACKs it with our cookie as remote
+    /// session id) and its third packet must be admitted exactly once.
+    fn live_cookie_handshake(
+        sw: &ServerWrap,
+        dir: &crate::proto::wrap::test_support::TempDir,
+        wrap_args: &[String],
+    ) {
+        use std::net::UdpSocket;
+        use std::time::{Duration, Instant};
+        let (key, cert) = (dir.path("k.pem"), dir.path("c.pem"));
+        let st = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "2",
+            ])
+            .args(["-subj", "/CN=bulwark-test", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "openssl: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let port = sock.local_addr().unwrap().port().to_string();
+        let child = std::process::Command::new(crate::proto::wrap::test_support::OPENVPN)
+            .args([
+                "--client",
+                "--dev",
+                "null",
+                "--proto",
+                "udp4",
+                "--remote",
+                "127.0.0.1",
+                &port,
+                "--nobind",
+            ])
+            .args(["--verb", "0", "--connect-retry-max", "1", "--ca"])
+            .arg(&cert)
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .args(wrap_args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let _guard = ChildGuard(child);
+        let mut buf = [0u8; 2048];
+        let (n, peer) = sock.recv_from(&mut buf).unwrap();
+        let init = sw.unwrap_initial(&buf[..n]).unwrap();
+        assert!(
+            init.packet.opcode.is_hard_reset(),
+            "first packet {:?}",
+            init.packet.opcode
+        );
+        let mut jar = CookieJar::new([0x5a; 32]);
+        let mut reply = Vec::new();
+        jar.reply_to_reset(sw, peer, &init, unix_now(), &mut reply)
+            .unwrap();
+        sock.send_to(&reply, peer).unwrap();
+        let cookie = SessionId(jar.session_id_for(peer, init.packet.session_id.0, unix_now()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no third packet from the stock client"
+            );
+            let (n, from) = sock.recv_from(&mut buf).unwrap();
+            assert_eq!(from, peer);
+            let third = sw.unwrap_initial(&buf[..n]).unwrap();
+            if third.packet.opcode.is_hard_reset() {
+                continue; // a retransmitted reset
+            }
+            assert_eq!(third.packet.acks.remote_session(), Some(cookie));
+            let mut other = peer;
+            other.set_port(peer.port().wrapping_add(1));
+            assert_eq!(
+                jar.admit(other, third.clone(), unix_now()).unwrap_err(),
+                CookieError::BadCookie
+            );
+            let adm = jar.admit(peer, third.clone(), unix_now()).unwrap();
+            assert_eq!(adm.server_session(), cookie);
+            assert_eq!(
+                jar.admit(peer, third, unix_now()).unwrap_err(),
+                CookieError::Replayed
+            );
+            // allocation works and the session accepts the client's next packets
+            let mut w = sw
+                .session_wrapper_after_cookie(adm.initial(), unix_now())
+                .unwrap();
+            if w.mode_name() != "none" {
+                assert!(matches!(
+                    w.unwrap(&buf[..n], unix_now()),
+                    Err(WrapError::Replay(_))
+                ));
+            }
+            if init.packet.opcode == Opcode::ControlHardResetClientV3 {
+                // 2.6 client: early negotiation, RESEND_WKC honoured with a P_CONTROL_WKC_V1
+                assert!(init.early_negotiation());
+                assert_eq!(reply.len(), 72);
+                assert_eq!(adm.initial().packet.opcode, Opcode::ControlWkcV1);
+            }
+            return;
+        }
+    }
+
+    #[test]
+    fn live_stock_client_tls_crypt() {
+        let dir = crate::proto::wrap::test_support::TempDir::new("cookie-tc");
+        let key = StaticKey::generate([0x42; 256].map(|b: u8| b.wrapping_add(1)));
+        let mut raw = [0u8; 256];
+        for (i, x) in raw.iter_mut().enumerate() {
+            *x = (i as u8).wrapping_mul(13).wrapping_add(key.as_bytes()[i]);
+        }
+        let key = StaticKey::generate(raw);
+        let f = dir.path("tc.key");
+        std::fs::write(&f, key.to_file_string()).unwrap();
+        let sw = ServerWrap::new(GroupWrap::TlsCrypt(key), None, ReplayParams::default());
+        live_cookie_handshake(&sw, &dir, &["--tls-crypt".into(), f.display().to_string()]);
+    }
+
+    #[test]
+    fn live_stock_client_tls_auth_sha256() {
+        let dir = crate::proto::wrap::test_support::TempDir::new("cookie-ta");
+        let mut raw = [0u8; 256];
+        for (i, x) in raw.iter_mut().enumerate() {
+            *x = (i as u8).wrapping_mul(29) ^ 0x5c;
+        }
+        let key = StaticKey::generate(raw);
+        let f = dir.path("ta.key");
+        std::fs::write(&f, key.to_file_string()).unwrap();
+        let sw = ServerWrap::new(
+            GroupWrap::TlsAuth {
+                key,
+                dir: crate::proto::wrap::KeyDirection::Normal,
+                digest: crate::proto::wrap::AuthDigest::Sha256,
+            },
+            None,
+            ReplayParams::default(),
+        );
+        let args = [
+            "--tls-auth".into(),
+            f.display().to_string(),
+            "1".into(),
+            "--auth".into(),
+            "SHA256".into(),
+        ];
+        live_cookie_handshake(&sw, &dir, &args);
+    }
+
+    #[test]
+    fn live_stock_client_no_wrapping() {
+        let dir = crate::proto::wrap::test_support::TempDir::new("cookie-none");
+        let sw = ServerWrap::new(GroupWrap::None, None, ReplayParams::default());
+        live_cookie_handshake(&sw, &dir, &[]);
+    }
+
+    #[test]
+    fn live_stock_client_tls_crypt_v2_with_our_keys() {
+        let dir = crate::proto::wrap::test_support::TempDir::new("cookie-v2");
+        let srv = TlsCryptV2ServerKey::generate([0x33; 128].map(|b: u8| b ^ 0x0f));
+        let ck =
+            TlsCryptV2ClientKey::generate(&srv, [0x21; 256], &V2Metadata::User(b"carol".to_vec()))
+                .unwrap();
+        let f = dir.path("v2c.key");
+        std::fs::write(&f, ck.to_file_string()).unwrap();
+        let sw = ServerWrap::new(GroupWrap::None, Some(srv), ReplayParams::default());
+        live_cookie_handshake(
+            &sw,
+            &dir,
+            &["--tls-crypt-v2".into(), f.display().to_string()],
+        );
+    }
+
     #[test]
     fn rate_limiter() {
         let mut r = InitialRateLimiter::new(3, 10);

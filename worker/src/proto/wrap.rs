@@ -37,9 +37,7 @@ use hmac::{Hmac, Mac};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
 
-use super::packet::{
-    peek_control_header, ControlPacket, Opcode, PacketError, SessionId, CONTROL_HEADER_LEN,
-};
+use super::packet::{peek_control_header, ControlPacket, Opcode, PacketError, CONTROL_HEADER_LEN};
 use super::replay::{PacketIdForm, PacketIdSend, PacketIdSendError, ReplayError, ReplayWindow};
 
 type Aes256Ctr = ctr::Ctr128BE<Aes256>;
@@ -1224,7 +1222,7 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::packet::AckBlock;
+    use crate::proto::packet::{AckBlock, SessionId};
     use proptest::prelude::*;
 
     const A1_KEY: &str = "88f9e2b64d2a1e4256c3aa5b225b9576d465a961147f6fa4ed87e8abd59bc306cd17670f4b9dc6c2ebaacd9094567122\
@@ -1669,6 +1667,103 @@ aa68e634b60c13611fbfcb6905722423";
         out.clear();
         c.wrap(&p, 1, &mut out).unwrap();
         assert!(sw.unwrap_initial(&out).is_ok());
+    }
+
+    use std::ffi::OsStr;
+    use test_support::{openvpn, TempDir};
+
+    fn os(p: &std::path::Path) -> &OsStr {
+        p.as_os_str()
+    }
+
+    #[test]
+    fn stock_openvpn_static_key_files_parse_and_reproduce() {
+        let d = TempDir::new("wrap-static");
+        for kind in ["tls-crypt", "tls-auth", "secret"] {
+            let f = d.path(kind);
+            openvpn(&[OsStr::new("--genkey"), OsStr::new(kind), os(&f)]);
+            let text = std::fs::read_to_string(&f).unwrap();
+            let k = StaticKey::parse(&text).unwrap();
+            // our writer produces the identical file
+            assert_eq!(k.to_file_string(), text, "{kind}");
+        }
+    }
+
+    #[test]
+    fn stock_openvpn_v2_keys_cross_check() {
+        let d = TempDir::new("wrap-v2");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        // 1. stock server key + stock client key: we parse both, reproduce both files, unwrap the WKc
+        let srv_f = d.path("srv.key");
+        let cli_f = d.path("cli.key");
+        openvpn(&[
+            OsStr::new("--genkey"),
+            OsStr::new("tls-crypt-v2-server"),
+            os(&srv_f),
+        ]);
+        openvpn(&[
+            OsStr::new("--tls-crypt-v2"),
+            os(&srv_f),
+            OsStr::new("--genkey"),
+            OsStr::new("tls-crypt-v2-client"),
+            os(&cli_f),
+        ]);
+        let srv_text = std::fs::read_to_string(&srv_f).unwrap();
+        let cli_text = std::fs::read_to_string(&cli_f).unwrap();
+        let srv = TlsCryptV2ServerKey::parse(&srv_text).unwrap();
+        let cli = TlsCryptV2ClientKey::parse(&cli_text).unwrap();
+        assert_eq!(srv.to_file_string(), srv_text);
+        assert_eq!(cli.to_file_string(), cli_text);
+        assert_eq!(cli.wkc.len(), 299);
+        let (kc, md) = srv.unwrap_client_key(&cli.wkc).unwrap();
+        assert_eq!(kc, cli.kc);
+        match V2Metadata::from_bytes(&md) {
+            Some(V2Metadata::Timestamp(t)) => {
+                assert!(t.abs_diff(now) < 600, "timestamp {t} vs now {now}")
+            }
+            other => panic!("unexpected metadata {other:?}"),
+        }
+        // 2. stock client key with user metadata
+        let cli2_f = d.path("cli2.key");
+        openvpn(&[
+            OsStr::new("--tls-crypt-v2"),
+            os(&srv_f),
+            OsStr::new("--genkey"),
+            OsStr::new("tls-crypt-v2-client"),
+            os(&cli2_f),
+            OsStr::new("aGVsbG8gd29ybGQ="),
+        ]);
+        let cli2 = TlsCryptV2ClientKey::parse(&std::fs::read_to_string(&cli2_f).unwrap()).unwrap();
+        let (_, md2) = srv.unwrap_client_key(&cli2.wkc).unwrap();
+        assert_eq!(
+            V2Metadata::from_bytes(&md2),
+            Some(V2Metadata::User(b"hello world".to_vec()))
+        );
+        // 3. our server key used by the stock binary to wrap a client key: we must unwrap it
+        let ours = TlsCryptV2ServerKey::generate(rnd(77));
+        let ours_f = d.path("ours-srv.key");
+        std::fs::write(&ours_f, ours.to_file_string()).unwrap();
+        let cli3_f = d.path("cli3.key");
+        openvpn(&[
+            OsStr::new("--tls-crypt-v2"),
+            os(&ours_f),
+            OsStr::new("--genkey"),
+            OsStr::new("tls-crypt-v2-client"),
+            os(&cli3_f),
+        ]);
+        let cli3 = TlsCryptV2ClientKey::parse(&std::fs::read_to_string(&cli3_f).unwrap()).unwrap();
+        let (kc3, _) = ours.unwrap_client_key(&cli3.wkc).unwrap();
+        assert_eq!(kc3, cli3.kc);
+        // 4. our client key wrapped for the stock server key: the stock server key unwraps it too (via our
+        //    parser of its file), and the file re-parses; the live test in cookie.rs loads one into a client.
+        let mine =
+            TlsCryptV2ClientKey::generate(&srv, rnd(78), &V2Metadata::Timestamp(now)).unwrap();
+        let mine2 = TlsCryptV2ClientKey::parse(&mine.to_file_string()).unwrap();
+        assert_eq!(srv.unwrap_client_key(&mine2.wkc).unwrap().0, mine.kc);
+        assert_eq!(mine.to_file_string().len(), cli_text.len());
     }
 
     proptest! {
