@@ -356,6 +356,7 @@ impl Proc {
         nth: usize,
         timeout: Duration,
     ) -> Result<String, ProcError> {
+        let nth = nth.max(1);
         let deadline = Instant::now() + timeout;
         loop {
             // Check exit first, then read: a line printed just before exiting is still seen.
@@ -390,7 +391,7 @@ impl Proc {
         self.log().lines().filter(|l| l.contains(needle)).count()
     }
 
-    /// Sends `signal` to the process group.
+    /// Sends `signal` to the process group (nothing if the process has already been reaped).
     pub fn kill(&mut self, signal: Signal) -> Result<(), ProcError> {
         if self.try_wait()?.is_some() {
             return Ok(());
@@ -435,12 +436,12 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // The group is only signalled while its leader is unreaped, so its id cannot have been
+        // reused by an unrelated process. Stragglers of a leader that exited on its own are left to
+        // the namespace teardown (`Netns` kills everything inside).
         if let Err(e) = self.stop() {
             eprintln!("harness: stopping {}: {e}", self.name);
         }
-        // Kill stragglers left in the group (e.g. scripts) even if the leader already exited.
-        let pgid = i32::try_from(self.child.id()).unwrap_or(i32::MAX);
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
 }
 
