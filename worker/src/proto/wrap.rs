@@ -1122,7 +1122,10 @@ impl ServerWrap {
 
     /// Creates the per-peer wrapper for the session of `initial` (fresh send counter and replay
     /// window). This is the explicit "allocate" step; call it only after admission (cookie check or,
-    /// for TCP / non-cookie peers, the decision to keep state).
+    /// for TCP / non-cookie peers, the decision to keep state). For TCP and non-cookie tls-crypt-v2
+    /// peers, pass the first datagram through [`ControlWrapper::unwrap`] of the new wrapper so its replay
+    /// id is recorded (opcode 10 is accepted there and its WKc ignored). For cookie-admitted peers use
+    /// [`ServerWrap::session_wrapper_after_cookie`] instead.
     pub fn session_wrapper(&self, initial: &InitialPacket) -> ControlWrapper {
         match &initial.v2 {
             Some(v2) => ControlWrapper::tls_crypt_v2_server(&v2.kc, self.replay),
@@ -1667,6 +1670,62 @@ aa68e634b60c13611fbfcb6905722423";
         out.clear();
         c.wrap(&p, 1, &mut out).unwrap();
         assert!(sw.unwrap_initial(&out).is_ok());
+    }
+
+    #[test]
+    fn budgeted_packets_fit_tls_mtu() {
+        use crate::proto::reliable::{self, Reliable, IPV4_UDP_OVERHEAD, IPV6_UDP_OVERHEAD};
+        let key = StaticKey::generate(rnd(11));
+        let wrappers = [
+            ControlWrapper::tls_crypt(&key, true, ReplayParams::default()),
+            ControlWrapper::tls_auth(
+                &key,
+                KeyDirection::Normal,
+                AuthDigest::Sha512,
+                ReplayParams::default(),
+            ),
+            ControlWrapper::tls_auth(
+                &key,
+                KeyDirection::Normal,
+                AuthDigest::Sha1,
+                ReplayParams::default(),
+            ),
+            ControlWrapper::none(),
+        ];
+        for mut w in wrappers {
+            for (ipo, mtu) in [
+                (IPV4_UDP_OVERHEAD, 1250usize),
+                (IPV6_UDP_OVERHEAD, 1250),
+                (IPV4_UDP_OVERHEAD, 154 + 100),
+            ] {
+                let budget = reliable::control_payload_budget(mtu, w.overhead(), ipo, 0).unwrap();
+                let t = std::time::Instant::now();
+                let mut rel =
+                    Reliable::new(0, sid(1), sid(2), reliable::DEFAULT_TLS_TIMEOUT, false);
+                // fill the ACK lists so that piggy-backed blocks are maximal
+                for i in 0..8 {
+                    rel.on_receive(Opcode::ControlV1, i, b"");
+                }
+                while rel.next_in_order().is_some() {}
+                let used = rel
+                    .queue_stream(Opcode::ControlV1, &[0u8; 20_000], budget, t)
+                    .unwrap();
+                assert!(used > 0);
+                let mut n = 0;
+                while let Some(p) = rel.poll_transmit(t) {
+                    let mut out = Vec::new();
+                    w.wrap(&p, 1, &mut out).unwrap();
+                    assert!(
+                        out.len() + ipo <= mtu,
+                        "{} {} > {mtu}",
+                        w.mode_name(),
+                        out.len() + ipo
+                    );
+                    n += 1;
+                }
+                assert!(n >= 6);
+            }
+        }
     }
 
     use std::ffi::OsStr;
