@@ -331,15 +331,10 @@ pub mod fake {
     //! An in-memory backend for tests, holding values taken from the OpenVPN fixtures.
     //!
     //! Every request is recorded in [`FakeState::log`]; results come from the state fields.
-    //! Events that the real daemon would emit as a consequence of a request can be queued in
-    //! [`FakeState::events_on`] and are published on the given event sender when that request
-    //! name is handled.
+    //! Events the real daemon would emit are injected by the test itself (`Hub::ingest`).
 
     use super::*;
-    use crate::model::MgmtEvent;
-    use std::collections::HashMap;
     use std::sync::Mutex;
-    use tokio::sync::broadcast;
 
     /// Mutable state of the fake daemon.
     #[derive(Debug, Clone)]
@@ -373,8 +368,6 @@ pub mod fake {
         pub unavailable: bool,
         /// Requests received, in order.
         pub log: Vec<Request>,
-        /// Events to publish when a request with this name is handled.
-        pub events_on: HashMap<&'static str, Vec<MgmtEvent>>,
     }
 
     /// The fake backend.
@@ -382,27 +375,19 @@ pub mod fake {
     pub struct FakeBackend {
         /// State (lock to inspect from tests).
         pub state: Mutex<FakeState>,
-        events: Option<broadcast::Sender<MgmtEvent>>,
     }
 
     impl FakeBackend {
-        /// Create a fake backend; events triggered by requests go to `events` if given.
-        pub fn new(state: FakeState, events: Option<broadcast::Sender<MgmtEvent>>) -> Self {
+        /// Create a fake backend.
+        pub fn new(state: FakeState) -> Self {
             FakeBackend {
                 state: Mutex::new(state),
-                events,
             }
         }
 
         fn handle(&self, req: Request) -> Result<Response, BackendError> {
             let mut st = self.state.lock().map_err(|_| BackendError::Disconnected)?;
             st.log.push(req.clone());
-            if let (Some(tx), Some(evs)) = (&self.events, st.events_on.remove(req.name())) {
-                for e in evs {
-                    // A send error only means no subscriber yet; the test decides.
-                    let _ = tx.send(e);
-                }
-            }
             let tunnel_req = matches!(
                 req,
                 Request::Status

@@ -6,15 +6,15 @@ use crate::status::{render, LineEnding, StatusVersion};
 use crate::testutil::{fixture, fixture_text, strip_greeting};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
-const TITLE: &str = "OpenVPN 2.6.14 x86_64-pc-linux-gnu [SSL (OpenSSL)] [LZO] [LZ4] [EPOLL] [PKCS11] [MH/PKTINFO] [AEAD] [DCO]";
+pub(crate) const TITLE: &str = "OpenVPN 2.6.14 x86_64-pc-linux-gnu [SSL (OpenSSL)] [LZO] [LZ4] [EPOLL] [PKCS11] [MH/PKTINFO] [AEAD] [DCO]";
 /// 2026-11-22 00:00:00 UTC.
 const DAY: i64 = 1_795_305_600;
 
-fn t(h: i64, m: i64, s: i64) -> i64 {
+pub(crate) fn t(h: i64, m: i64, s: i64) -> i64 {
     DAY + h * 3600 + m * 60 + s
 }
 
-fn real(s: &str) -> RealAddr {
+pub(crate) fn real(s: &str) -> RealAddr {
     let addr: SocketAddr = match s.parse() {
         Ok(a) => a,
         Err(_) => SocketAddr::new(s.parse::<Ipv6Addr>().unwrap().into(), 1194),
@@ -26,7 +26,7 @@ fn real(s: &str) -> RealAddr {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn client(
+pub(crate) fn client(
     cn: &str,
     r: &str,
     v4: Option<&str>,
@@ -53,7 +53,7 @@ fn client(
     }
 }
 
-fn route(key: &str, cn: &str, r: &str, last: i64) -> RouteEntry {
+pub(crate) fn route(key: &str, cn: &str, r: &str, last: i64) -> RouteEntry {
     let key = if let Some((mac, vid)) = key.split_once('@') {
         let mut m = [0u8; 6];
         for (i, p) in mac.split(':').enumerate() {
@@ -74,7 +74,7 @@ fn route(key: &str, cn: &str, r: &str, last: i64) -> RouteEntry {
     }
 }
 
-fn snap(
+pub(crate) fn snap(
     updated: i64,
     clients: Vec<ClientEntry>,
     routes: Vec<RouteEntry>,
@@ -94,7 +94,7 @@ fn snap(
 }
 
 /// s1 with client1 at 172.31.254.2:58421 (mgmt-server/status*.raw).
-fn s1(updated: i64) -> StatusSnapshot {
+pub(crate) fn s1(updated: i64) -> StatusSnapshot {
     let r = "172.31.254.2:58421";
     snap(
         updated,

@@ -6,13 +6,19 @@
 //! output. Modules:
 //! * [`model`] — serialisable data (status snapshot, histories, events).
 //! * [`status`] — status v1/v2/v3 rendering.
-pub mod model;
 pub mod access;
 pub mod backend;
 pub mod cmdline;
+pub mod commands;
+pub mod hub;
+pub mod model;
+pub mod notify;
+pub mod session;
 pub mod status;
 
 #[cfg(test)]
 mod golden_status_tests;
+#[cfg(test)]
+mod replay_tests;
 #[cfg(test)]
 mod testutil;
