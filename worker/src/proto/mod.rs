@@ -6,6 +6,7 @@
 
 pub mod cookie;
 pub mod data;
+pub mod io;
 pub mod keys;
 pub mod km2;
 pub mod magic;
