@@ -9,6 +9,7 @@
 
 pub mod netlink;
 pub mod settings;
+pub mod signer;
 pub mod sockets;
 pub mod sys;
 pub mod tun;
