@@ -26,7 +26,6 @@ use crate::Channel;
 pub type AsyncChannelPair<Tx, Rx> = (AsyncChannel<Tx, Rx>, AsyncChannel<Rx, Tx>);
 
 /// One end of a typed IPC channel, registered with the tokio reactor.
-#[derive(Debug)]
 pub struct AsyncChannel<Tx, Rx> {
     fd: AsyncFd<OwnedFd>,
     buf: Vec<u8>,
@@ -96,6 +95,17 @@ impl<Tx: Message, Rx: Message> AsyncChannel<Tx, Rx> {
     /// Deregister from the reactor and return to the blocking form.
     pub fn into_blocking(self) -> Result<Channel<Tx, Rx>, ChannelError> {
         Channel::from_parts(self.fd.into_inner(), self.buf)
+    }
+}
+
+impl<Tx, Rx> std::fmt::Debug for AsyncChannel<Tx, Rx> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // not derived: the receive buffer is 256 KiB
+        f.debug_struct("AsyncChannel")
+            .field("fd", &std::os::fd::AsRawFd::as_raw_fd(&self.as_fd()))
+            .field("sends", &std::any::type_name::<Tx>())
+            .field("receives", &std::any::type_name::<Rx>())
+            .finish()
     }
 }
 

@@ -173,7 +173,6 @@ pub enum ChannelError {
 pub type ChannelPair<Tx, Rx> = (Channel<Tx, Rx>, Channel<Rx, Tx>);
 
 /// One end of a typed IPC channel: sends `Tx`, receives `Rx`. Blocking.
-#[derive(Debug)]
 pub struct Channel<Tx, Rx> {
     fd: OwnedFd,
     buf: Vec<u8>,
@@ -311,6 +310,17 @@ impl<Tx: Message, Rx: Message> Channel<Tx, Rx> {
             buf,
             _direction: PhantomData,
         })
+    }
+}
+
+impl<Tx, Rx> std::fmt::Debug for Channel<Tx, Rx> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // not derived: the receive buffer is 256 KiB
+        f.debug_struct("Channel")
+            .field("fd", &std::os::fd::AsRawFd::as_raw_fd(&self.as_fd()))
+            .field("sends", &std::any::type_name::<Tx>())
+            .field("receives", &std::any::type_name::<Rx>())
+            .finish()
     }
 }
 

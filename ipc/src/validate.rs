@@ -32,6 +32,16 @@ pub enum ValidationError {
         /// The cap.
         max: usize,
     },
+    /// A field is shorter than its minimum.
+    #[error("{field} is {len} bytes long, less than the minimum {min}")]
+    TooShort {
+        /// The field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// The minimum.
+        min: usize,
+    },
     /// A field that must not be empty is empty.
     #[error("{field} is empty")]
     Empty {
@@ -152,11 +162,7 @@ pub fn check_len(
         if len == 0 {
             return Err(ValidationError::Empty { field });
         }
-        return Err(ValidationError::TooLong {
-            field,
-            len,
-            max: min,
-        });
+        return Err(ValidationError::TooShort { field, len, min });
     }
     Ok(())
 }
@@ -250,7 +256,14 @@ mod tests {
         );
         assert!(check_len("x", 1, 1, 4).is_ok());
         assert!(check_len("x", 5, 1, 4).is_err());
-        assert!(check_len("x", 2, 3, 4).is_err());
+        assert_eq!(
+            check_len("x", 2, 3, 4),
+            Err(ValidationError::TooShort {
+                field: "x",
+                len: 2,
+                min: 3
+            })
+        );
     }
 
     #[test]

@@ -930,3 +930,14 @@ mod fuzzish {
         }
     }
 }
+
+#[test]
+fn debug_output_is_short() {
+    let (a, _b) = Channel::<ParentToWorker, WorkerToParent>::pair().unwrap();
+    let mut a = a;
+    let _ = a.set_recv_timeout(Some(Duration::from_millis(1)));
+    let _ = a.recv(); // allocates the receive buffer
+    let s = format!("{a:?}");
+    assert!(s.len() < 300, "{s}");
+    assert!(s.contains("ParentToWorker"));
+}
