@@ -384,6 +384,7 @@ impl InitialRateLimiter {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::proto::wrap::{

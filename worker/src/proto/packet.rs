@@ -779,6 +779,7 @@ pub fn encode_tcp_frame(packet: &[u8], out: &mut Vec<u8>) -> Result<(), TcpFrame
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -517,6 +517,7 @@ impl Reliable {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::proto::packet::ControlPacket;

@@ -1155,6 +1155,7 @@ impl ServerWrap {
 
 /// Helpers shared by the tests of this module and of `cookie.rs`.
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 pub(crate) mod test_support {
     use super::*;
 
@@ -1223,6 +1224,7 @@ pub(crate) mod test_support {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::proto::packet::{AckBlock, SessionId};
