@@ -1,0 +1,229 @@
+//! The parent's log sink: `tracing` events rendered as OpenVPN does (`YYYY-MM-DD HH:MM:SS message`)
+//! to stderr, a log file (`log` / `log-append`) or syslog (`daemon` without `log`).
+//!
+//! Children's records arrive over their log channels and are re-emitted here with
+//! [`emit_child_record`], so every line of the daemon goes through one sink. `verb` maps onto a
+//! level filter (0: errors, 1–2: warnings, 3–4: info, 5+: debug, 7+: trace). The logging issue
+//! refines this (mute, reopen on SIGHUP, management forwarding).
+//!
+//! Timestamps use the local UTC offset determined once at [`init`] (which must run while the process
+//! is single-threaded, the only time the offset can be read soundly).
+
+use std::fmt;
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use time::{OffsetDateTime, UtcOffset};
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriter};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+use bulwark_ipc::msg::{LogOrigin, LogRecord, Severity};
+
+/// Errors of setting up the log sink.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    /// The log file could not be opened.
+    #[error("cannot open log file {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The syslog socket could not be created.
+    #[error("cannot create syslog socket: {0}")]
+    Syslog(#[source] std::io::Error),
+    /// A global subscriber was already installed.
+    #[error("logging already initialised")]
+    AlreadySet,
+}
+
+/// Where log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sink {
+    /// Standard error.
+    Stderr,
+    /// A file, truncated (`log`) or appended to (`log-append`).
+    File {
+        /// The path.
+        path: PathBuf,
+        /// Append instead of truncate.
+        append: bool,
+    },
+    /// Syslog (`/dev/log`) with this ident.
+    Syslog(String),
+}
+
+/// The level filter for an OpenVPN `verb` value.
+pub fn level_for_verb(verb: u8) -> tracing::level_filters::LevelFilter {
+    use tracing::level_filters::LevelFilter;
+    match verb {
+        0 => LevelFilter::ERROR,
+        1..=2 => LevelFilter::WARN,
+        3..=4 => LevelFilter::INFO,
+        5..=6 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    }
+}
+
+struct OvpnFormat {
+    offset: UtcOffset,
+    timestamps: bool,
+}
+
+/// `YYYY-MM-DD HH:MM:SS` of `t`.
+pub fn timestamp(t: OffsetDateTime) -> String {
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+impl<S, N> FormatEvent<S, N> for OvpnFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        if self.timestamps {
+            write!(writer, "{} ", timestamp(OffsetDateTime::now_utc().to_offset(self.offset)))?;
+        }
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// Sends each formatted line as one syslog datagram to `/dev/log` (facility daemon).
+struct SyslogMaker {
+    sock: UnixDatagram,
+    ident: String,
+}
+
+struct SyslogLine<'a> {
+    maker: &'a SyslogMaker,
+    severity: u8,
+    buf: Vec<u8>,
+}
+
+impl Write for SyslogLine<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for SyslogLine<'_> {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.buf);
+        let text = text.trim_end_matches('\n');
+        if text.is_empty() {
+            return;
+        }
+        // facility daemon (3) * 8 + severity
+        let msg = format!("<{}>{}[{}]: {}", 24 + self.severity, self.maker.ident, std::process::id(), text);
+        // Nowhere to report a failed log write.
+        let _ = self.maker.sock.send_to(msg.as_bytes(), "/dev/log");
+    }
+}
+
+impl<'a> MakeWriter<'a> for SyslogMaker {
+    type Writer = SyslogLine<'a>;
+    fn make_writer(&'a self) -> Self::Writer {
+        SyslogLine { maker: self, severity: 6, buf: Vec::new() }
+    }
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
+        let severity = match *meta.level() {
+            Level::ERROR => 3,
+            Level::WARN => 4,
+            Level::INFO => 6,
+            Level::DEBUG | Level::TRACE => 7,
+        };
+        SyslogLine { maker: self, severity, buf: Vec::new() }
+    }
+}
+
+/// The local UTC offset (call while single-threaded; falls back to UTC).
+pub fn local_offset() -> UtcOffset {
+    crate::sys::local_utc_offset_seconds()
+        .and_then(|s| i32::try_from(s).ok())
+        .and_then(|s| UtcOffset::from_whole_seconds(s).ok())
+        .unwrap_or(UtcOffset::UTC)
+}
+
+/// Installs the global subscriber. `offset` comes from [`local_offset`] (read while single-threaded).
+pub fn init(sink: &Sink, verb: u8, offset: UtcOffset, suppress_timestamps: bool) -> Result<(), LoggingError> {
+    let (writer, timestamps) = match sink {
+        Sink::Stderr => (BoxMakeWriter::new(std::io::stderr), !suppress_timestamps),
+        Sink::File { path, append } => {
+            let f = open_log(path, *append)?;
+            (BoxMakeWriter::new(Mutex::new(f)), !suppress_timestamps)
+        }
+        Sink::Syslog(ident) => {
+            let sock = UnixDatagram::unbound().map_err(LoggingError::Syslog)?;
+            (BoxMakeWriter::new(SyslogMaker { sock, ident: ident.clone() }), false)
+        }
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .event_format(OvpnFormat { offset, timestamps })
+        .with_writer(writer)
+        .with_max_level(level_for_verb(verb))
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).map_err(|_| LoggingError::AlreadySet)
+}
+
+fn open_log(path: &Path, append: bool) -> Result<std::fs::File, LoggingError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    o.create(true).mode(0o600).custom_flags(libc::O_CLOEXEC);
+    if append {
+        o.append(true);
+    } else {
+        o.write(true).truncate(true);
+    }
+    o.open(path).map_err(|source| LoggingError::Open { path: path.to_owned(), source })
+}
+
+/// Re-emits a child's log record through the parent's sink.
+pub fn emit_child_record(rec: &LogRecord) {
+    // The origin is not printed: OpenVPN's lines have no process tag and tools parse them as is.
+    let _: LogOrigin = rec.origin;
+    match rec.severity {
+        Severity::Fatal | Severity::Error => tracing::error!("{}", rec.message),
+        Severity::Warning => tracing::warn!("{}", rec.message),
+        Severity::Info => tracing::info!("{}", rec.message),
+        Severity::Debug => tracing::debug!("{}", rec.message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_format() {
+        let t = OffsetDateTime::from_unix_timestamp(1_767_323_045).unwrap();
+        assert_eq!(timestamp(t), "2026-01-02 03:04:05");
+    }
+
+    #[test]
+    fn verb_levels() {
+        use tracing::level_filters::LevelFilter;
+        assert_eq!(level_for_verb(0), LevelFilter::ERROR);
+        assert_eq!(level_for_verb(3), LevelFilter::INFO);
+        assert_eq!(level_for_verb(9), LevelFilter::TRACE);
+    }
+}
