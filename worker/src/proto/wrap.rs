@@ -690,6 +690,24 @@ impl ControlWrapper {
         Ok(())
     }
 
+    /// Records the replay id of a packet that was authenticated statelessly (an [`InitialPacket`]) in
+    /// this wrapper's replay window, so a replay of it is rejected by the session. Fails (and records
+    /// nothing) if the window already rejects it. No-op without wrapping.
+    pub fn record_initial(
+        &mut self,
+        initial: &InitialPacket,
+        now_unix: u64,
+    ) -> Result<(), WrapError> {
+        if matches!(self.mode, Mode::None) {
+            return Ok(());
+        }
+        self.replay
+            .check(initial.replay_pid, initial.replay_time, now_unix)?;
+        self.replay
+            .commit(initial.replay_pid, initial.replay_time, now_unix);
+        Ok(())
+    }
+
     /// Wraps `pkt`, appending the datagram to `out`. Every call (also for retransmissions) consumes a
     /// new long-form packet id; the time field is fixed at the first call.
     pub fn wrap(
@@ -1123,9 +1141,8 @@ impl ServerWrap {
     /// Creates the per-peer wrapper for the session of `initial` (fresh send counter and replay
     /// window). This is the explicit "allocate" step; call it only after admission (cookie check or,
     /// for TCP / non-cookie peers, the decision to keep state). For TCP and non-cookie tls-crypt-v2
-    /// peers, pass the first datagram through [`ControlWrapper::unwrap`] of the new wrapper so its replay
-    /// id is recorded (opcode 10 is accepted there and its WKc ignored). For cookie-admitted peers use
-    /// [`ServerWrap::session_wrapper_after_cookie`] instead.
+    /// peers, call [`ControlWrapper::record_initial`] on the new wrapper so the first packet's replay id
+    /// is recorded. For cookie-admitted peers use [`ServerWrap::session_wrapper_after_cookie`] instead.
     pub fn session_wrapper(&self, initial: &InitialPacket) -> ControlWrapper {
         match &initial.v2 {
             Some(v2) => ControlWrapper::tls_crypt_v2_server(&v2.kc, self.replay),
@@ -1144,10 +1161,7 @@ impl ServerWrap {
         let mut w = self.session_wrapper(initial);
         if !matches!(w.mode, Mode::None) {
             w.skip_first_send_id(now_unix)?;
-            w.replay
-                .check(initial.replay_pid, initial.replay_time, now_unix)?;
-            w.replay
-                .commit(initial.replay_pid, initial.replay_time, now_unix);
+            w.record_initial(initial, now_unix)?;
         }
         Ok(w)
     }
@@ -1584,9 +1598,19 @@ aa68e634b60c13611fbfcb6905722423";
             V2Metadata::from_bytes(&info.metadata),
             Some(V2Metadata::User(b"alice".to_vec()))
         );
-        // old client without marker
+        // old client without marker: stateful path, first packet recorded in the new session
         let dg_old = v2_client_packet(&ck, &reset, 1, 777);
-        assert!(!sw.unwrap_initial(&dg_old).unwrap().early_negotiation());
+        let init_old = sw.unwrap_initial(&dg_old).unwrap();
+        assert!(!init_old.early_negotiation());
+        let mut w_old = sw.session_wrapper(&init_old);
+        w_old.record_initial(&init_old, 800).unwrap();
+        assert!(matches!(
+            w_old.unwrap(&dg_old, 800),
+            Err(WrapError::Replay(_))
+        ));
+        assert!(w_old.record_initial(&init_old, 800).is_err());
+        let dg_old2 = v2_client_packet(&ck, &reset, 2, 777);
+        assert_eq!(w_old.unwrap(&dg_old2, 800).unwrap(), reset);
         // tampering with packet part or WKc fails
         for i in [
             0usize,
