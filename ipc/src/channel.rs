@@ -9,7 +9,7 @@
 //!   be a unix seqpacket socket) and [`Channel::from_owned_fd`] / [`Channel::into_owned_fd`];
 //! - [`Channel::set_recv_timeout`] for request/response use (the signer);
 //! - [`Channel::into_async`] turns the same end into an
-//!   [`AsyncChannel`](crate::AsyncChannel) once a tokio runtime exists.
+//!   [`AsyncChannel`] once a tokio runtime exists.
 //!
 //! ```
 //! use bulwark_ipc::msg::{ParentToWorker, WorkerToParent};

@@ -13,7 +13,7 @@
 //! | 16     | n    | body: the message, encoded by [`crate::codec`]   |
 //!
 //! API: [`Header`] (encode/parse, public so tests can craft malformed frames), [`ProtocolError`]
-//! (every way an incoming packet can be wrong). Decoding order, each step fatal:
+//! (every way an incoming packet can be wrong), [`decode_frame`] (the decoder, for fuzzing). Decoding order, each step fatal:
 //! kernel flags (`MSG_TRUNC`, `MSG_CTRUNC`, foreign control messages) → header (length, magic,
 //! version, reserved, body length, fd count vs. received) → body decode (limit, trailing bytes) →
 //! kind cross-check → declared fd count vs. received → `validate()`.
@@ -262,8 +262,9 @@ pub(crate) fn decode_packet<M: Message>(
     decode_frame(frame, fds)
 }
 
-/// Decode a complete frame whose descriptors are `fds`.
-pub(crate) fn decode_frame<M: Message>(
+/// Decode a complete frame whose descriptors are `fds` (every check after the kernel flags).
+/// Public so fuzz targets can drive the decoder without a socket.
+pub fn decode_frame<M: Message>(
     frame: &[u8],
     fds: Vec<OwnedFd>,
 ) -> Result<Received<M>, ProtocolError> {

@@ -16,7 +16,8 @@
 //! violation (`MSG_TRUNC`, `MSG_CTRUNC`, bad magic/version, oversize, body-length or fd-count
 //! mismatch, undecodable body, trailing bytes, kind mismatch, failed validation) is a
 //! [`ProtocolError`] — never a panic — and closes the descriptors. [`fdcheck`] lets a child check
-//! what it was handed; [`layout`] fixes which descriptor numbers a child finds its channels on.
+//! what it was handed; [`layout`] fixes which descriptor numbers a child finds its channels on;
+//! [`signer_client`] is the worker's thread-safe request/response client for the signer.
 //!
 //! Unsafe code lives only in [`sys`].
 
@@ -28,6 +29,7 @@ pub mod frame;
 pub mod layout;
 pub mod message;
 pub mod msg;
+pub mod signer_client;
 pub mod sys;
 pub mod validate;
 
@@ -41,6 +43,7 @@ pub use layout::{
     CONTROL_FD, LOG_FD, SIGNER_FD,
 };
 pub use message::{Message, NoMessage, Received};
+pub use signer_client::{SignerClient, SignerError};
 pub use validate::ValidationError;
 
 /// IPC protocol version, carried in every frame header and in the Hello messages. Bump it on any

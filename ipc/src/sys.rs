@@ -1,16 +1,16 @@
 //! Raw socket plumbing: the only module of this crate that contains `unsafe` code.
 //!
-//! API (crate-internal):
-//! - [`recv_packet`]: one `recvmsg(2)` with `MSG_CMSG_CLOEXEC | MSG_TRUNC`; every file descriptor
-//!   the kernel installed is wrapped into an [`OwnedFd`] before anything else is looked at, so it is
+//! API (crate-internal; only [`SysError`] is public):
+//! - `recv_packet`: one `recvmsg(2)` with `MSG_CMSG_CLOEXEC | MSG_TRUNC`; every file descriptor
+//!   the kernel installed is wrapped into an `OwnedFd` before anything else is looked at, so it is
 //!   closed on every error path (also when the control data was truncated).
-//! - [`send_packet`]: one `sendmsg(2)` with the fds as a single `SCM_RIGHTS` control message.
-//! - [`claim_inherited_fd`]: take ownership of a descriptor inherited across `exec` at a fixed
+//! - `send_packet`: one `sendmsg(2)` with the fds as a single `SCM_RIGHTS` control message.
+//! - `claim_inherited_fd`: take ownership of a descriptor inherited across `exec` at a fixed
 //!   number, at most once per process.
-//! - [`place_fds_on_exec`]: make a `Command` put descriptors on fixed numbers in the child
+//! - `place_fds_on_exec`: make a `Command` put descriptors on fixed numbers in the child
 //!   between `fork` and `exec` (a `pre_exec` hook that only calls `fcntl`/`dup2`).
-//! - [`register_async`]: hand an owned socket to the tokio reactor.
-//! - [`getsockopt_int`]: read an integer `SOL_SOCKET` option (`SO_DOMAIN`, `SO_PROTOCOL`, ...)
+//! - `register_async`: hand an owned socket to the tokio reactor.
+//! - `getsockopt_int`: read an integer `SOL_SOCKET` option (`SO_DOMAIN`, `SO_PROTOCOL`, ...)
 //!   that nix has no typed wrapper for.
 //!
 //! Every `unsafe` block carries a `// SAFETY:` comment.
