@@ -19,7 +19,8 @@ use thiserror::Error;
 pub const COMMAND_BUFFER: usize = 1024;
 /// Maximum number of tokens kept (further tokens are dropped).
 pub const MAX_PARMS: usize = 16;
-/// Token buffer size; tokens of this length or more are an error.
+/// Maximum token length; a longer token is an error quoting its first 256 characters
+/// (as the 2.6.14 capture shows).
 pub const PARM_SIZE: usize = 256;
 
 /// Lexer errors, displayed exactly as OpenVPN prints them after `ERROR: `.
@@ -34,6 +35,9 @@ pub enum LexError {
     /// Unterminated single quote.
     #[error("Options error: No closing single quotation (') in TCP:0")]
     NoClosingSingleQuote,
+    /// The line ended inside a token (trailing backslash); OpenVPN's state number.
+    #[error("Options error: Residual parse state ({0}) in TCP:0")]
+    ResidualState(u8),
     /// Backslash before something other than `\`, `"` or whitespace.
     #[error("Options warning: Bad backslash ('\\') usage in TCP:0: remember that backslashes are treated as shell-escapes and if you need to pass backslash characters as part of a Windows filename, you should use double backslashes such as \"c:\\\\openvpn\\\\static.key\"")]
     BadBackslash,
@@ -121,7 +125,7 @@ pub fn tokenize(line: &str) -> Result<Vec<String>, LexError> {
                 // NUL inside quotes: end of input reached.
                 continue;
             }
-            if parm.len() + e.len_utf8() > PARM_SIZE - 1 {
+            if parm.len() >= PARM_SIZE {
                 return Err(LexError::TooLong(parm));
             }
             parm.push(e);
@@ -130,7 +134,9 @@ pub fn tokenize(line: &str) -> Result<Vec<String>, LexError> {
     match state {
         St::Quoted => Err(LexError::NoClosingQuote),
         St::SQuoted => Err(LexError::NoClosingSingleQuote),
-        _ => Ok(out),
+        // Only reachable when the line ends in a backslash inside an unquoted token.
+        St::Unquoted => Err(LexError::ResidualState(2)),
+        St::Initial => Ok(out),
     }
 }
 
@@ -233,11 +239,13 @@ mod tests {
         assert_eq!(tokenize(r"echo a\qb"), Err(LexError::BadBackslash));
         let long = "x".repeat(300);
         match tokenize(&format!("echo {long}")) {
-            Err(LexError::TooLong(p)) => assert_eq!(p.len(), 255),
+            Err(LexError::TooLong(p)) => assert_eq!(p.len(), 256),
             other => panic!("{other:?}"),
         }
-        assert!(tokenize(&"x".repeat(255)).is_ok());
-        assert!(tokenize(&"x".repeat(256)).is_err());
+        assert!(tokenize(&"x".repeat(256)).is_ok());
+        assert!(tokenize(&"x".repeat(257)).is_err());
+        assert_eq!(tokenize(r"echo a\"), Err(LexError::ResidualState(2)));
+        assert_eq!(t(r"echo \"), vec!["echo"]);
         assert_eq!(
             LexError::NoClosingQuote.to_string(),
             "Options error: No closing quotation (\") in TCP:0"

@@ -13,6 +13,7 @@ pub mod commands;
 pub mod hub;
 pub mod model;
 pub mod notify;
+pub mod serve;
 pub mod session;
 pub mod status;
 
@@ -20,5 +21,7 @@ pub mod status;
 mod golden_status_tests;
 #[cfg(test)]
 mod replay_tests;
+#[cfg(test)]
+mod session_tests;
 #[cfg(test)]
 mod testutil;
