@@ -941,3 +941,34 @@ fn debug_output_is_short() {
     assert!(s.len() < 300, "{s}");
     assert!(s.contains("ParentToWorker"));
 }
+
+#[test]
+fn foreign_and_truncated_control_data_are_rejected() {
+    use nix::sys::socket::{setsockopt, sockopt::PassCred};
+    let (parent, mut worker) = worker_pair();
+    // SO_PASSCRED makes the kernel attach SCM_CREDENTIALS to every packet: not ours to accept
+    setsockopt(&worker.as_fd(), PassCred, &true).unwrap();
+    parent.send(&ParentToWorker::Shutdown, &[]).unwrap();
+    assert!(matches!(
+        protocol_error(worker.recv()),
+        ProtocolError::ForeignControlMessage {
+            level: libc::SOL_SOCKET,
+            cmsg_type: libc::SCM_CREDENTIALS
+        }
+    ));
+    // credentials plus the largest SCM_RIGHTS the kernel allows (253 fds) do not fit in the
+    // control buffer: MSG_CTRUNC, and the fds that did arrive are closed again
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let raw = vec![w.as_raw_fd(); 253];
+    raw_send(
+        parent.as_fd(),
+        &frame_of(&ParentToWorker::Shutdown, 0),
+        &raw,
+    );
+    drop(w);
+    assert!(matches!(
+        protocol_error(worker.recv()),
+        ProtocolError::ControlTruncated
+    ));
+    assert_all_writers_closed(vec![r]);
+}
