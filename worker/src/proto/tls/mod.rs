@@ -38,6 +38,10 @@ pub mod signer;
 pub mod verify;
 pub mod x509;
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
+
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
@@ -191,17 +195,15 @@ impl TlsServer {
     /// A rustls `ServerConfig` whose client-certificate verifier records into `log`.
     pub fn server_config(&self, log: VerifyLog) -> Result<Arc<ServerConfig>, TlsError> {
         let verifier = Arc::new(verify::SessionVerifier::new(Arc::clone(&self.core), log));
-        let mut cfg = ServerConfig::builder_with_details(
-            Arc::clone(&self.provider),
-            Arc::clone(&self.time),
-        )
-        .with_protocol_versions(&self.versions)
-        .map_err(|source| TlsError::Rustls {
-            what: "protocol versions",
-            source,
-        })?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::clone(&self.resolver) as Arc<dyn ResolvesServerCert>);
+        let mut cfg =
+            ServerConfig::builder_with_details(Arc::clone(&self.provider), Arc::clone(&self.time))
+                .with_protocol_versions(&self.versions)
+                .map_err(|source| TlsError::Rustls {
+                    what: "protocol versions",
+                    source,
+                })?
+                .with_client_cert_verifier(verifier)
+                .with_cert_resolver(Arc::clone(&self.resolver) as Arc<dyn ResolvesServerCert>);
         cfg.ignore_client_order = true;
         cfg.session_storage = Arc::new(NoServerSessionStorage {});
         cfg.send_tls13_tickets = 0;
@@ -278,7 +280,8 @@ fn server_cert_warnings(der: &[u8]) -> Vec<String> {
         Ok(cn) if cn.is_empty() => w.push("server certificate has an empty CN".into()),
         Ok(_) => {}
         Err(_) => w.push(
-            "server certificate has no CN of at most 64 characters; OpenVPN clients reject it".into(),
+            "server certificate has no CN of at most 64 characters; OpenVPN clients reject it"
+                .into(),
         ),
     }
     if !matches!(x509::key_usage_value(&cert), Ok(Some(_))) {

@@ -36,13 +36,17 @@ pub enum SessionError {
         reason: String,
     },
     /// The peer sent more plaintext than the session may buffer.
-    #[error("peer sent more than {MAX_BUFFERED_PLAINTEXT} bytes of unread control-channel plaintext")]
+    #[error(
+        "peer sent more than {MAX_BUFFERED_PLAINTEXT} bytes of unread control-channel plaintext"
+    )]
     PlaintextOverflow,
     /// `write_plaintext` before the handshake finished.
     #[error("cannot write control-channel plaintext before the TLS handshake is complete")]
     StillHandshaking,
     /// `write_plaintext` with a message larger than one OpenVPN read.
-    #[error("control message of {len} bytes exceeds the {MAX_PLAINTEXT_MESSAGE}-byte record limit")]
+    #[error(
+        "control message of {len} bytes exceeds the {MAX_PLAINTEXT_MESSAGE}-byte record limit"
+    )]
     MessageTooLong {
         /// Message length.
         len: usize,

@@ -45,7 +45,9 @@ pub enum SettingsError {
         value: String,
     },
     /// `tls-version-max` below what rustls supports.
-    #[error("tls-version-max {value} is not supported: rustls only implements TLS 1.2 and TLS 1.3")]
+    #[error(
+        "tls-version-max {value} is not supported: rustls only implements TLS 1.2 and TLS 1.3"
+    )]
     VersionMaxUnsupported {
         /// The configured maximum.
         value: String,
@@ -174,7 +176,8 @@ pub enum SettingsError {
 }
 
 /// The TLS 1.2 suites rustls/ring can do, by OpenSSL name, for error messages.
-const SUPPORTED_TLS12_NAMES: &str = "ECDHE-ECDSA-AES256-GCM-SHA384, ECDHE-ECDSA-AES128-GCM-SHA256, \
+const SUPPORTED_TLS12_NAMES: &str =
+    "ECDHE-ECDSA-AES256-GCM-SHA384, ECDHE-ECDSA-AES128-GCM-SHA256, \
      ECDHE-ECDSA-CHACHA20-POLY1305, ECDHE-RSA-AES256-GCM-SHA384, ECDHE-RSA-AES128-GCM-SHA256, \
      ECDHE-RSA-CHACHA20-POLY1305";
 
@@ -486,9 +489,7 @@ impl ServerTlsSettings {
                 None => default_tls13_suites(),
             };
             if suite_b {
-                s13.retain(|s| {
-                    s.suite() != rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
-                });
+                s13.retain(|s| s.suite() != rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
             }
             if s13.is_empty() {
                 return Err(SettingsError::NoTls13Ciphers {
@@ -748,8 +749,8 @@ static KNOWN_UNSUPPORTED_TLS12: &[&str] = &[
 /// What a keyword selects among the rustls suites.
 fn keyword_matches(word: &str, d: &Tls12Def) -> Option<bool> {
     let m = match word {
-        "ALL" | "DEFAULT" | "HIGH" | "TLSv1.2" | "ECDHE" | "EECDH" | "kECDHE" | "kEECDH" | "AEAD"
-        | "FIPS" => true,
+        "ALL" | "DEFAULT" | "HIGH" | "TLSv1.2" | "ECDHE" | "EECDH" | "kECDHE" | "kEECDH"
+        | "AEAD" | "FIPS" => true,
         "aECDSA" | "ECDSA" => d.auth == Auth::Ecdsa,
         "aRSA" | "RSA" => d.auth == Auth::Rsa,
         "AESGCM" | "AES" => d.enc != Enc::Chacha20,
@@ -759,22 +760,80 @@ fn keyword_matches(word: &str, d: &Tls12Def) -> Option<bool> {
         "SHA256" => d.enc != Enc::Aes256Gcm,
         "SHA384" => d.enc == Enc::Aes256Gcm,
         // keywords that exist in OpenSSL but select no suite rustls implements
-        "COMPLEMENTOFDEFAULT" | "COMPLEMENTOFALL" | "EXP" | "EXPORT" | "LOW" | "MEDIUM" | "NULL"
-        | "eNULL" | "aNULL" | "ADH" | "AECDH" | "kDH" | "kDHr" | "kDHd" | "kECDH" | "kECDHr"
-        | "kECDHe" | "aECDH" | "DH" | "ECDH" | "DSS" | "aDSS" | "PSK" | "kPSK" | "kECDHEPSK"
-        | "kDHEPSK" | "kRSAPSK" | "aPSK" | "SRP" | "kSRP" | "aSRP" | "RC4" | "MD5" | "3DES" | "DES"
-        | "SHA1" | "SHA" | "CAMELLIA" | "CAMELLIA128" | "CAMELLIA256" | "SEED" | "IDEA" | "ARIA"
-        | "ARIA128" | "ARIA256" | "ARIAGCM" | "DHE" | "EDH" | "kDHE" | "kEDH" | "SSLv3" | "TLSv1"
-        | "TLSv1.0" | "CCM" | "CCM8" | "AESCCM" | "AESCCM8" | "kRSA" | "aGOST" | "aGOST01"
-        | "kGOST" | "GOST94" | "GOST89MAC" | "SUITEB128" | "SUITEB128ONLY" | "SUITEB192"
-        | "CBC" | "RC2" | "aCERT" => {
-            match word {
-                "SUITEB128" | "SUITEB128ONLY" | "SUITEB192" => {
-                    d.auth == Auth::Ecdsa && d.enc != Enc::Chacha20
-                }
-                _ => false,
+        "COMPLEMENTOFDEFAULT"
+        | "COMPLEMENTOFALL"
+        | "EXP"
+        | "EXPORT"
+        | "LOW"
+        | "MEDIUM"
+        | "NULL"
+        | "eNULL"
+        | "aNULL"
+        | "ADH"
+        | "AECDH"
+        | "kDH"
+        | "kDHr"
+        | "kDHd"
+        | "kECDH"
+        | "kECDHr"
+        | "kECDHe"
+        | "aECDH"
+        | "DH"
+        | "ECDH"
+        | "DSS"
+        | "aDSS"
+        | "PSK"
+        | "kPSK"
+        | "kECDHEPSK"
+        | "kDHEPSK"
+        | "kRSAPSK"
+        | "aPSK"
+        | "SRP"
+        | "kSRP"
+        | "aSRP"
+        | "RC4"
+        | "MD5"
+        | "3DES"
+        | "DES"
+        | "SHA1"
+        | "SHA"
+        | "CAMELLIA"
+        | "CAMELLIA128"
+        | "CAMELLIA256"
+        | "SEED"
+        | "IDEA"
+        | "ARIA"
+        | "ARIA128"
+        | "ARIA256"
+        | "ARIAGCM"
+        | "DHE"
+        | "EDH"
+        | "kDHE"
+        | "kEDH"
+        | "SSLv3"
+        | "TLSv1"
+        | "TLSv1.0"
+        | "CCM"
+        | "CCM8"
+        | "AESCCM"
+        | "AESCCM8"
+        | "kRSA"
+        | "aGOST"
+        | "aGOST01"
+        | "kGOST"
+        | "GOST94"
+        | "GOST89MAC"
+        | "SUITEB128"
+        | "SUITEB128ONLY"
+        | "SUITEB192"
+        | "CBC"
+        | "RC2"
+        | "aCERT" => match word {
+            "SUITEB128" | "SUITEB128ONLY" | "SUITEB192" => {
+                d.auth == Auth::Ecdsa && d.enc != Enc::Chacha20
             }
-        }
+            _ => false,
+        },
         _ => return None,
     };
     Some(m)
@@ -903,7 +962,10 @@ pub fn parse_tls12_cipher_string(list: &str) -> Result<Vec<SupportedCipherSuite>
     if !unsupported.is_empty() {
         return Err(SettingsError::UnsupportedCiphers { names: unsupported });
     }
-    Ok(selected.into_iter().map(|i| TLS12_SUITES[i].suite).collect())
+    Ok(selected
+        .into_iter()
+        .map(|i| TLS12_SUITES[i].suite)
+        .collect())
 }
 
 /// The OpenSSL name of a rustls suite (`ECDHE-RSA-AES256-GCM-SHA384`, `TLS_AES_256_GCM_SHA384`).
@@ -978,10 +1040,25 @@ pub fn parse_groups(list: &str) -> Result<Vec<&'static dyn SupportedKxGroup>, Se
             "x25519" => Some(kx_group::X25519),
             "prime256v1" | "secp256r1" | "p-256" => Some(kx_group::SECP256R1),
             "secp384r1" | "p-384" => Some(kx_group::SECP384R1),
-            "x448" | "secp521r1" | "p-521" | "ffdhe2048" | "ffdhe3072" | "ffdhe4096"
-            | "ffdhe6144" | "ffdhe8192" | "secp224r1" | "p-224" | "secp256k1"
-            | "brainpoolp256r1" | "brainpoolp384r1" | "brainpoolp512r1" | "x25519mlkem768"
-            | "secp256r1mlkem768" | "mlkem768" | "mlkem1024" | "x25519kyber768draft00" => {
+            "x448"
+            | "secp521r1"
+            | "p-521"
+            | "ffdhe2048"
+            | "ffdhe3072"
+            | "ffdhe4096"
+            | "ffdhe6144"
+            | "ffdhe8192"
+            | "secp224r1"
+            | "p-224"
+            | "secp256k1"
+            | "brainpoolp256r1"
+            | "brainpoolp384r1"
+            | "brainpoolp512r1"
+            | "x25519mlkem768"
+            | "secp256r1mlkem768"
+            | "mlkem768"
+            | "mlkem1024"
+            | "x25519kyber768draft00" => {
                 unsupported.push(item.to_string());
                 None
             }
@@ -1016,8 +1093,9 @@ mod tests {
 
     #[test]
     fn openvpn_default_cipher_string_selects_all_six() {
-        let s = parse_tls12_cipher_string("DEFAULT:!EXP:!LOW:!MEDIUM:!kDH:!kECDH:!DSS:!PSK:!SRP:!kRSA")
-            .unwrap();
+        let s =
+            parse_tls12_cipher_string("DEFAULT:!EXP:!LOW:!MEDIUM:!kDH:!kECDH:!DSS:!PSK:!SRP:!kRSA")
+                .unwrap();
         assert_eq!(s.len(), 6);
     }
 
@@ -1095,7 +1173,10 @@ mod tests {
         let s = parse_tls13_suites("TLS_CHACHA20_POLY1305_SHA256:TLS-AES-256-GCM-SHA384").unwrap();
         assert_eq!(
             names(&s),
-            vec![CS::TLS13_CHACHA20_POLY1305_SHA256, CS::TLS13_AES_256_GCM_SHA384]
+            vec![
+                CS::TLS13_CHACHA20_POLY1305_SHA256,
+                CS::TLS13_AES_256_GCM_SHA384
+            ]
         );
         assert!(matches!(
             parse_tls13_suites("TLS_AES_128_CCM_SHA256"),
@@ -1129,7 +1210,10 @@ mod tests {
         s.tls_version_min = Some(TlsVersionMin::parse("1.3", None).unwrap());
         let r = s.resolve().unwrap();
         assert_eq!(r.versions.len(), 1);
-        assert!(r.suites.iter().all(|s| s.version() == &rustls::version::TLS13));
+        assert!(r
+            .suites
+            .iter()
+            .all(|s| s.version() == &rustls::version::TLS13));
         s.tls_version_max = Some(TlsVersion::V1_2);
         assert!(matches!(
             s.resolve(),
@@ -1181,13 +1265,20 @@ mod tests {
     fn peer_policy_from_remote_cert_tls_and_username_fields() {
         let s = ServerTlsSettings {
             remote_cert_tls: Some(RemoteCertTls::Client),
-            x509_username_field: vec!["ou".into(), "emailAddress".into(), "ext:subjectAltName".into()],
+            x509_username_field: vec![
+                "ou".into(),
+                "emailAddress".into(),
+                "ext:subjectAltName".into(),
+            ],
             ..Default::default()
         };
         let p = s.peer_cert_policy().unwrap();
         assert_eq!(p.ku, vec![KU_REQUIRED]);
         assert_eq!(p.eku.as_deref(), Some("TLS Web Client Authentication"));
-        assert_eq!(p.username_fields, vec!["OU", "emailAddress", "ext:subjectAltName"]);
+        assert_eq!(
+            p.username_fields,
+            vec!["OU", "emailAddress", "ext:subjectAltName"]
+        );
         let s = ServerTlsSettings {
             x509_username_field: vec!["ext:keyUsage".into()],
             ..Default::default()

@@ -27,7 +27,9 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
+};
 use rustls_pki_types::pem::PemObject;
 use webpki::{
     CertRevocationList, EndEntityCert, ExpirationPolicy, KeyUsage, OwnedCertRevocationList,
@@ -334,7 +336,10 @@ impl VerifierCore {
             Err(e) => {
                 let (reason, depth, cert_err) =
                     self.describe_failure(&e, &presented, now, crls.as_deref());
-                log.push(EventLevel::Error, verify_error_line(depth, &reason, &presented));
+                log.push(
+                    EventLevel::Error,
+                    verify_error_line(depth, &reason, &presented),
+                );
                 return Err(rustls::Error::InvalidCertificate(cert_err));
             }
         };
@@ -368,7 +373,8 @@ impl VerifierCore {
         now: UnixTime,
         log: &VerifyLog,
     ) -> Result<(), rustls::Error> {
-        let fail = || rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure);
+        let fail =
+            || rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure);
         let mut infos: Vec<CertInfo> = Vec::with_capacity(chain.len());
         let mut common_name = String::new();
         for depth in (0..chain.len()).rev() {
@@ -393,12 +399,17 @@ impl VerifierCore {
                 };
                 if let Some(reason) = reason {
                     let presented: Vec<&[u8]> = chain.iter().map(|c| c.as_slice()).collect();
-                    log.push(EventLevel::Error, verify_error_line(depth, reason, &presented));
-                    return Err(rustls::Error::InvalidCertificate(if t.is_some_and(|t| t > v.not_after) {
-                        CertificateError::Expired
-                    } else {
-                        CertificateError::NotValidYet
-                    }));
+                    log.push(
+                        EventLevel::Error,
+                        verify_error_line(depth, reason, &presented),
+                    );
+                    return Err(rustls::Error::InvalidCertificate(
+                        if t.is_some_and(|t| t > v.not_after) {
+                            CertificateError::Expired
+                        } else {
+                            CertificateError::NotValidYet
+                        },
+                    ));
                 }
             }
             let subject = match format_subject(cert.subject()) {
@@ -438,7 +449,10 @@ impl VerifierCore {
             let info = match CertInfo::from_parsed(&cert, der, depth as u32) {
                 Ok(i) => i,
                 Err(e) => {
-                    log.push(EventLevel::Error, format!("VERIFY ERROR: depth={depth}, {e}"));
+                    log.push(
+                        EventLevel::Error,
+                        format!("VERIFY ERROR: depth={depth}, {e}"),
+                    );
                     return Err(fail());
                 }
             };
@@ -716,7 +730,10 @@ fn check_ku(cert: &X509Certificate<'_>, expected: &[u16], log: &VerifyLog) -> bo
     if expected.first() == Some(&KU_REQUIRED) {
         return true;
     }
-    log.push(EventLevel::Handshake, "Validating certificate key usage".into());
+    log.push(
+        EventLevel::Handshake,
+        "Validating certificate key usage".into(),
+    );
     let found = expected.iter().any(|&e| e != 0 && nku & e == e);
     if !found {
         log.push(
@@ -845,11 +862,17 @@ pub static SUITE_B_ALGORITHMS: WebPkiSupportedAlgorithms = WebPkiSupportedAlgori
     mapping: &[
         (
             SignatureScheme::ECDSA_NISTP384_SHA384,
-            &[webpki::ring::ECDSA_P384_SHA384, webpki::ring::ECDSA_P256_SHA384],
+            &[
+                webpki::ring::ECDSA_P384_SHA384,
+                webpki::ring::ECDSA_P256_SHA384,
+            ],
         ),
         (
             SignatureScheme::ECDSA_NISTP256_SHA256,
-            &[webpki::ring::ECDSA_P256_SHA256, webpki::ring::ECDSA_P384_SHA256],
+            &[
+                webpki::ring::ECDSA_P256_SHA256,
+                webpki::ring::ECDSA_P384_SHA256,
+            ],
         ),
     ],
 };

@@ -105,14 +105,34 @@ static ATTRIBUTES: &[(&str, &str, &str)] = &[
     ("2.5.4.51", "houseIdentifier", "houseIdentifier"),
     ("2.5.4.65", "pseudonym", "pseudonym"),
     ("2.5.4.72", "role", "role"),
-    ("2.5.4.97", "organizationIdentifier", "organizationIdentifier"),
+    (
+        "2.5.4.97",
+        "organizationIdentifier",
+        "organizationIdentifier",
+    ),
     ("1.2.840.113549.1.9.1", "emailAddress", "emailAddress"),
-    ("1.2.840.113549.1.9.2", "unstructuredName", "unstructuredName"),
+    (
+        "1.2.840.113549.1.9.2",
+        "unstructuredName",
+        "unstructuredName",
+    ),
     ("0.9.2342.19200300.100.1.1", "UID", "userId"),
     ("0.9.2342.19200300.100.1.25", "DC", "domainComponent"),
-    ("1.3.6.1.4.1.311.60.2.1.1", "jurisdictionL", "jurisdictionLocalityName"),
-    ("1.3.6.1.4.1.311.60.2.1.2", "jurisdictionST", "jurisdictionStateOrProvinceName"),
-    ("1.3.6.1.4.1.311.60.2.1.3", "jurisdictionC", "jurisdictionCountryName"),
+    (
+        "1.3.6.1.4.1.311.60.2.1.1",
+        "jurisdictionL",
+        "jurisdictionLocalityName",
+    ),
+    (
+        "1.3.6.1.4.1.311.60.2.1.2",
+        "jurisdictionST",
+        "jurisdictionStateOrProvinceName",
+    ),
+    (
+        "1.3.6.1.4.1.311.60.2.1.3",
+        "jurisdictionC",
+        "jurisdictionCountryName",
+    ),
 ];
 
 /// Resolves an attribute name as OpenSSL's `OBJ_txt2obj(name, 0)` does (short name, long name, or
@@ -252,7 +272,9 @@ fn value_to_utf8(tag: u32, data: &[u8]) -> Option<String> {
                 .chunks(2)
                 .map(|c| u16::from_be_bytes([c[0], c[1]]))
                 .collect();
-            char::decode_utf16(units).collect::<Result<String, _>>().ok()
+            char::decode_utf16(units)
+                .collect::<Result<String, _>>()
+                .ok()
         }
         28 => {
             if data.len() % 4 != 0 {
@@ -385,11 +407,7 @@ pub fn extract_username(
         if value.len() > USERNAME_MAX_LEN || value.contains('\0') {
             return Err(fail());
         }
-        let add = if i == 0 {
-            value
-        } else {
-            format!("_{value}")
-        };
+        let add = if i == 0 { value } else { format!("_{value}") };
         if joined.len() + add.len() > 255 {
             return Err(X509Error::UsernameTooLong {
                 field: field.clone(),
@@ -684,7 +702,10 @@ mod tests {
 
     #[test]
     fn oid_decoding() {
-        assert_eq!(oid_to_string(&[0x55, 0x04, 0x03]).as_deref(), Some("2.5.4.3"));
+        assert_eq!(
+            oid_to_string(&[0x55, 0x04, 0x03]).as_deref(),
+            Some("2.5.4.3")
+        );
         assert_eq!(
             oid_to_string(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01]).as_deref(),
             Some("1.2.840.113549.1.9.1")
@@ -699,7 +720,10 @@ mod tests {
     fn attribute_lookup_like_openssl() {
         assert_eq!(attribute_oid("CN").as_deref(), Some("2.5.4.3"));
         assert_eq!(attribute_oid("commonName").as_deref(), Some("2.5.4.3"));
-        assert_eq!(attribute_oid("emailAddress").as_deref(), Some("1.2.840.113549.1.9.1"));
+        assert_eq!(
+            attribute_oid("emailAddress").as_deref(),
+            Some("1.2.840.113549.1.9.1")
+        );
         assert_eq!(attribute_oid("2.5.4.11").as_deref(), Some("2.5.4.11"));
         assert_eq!(attribute_oid("cn"), None);
         assert_eq!(attribute_oid("1."), None);
