@@ -23,11 +23,11 @@
 //! (0x20..=0x7E) is rejected; empty messages are skipped.
 //!
 //! PUSH_REPLY splitting reproduces `send_push_reply`: messages are built in a 1024-byte bundle with 84
-//! bytes reserved (`safe_cap` = 940); before appending an option of length `l`, if the current length
-//! + `l` >= 940 the message is closed with `,push-continuation 2` and a new `PUSH_REPLY` started; the
-//! last message gets `,push-continuation 1` only if a split happened; with no options a bare
-//! `PUSH_REPLY` is sent. Options may not contain commas or non-printable characters and must be shorter
-//! than 256 bytes (the client's option line buffer).
+//! bytes reserved (`safe_cap` = 940). Before appending an option of length `l`, if the current length
+//! plus `l` is at least 940, the message is closed with `,push-continuation 2` and a new `PUSH_REPLY`
+//! started; the last message gets `,push-continuation 1` only if a split happened; with no options a
+//! bare `PUSH_REPLY` is sent. Options may not contain commas or non-printable characters and must be
+//! shorter than 256 bytes (the client's option line buffer).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
