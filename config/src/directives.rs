@@ -242,6 +242,7 @@ static TABLE: &[DirectiveSpec] = &[
     s("client", 0, 0, "client", "Client mode macro.", U(CLIENT_ONLY)),
     s("tls-client", 0, 0, "tls-client", "Act as TLS client.", U(CLIENT_ONLY)),
     s("pull", 0, 0, "pull", "Accept pushed options.", U(CLIENT_ONLY)),
+    s("connection", 1, 1, "connection (inline <connection> block)", "Client connection profile.", U("<connection> blocks are client connection profiles and cannot be used in a server configuration")).inl(),
     s("remote", 1, 3, "remote HOST [PORT [PROTO]]", "Server to connect to.", U(CLIENT_ONLY)),
     s("nobind", 0, 0, "nobind", "Do not bind a local port.", U("a server must bind its port (OpenVPN: --nobind cannot be used with --mode server)")),
     s("resolv-retry", 1, 1, "resolv-retry SECONDS|infinite", "Retry name resolution of --remote.", I("resolv-retry is a client option and has no effect on a server")),
@@ -675,6 +676,7 @@ fn default_config(cwd: PathBuf) -> Config {
             mlock: false,
         },
         compression: Compression::Unset,
+        allow_compression_no: false,
         ignore_unknown: Vec::new(),
     }
 }
@@ -1501,9 +1503,12 @@ fn p_compress(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
     Ok(())
 }
 
-fn p_allow_compression(_b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
+fn p_allow_compression(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
     match d.args[0].as_str() {
-        "no" => Ok(()),
+        "no" => {
+            b.cfg.allow_compression_no = true;
+            Ok(())
+        }
         v @ ("yes" | "asym") => Err(ParseError::Unsupported(format!(
             "'allow-compression {v}' would decompress or compress tunnel traffic: {COMPRESSION}"
         ))),

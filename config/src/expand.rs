@@ -173,6 +173,12 @@ pub(crate) fn finalize(
                 "--server directive when used with --dev tun must define a subnet of 255.255.255.248 (/29) or lower",
             ),
             Some(bits) => {
+                if let Some(l) = at("ifconfig") {
+                    cx.warn(
+                        Some(&l),
+                        "option 'ifconfig' is overridden by the 'server' directive",
+                    );
+                }
                 s4.prefix_len = bits;
                 let net = s4.network;
                 let bcast = Ipv4Addr::from(u32::from(net) | !u32::from(s4.netmask));

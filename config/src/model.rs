@@ -697,6 +697,9 @@ pub struct Config {
     pub privileges: Privileges,
     /// Compression compatibility setting.
     pub compression: Compression,
+    /// `allow-compression no` was given explicitly (it is also the default; any other value
+    /// is refused).
+    pub allow_compression_no: bool,
     /// `ignore-unknown-option` names, in order.
     pub ignore_unknown: Vec<String>,
 }

@@ -1,0 +1,405 @@
+//! Every directive in the table: supported ones parse (from a file and, identically, from the
+//! command line), ignored ones are accepted, unsupported ones are refused with file:line.
+
+#![allow(clippy::unwrap_used)]
+
+use bulwark_config::*;
+use std::collections::BTreeMap;
+
+const BASE: &str =
+    "dev tun\nca ca.crt\ncert s.crt\nkey s.key\nserver 10.8.0.0 255.255.255.0 nopool\n";
+/// For samples that configure the server without the `server` macro.
+const BASE_MANUAL: &str = "dev tun\nca ca.crt\ncert s.crt\nkey s.key\n";
+
+fn base_for(snippet: &str) -> &'static str {
+    if snippet.starts_with("mode server") {
+        BASE_MANUAL
+    } else {
+        BASE
+    }
+}
+
+/// A sample snippet for every supported server directive.
+fn samples() -> BTreeMap<&'static str, &'static str> {
+    let fp = "peer-fingerprint AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89";
+    let mut m = BTreeMap::new();
+    let mut add = |k: &'static str, v: &'static str| {
+        assert!(m.insert(k, v).is_none(), "{k} twice");
+    };
+    add("ignore-unknown-option", "ignore-unknown-option foo bar");
+    add("setenv", "setenv FOO bar");
+    add("setenv-safe", "setenv-safe FOO bar");
+    add(
+        "mode",
+        "mode server\ntls-server\nifconfig 10.8.0.1 10.8.0.2",
+    );
+    add(
+        "tls-server",
+        "mode server\ntls-server\nifconfig 10.8.0.1 10.8.0.2\n",
+    );
+    add("server", "server 10.9.0.0 255.255.255.0");
+    add(
+        "server-ipv6",
+        "server 10.8.0.0 255.255.255.0\nserver-ipv6 fd00::/64",
+    );
+    add("proto", "proto tcp");
+    add("port", "port 1195");
+    add("lport", "lport 1196");
+    add("local", "local 127.0.0.1");
+    add("float", "float");
+    add("multihome", "multihome");
+    add("sndbuf", "sndbuf 393216");
+    add("rcvbuf", "rcvbuf 393216");
+    add("tcp-queue-limit", "tcp-queue-limit 64");
+    add("bcast-buffers", "bcast-buffers 256");
+    add("tcp-nodelay", "tcp-nodelay");
+    add("fast-io", "fast-io");
+    add("dev", "dev tun0");
+    add("dev-type", "dev vpn0\ndev-type tun");
+    add("topology", "topology subnet");
+    add("tun-mtu", "tun-mtu 1400 1500");
+    add("mssfix", "mssfix 1360 mtu");
+    add("txqueuelen", "txqueuelen 1000");
+    add("persist-tun", "persist-tun");
+    add("persist-key", "persist-key");
+    add("ifconfig", "mode server\ntls-server\ntopology subnet\nifconfig 10.8.0.1 255.255.255.0\nifconfig-pool 10.8.0.10 10.8.0.20 255.255.255.0");
+    add("ifconfig-ipv6", "ifconfig-ipv6 fd00::1/64 fd00::2");
+    add("ifconfig-pool", "ifconfig-pool 10.8.0.10 10.8.0.100");
+    add(
+        "ifconfig-ipv6-pool",
+        "ifconfig-ipv6 fd00::1/64 fd00::2\nifconfig-ipv6-pool fd00::1000/64",
+    );
+    add(
+        "ifconfig-pool-persist",
+        "ifconfig-pool 10.8.0.10 10.8.0.100\nifconfig-pool-persist ipp.txt 0",
+    );
+    add("route", "route 192.168.1.0 255.255.255.0 vpn_gateway 5");
+    add("route-ipv6", "route-ipv6 fd01::/64");
+    add("route-gateway", "route-gateway 10.8.0.2");
+    add("ca", "ca other-ca.crt");
+    add("cert", "cert other.crt");
+    add("key", "key other.key");
+    add("extra-certs", "extra-certs chain.pem");
+    add("dh", "dh none");
+    add("tls-auth", "tls-auth ta.key 0");
+    add("key-direction", "tls-auth ta.key\nkey-direction 0");
+    add("tls-crypt", "tls-crypt tc.key");
+    add("tls-crypt-v2", "tls-crypt-v2 v2.key force-cookie");
+    add("crl-verify", "crl-verify crl.pem");
+    add("peer-fingerprint", fp);
+    add("auth", "auth SHA256");
+    add("cipher", "cipher AES-256-GCM");
+    add("data-ciphers", "data-ciphers AES-256-GCM:AES-128-GCM");
+    add("ncp-ciphers", "ncp-ciphers AES-256-GCM");
+    add("data-ciphers-fallback", "data-ciphers-fallback AES-256-CBC");
+    add("tls-version-min", "tls-version-min 1.2 or-highest");
+    add("tls-version-max", "tls-version-max 1.3");
+    add(
+        "tls-cipher",
+        "tls-cipher TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256",
+    );
+    add(
+        "tls-ciphersuites",
+        "tls-ciphersuites TLS_AES_256_GCM_SHA384",
+    );
+    add("tls-groups", "tls-groups X25519:prime256v1");
+    add("ecdh-curve", "ecdh-curve secp384r1");
+    add("tls-cert-profile", "tls-cert-profile preferred");
+    add("remote-cert-tls", "remote-cert-tls client");
+    add(
+        "remote-cert-eku",
+        "remote-cert-eku \"TLS Web Client Authentication\"",
+    );
+    add("remote-cert-ku", "remote-cert-ku a0 88");
+    add(
+        "verify-client-cert",
+        "verify-client-cert optional\nscript-security 2\nauth-user-pass-verify /bin/true via-env",
+    );
+    add("verify-x509-name", "verify-x509-name client name-prefix");
+    add(
+        "x509-username-field",
+        "x509-username-field ext:subjectAltName",
+    );
+    add(
+        "tls-verify",
+        "script-security 2\ntls-verify \"/usr/local/bin/verify --strict\"",
+    );
+    add("tls-timeout", "tls-timeout 5");
+    add("hand-window", "hand-window 30");
+    add("tran-window", "tran-window 1800");
+    add("reneg-sec", "reneg-sec 3600 1800");
+    add("reneg-bytes", "reneg-bytes 1000000000");
+    add("reneg-pkts", "reneg-pkts 100000");
+    add("tls-exit", "tls-exit");
+    add("replay-window", "replay-window 128 30");
+    add("mute-replay-warnings", "mute-replay-warnings");
+    add("comp-lzo", "comp-lzo no");
+    add("compress", "compress stub-v2");
+    add("allow-compression", "allow-compression no");
+    add("keepalive", "keepalive 10 60");
+    add("ping", "ping 10");
+    add("ping-restart", "ping-restart 60");
+    add("ping-exit", "ping-exit 120");
+    add("ping-timer-rem", "ping-timer-rem");
+    add("inactive", "inactive 3600 1000000");
+    add("explicit-exit-notify", "explicit-exit-notify 2");
+    add("push", "push \"route 10.0.0.0 255.0.0.0\"");
+    add("push-remove", "push-remove route");
+    add("client-config-dir", "client-config-dir ccd");
+    add("ccd-exclusive", "client-config-dir ccd\nccd-exclusive");
+    add("client-to-client", "client-to-client");
+    add("duplicate-cn", "duplicate-cn");
+    add("max-clients", "max-clients 100");
+    add("max-routes-per-client", "max-routes-per-client 10");
+    add("connect-freq", "connect-freq 10 60");
+    add("connect-freq-initial", "connect-freq-initial 100 10");
+    add("hash-size", "hash-size 256 256");
+    add("stale-routes-check", "stale-routes-check 300 30");
+    add("block-ipv6", "block-ipv6");
+    add("script-security", "script-security 2");
+    add(
+        "auth-user-pass-verify",
+        "script-security 3\nauth-user-pass-verify \"/usr/bin/check --x\" via-file",
+    );
+    add(
+        "username-as-common-name",
+        "username-as-common-name\nscript-security 2\nauth-user-pass-verify /bin/true via-env",
+    );
+    add(
+        "auth-user-pass-optional",
+        "auth-user-pass-optional\nmanagement /run/bulwark/m.sock unix\nmanagement-client-auth",
+    );
+    add(
+        "client-connect",
+        "script-security 2\nclient-connect /bin/true",
+    );
+    add(
+        "client-disconnect",
+        "script-security 2\nclient-disconnect /bin/true",
+    );
+    add(
+        "learn-address",
+        "script-security 2\nlearn-address /bin/true",
+    );
+    add("auth-gen-token", "auth-gen-token 3600 external-auth");
+    add("auth-gen-token-secret", "auth-gen-token-secret token.key");
+    add("tmp-dir", "tmp-dir /run/bulwark/tmp");
+    add("management", "management 127.0.0.1 7505 pw.txt");
+    add(
+        "management-client-user",
+        "management /run/bulwark/m.sock unix\nmanagement-client-user root",
+    );
+    add(
+        "management-client-group",
+        "management /run/bulwark/m.sock unix\nmanagement-client-group adm",
+    );
+    add(
+        "management-client-auth",
+        "management /run/bulwark/m.sock unix\nmanagement-client-auth",
+    );
+    add(
+        "management-hold",
+        "management /run/bulwark/m.sock unix\nmanagement-hold",
+    );
+    add(
+        "management-log-cache",
+        "management /run/bulwark/m.sock unix\nmanagement-log-cache 100",
+    );
+    add(
+        "management-query-passwords",
+        "management /run/bulwark/m.sock unix\nmanagement-query-passwords",
+    );
+    add(
+        "management-forget-disconnect",
+        "management /run/bulwark/m.sock unix\nmanagement-forget-disconnect",
+    );
+    add(
+        "management-signal",
+        "management /run/bulwark/m.sock unix\nmanagement-signal",
+    );
+    add(
+        "management-up-down",
+        "management /run/bulwark/m.sock unix\nmanagement-up-down",
+    );
+    add("user", "user nobody");
+    add("group", "group nogroup");
+    add("chroot", "chroot /var/empty");
+    add("nice", "nice 5");
+    add("mlock", "mlock");
+    add("daemon", "daemon ovpn");
+    add("writepid", "writepid /run/bulwark.pid");
+    add("syslog", "syslog ovpn");
+    add("log", "log /var/log/bulwark.log");
+    add("log-append", "log-append /var/log/bulwark.log");
+    add("verb", "verb 4");
+    add("mute", "mute 20");
+    add("suppress-timestamps", "suppress-timestamps");
+    add("machine-readable-output", "machine-readable-output");
+    add("errors-to-stderr", "errors-to-stderr");
+    add("status", "status s.log 10");
+    add("status-version", "status-version 2");
+    m
+}
+
+/// Samples for client-config-dir-only directives.
+fn ccd_samples() -> BTreeMap<&'static str, &'static str> {
+    BTreeMap::from([
+        ("push-reset", "push-reset"),
+        ("ifconfig-push", "ifconfig-push 10.8.0.5 255.255.255.0"),
+        (
+            "ifconfig-ipv6-push",
+            "ifconfig-ipv6-push fd00::5/64 fd00::1",
+        ),
+        ("iroute", "iroute 192.168.5.0 255.255.255.0"),
+        ("iroute-ipv6", "iroute-ipv6 fd05::/64"),
+        ("disable", "disable"),
+    ])
+}
+
+fn show(e: &[ConfigError]) -> String {
+    e.iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The same text as command-line arguments: every line becomes `--name args…`.
+fn as_args(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut p = split_line(line).unwrap();
+        if p.is_empty() {
+            continue;
+        }
+        p[0] = format!("--{}", p[0]);
+        out.extend(p);
+    }
+    out
+}
+
+/// Removes locations, which differ between a file and the command line.
+fn strip(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.remove("set_at");
+            m.values_mut().for_each(strip);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+        _ => {}
+    }
+}
+
+fn normalized(c: &Config) -> serde_json::Value {
+    let mut v = serde_json::to_value(c).unwrap();
+    strip(&mut v);
+    v
+}
+
+#[test]
+fn every_directive_is_tested() {
+    let s = samples();
+    let c = ccd_samples();
+    for d in directives() {
+        if matches!(d.support(), Support::Supported) && !["config", "cd"].contains(&d.name) {
+            assert!(
+                s.contains_key(d.name) || c.contains_key(d.name),
+                "no sample for {}",
+                d.name
+            );
+        }
+    }
+}
+
+#[test]
+fn every_supported_directive_parses_from_file_and_command_line() {
+    for (name, snippet) in samples() {
+        let base = base_for(snippet);
+        let text = format!("{base}{snippet}\n");
+        let from_file = load_str("t.conf", &text, "/etc/openvpn")
+            .unwrap_or_else(|e| panic!("{name}: {}", show(&e)));
+        let mut l = Loader::new("/etc/openvpn");
+        l.command_line(&as_args(&text));
+        let from_cli = l
+            .finish()
+            .unwrap_or_else(|e| panic!("{name} (command line): {}", show(&e)));
+        assert_eq!(
+            normalized(&from_file.config),
+            normalized(&from_cli.config),
+            "{name}: file and command line differ"
+        );
+        // The directive must change something: either the base alone does not load (the
+        // snippet supplies what it lacks), or the resulting configuration differs.
+        if let Ok(reference) = load_str("t.conf", base, "/etc/openvpn") {
+            assert_ne!(
+                normalized(&from_file.config),
+                normalized(&reference.config),
+                "{name}: the directive had no effect"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_ccd_directive_parses() {
+    for (name, snippet) in ccd_samples() {
+        let (ccd, _) = parse_ccd("ccd/c".as_ref(), snippet.as_bytes())
+            .unwrap_or_else(|e| panic!("{name}: {}", show(&e)));
+        assert_ne!(ccd, CcdConfig::default(), "{name}");
+        // CCD-only directives are refused in the server configuration.
+        let e = load_str("t.conf", &format!("{BASE}{snippet}\n"), "/").unwrap_err();
+        assert_eq!(
+            e[0].to_string(),
+            format!("t.conf:6: option '{name}' is only valid in a client-config-dir file")
+        );
+    }
+    // Server directives are refused in CCD files.
+    let e = parse_ccd("ccd/c".as_ref(), b"verb 3\n").unwrap_err();
+    assert_eq!(
+        e[0].to_string(),
+        "ccd/c:1: option 'verb' cannot be used in a client-config-dir file"
+    );
+}
+
+#[test]
+fn ignored_directives_are_accepted() {
+    for d in directives() {
+        if let Support::Ignored { note } = d.support() {
+            let args = vec!["x"; d.min_args].join(" ");
+            let text = format!("{BASE}{} {args}\n", d.name);
+            let l = load_str("t.conf", &text, "/")
+                .unwrap_or_else(|e| panic!("{}: {}", d.name, show(&e)));
+            if !note.is_empty() {
+                assert!(
+                    l.warnings.iter().any(|w| w.loc.line == 6),
+                    "{}: expected a warning",
+                    d.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn unsupported_directives_are_refused_with_location() {
+    let mut n = 0;
+    for d in directives() {
+        if let Support::Unsupported { reason } = d.support() {
+            n += 1;
+            let text = if d.inline {
+                format!("{BASE}<{0}>\nx\n</{0}>\n", d.name)
+            } else {
+                format!("{BASE}{} {}\n", d.name, vec!["x"; d.min_args].join(" "))
+            };
+            let e = load_str("t.conf", &text, "/").unwrap_err();
+            assert_eq!(e.len(), 1, "{}: {}", d.name, show(&e));
+            assert_eq!(
+                e[0].to_string(),
+                format!(
+                    "t.conf:6: option '{}' is not supported by Bulwark: {reason}",
+                    d.name
+                )
+            );
+        }
+    }
+    assert!(n >= 40, "{n}");
+}
