@@ -1006,3 +1006,56 @@ fn signer_failure_aborts_the_handshake() {
     let e = handshake(&mut client, &mut s).unwrap_err();
     assert!(e.contains("remote signer"), "{e}");
 }
+
+#[test]
+fn renegotiation_identity_comparison() {
+    let f = fixture(false);
+    let c1 = f.ca.issue(&Leaf::client("client1", 60));
+    let c1b = f.ca.issue(&Leaf::client("client1", 61));
+    let a = run(&f, Some(&c1), TLS13).0.peer_identity().unwrap();
+    let b = run(&f, Some(&c1), TLS12).0.peer_identity().unwrap();
+    let c = run(&f, Some(&c1b), TLS13).0.peer_identity().unwrap();
+    assert!(a.same_chain(&b));
+    assert_eq!(a.common_name, c.common_name);
+    assert!(!a.same_chain(&c), "same CN, different certificate");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Certificate field extraction never panics on corrupted DER.
+    #[test]
+    fn corrupted_certificates_never_panic(
+        flips in proptest::collection::vec((0usize..2000, proptest::prelude::any::<u8>()), 1..8),
+        cut in 0usize..2000,
+    ) {
+        let ca = Ca::new("TestCA");
+        let mut leaf = Leaf::client("client1", 70);
+        leaf.eku = vec![Eku::ClientAuth, Eku::EmailProtection];
+        leaf.san = vec![SanType::Rfc822Name("a@b.c".try_into().unwrap())];
+        let mut der = ca.issue(&leaf).cert_der;
+        for (pos, val) in flips {
+            let n = der.len();
+            der[pos % n] ^= val;
+        }
+        der.truncate(cut.max(1).min(der.len()));
+        let _ = CertInfo::from_der(&der, 0);
+        let _ = x509::describe_peer_certificate(&der);
+        let _ = signer::key_type_of_cert(&der);
+        if let Ok(cert) = x509::parse_cert(&der) {
+            let _ = x509::eku_oids(&cert);
+            let _ = x509::key_usage_value(&cert);
+            for f in ["CN", "ext:subjectAltName", "serialNumber", "emailAddress"] {
+                let _ = x509::extract_username(&cert, &[f.to_string()], "s");
+            }
+        }
+    }
+
+    /// Option strings never panic the translators.
+    #[test]
+    fn option_strings_never_panic(s in "\\PC{0,64}") {
+        let _ = settings::parse_tls12_cipher_string(&s);
+        let _ = settings::parse_tls13_suites(&s);
+        let _ = settings::parse_groups(&s);
+    }
+}

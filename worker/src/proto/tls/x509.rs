@@ -689,6 +689,17 @@ impl PeerIdentity {
         self.chain.first()
     }
 
+    /// Whether `other` presented the very same chain (SHA-256 of every certificate), as OpenVPN
+    /// requires for renegotiations (`cert_hash_compare`).
+    pub fn same_chain(&self, other: &PeerIdentity) -> bool {
+        self.chain.len() == other.chain.len()
+            && self
+                .chain
+                .iter()
+                .zip(&other.chain)
+                .all(|(a, b)| a.sha256_fingerprint == b.sha256_fingerprint)
+    }
+
     /// All certificate variables in the order OpenVPN sets them (deepest certificate first, depth 0
     /// last). `>CLIENT:ENV` prints an env newest-first, i.e. this list reversed.
     pub fn env(&self) -> Vec<(String, String)> {
