@@ -566,6 +566,29 @@ fn revoked_client_rejected_and_crl_reload() {
         Err(SessionError::Failed)
     ));
 
+    // a CRL from an unrelated CA: every certificate lacks its CRL → warnings, accepted
+    let other = Ca::new("OtherCA");
+    f.server.set_crl(Some(&other.crl(&[0x0102], 2090))).unwrap();
+    let (server, _c, r) = run(&f, Some(&c2), TLS13);
+    r.unwrap();
+    let events = server.take_verify_events();
+    assert_eq!(
+        events[..2]
+            .iter()
+            .map(|e| (e.level.verb(), e.message.as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            (
+                3,
+                "VERIFY WARNING: depth=0, unable to get certificate CRL: CN=client2"
+            ),
+            (
+                3,
+                "VERIFY WARNING: depth=1, unable to get certificate CRL: CN=TestCA"
+            ),
+        ]
+    );
+
     // reload: a CRL without client2 lets it in, new handshakes only
     f.server.set_crl(Some(&f.ca.crl(&[0x0101], 2090))).unwrap();
     run(&f, Some(&c2), TLS13).2.unwrap();

@@ -75,6 +75,8 @@ pub enum EventLevel {
     Error,
     /// `D_HANDSHAKE` (verb >= 2): `VERIFY OK`, `VERIFY KU OK`, EKU details, ...
     Handshake,
+    /// `D_TLS_DEBUG_LOW` (verb >= 3): `VERIFY WARNING: ... unable to get certificate CRL`.
+    Debug,
 }
 
 impl EventLevel {
@@ -83,6 +85,7 @@ impl EventLevel {
         match self {
             Self::Error => 1,
             Self::Handshake => 2,
+            Self::Debug => 3,
         }
     }
 }
@@ -363,6 +366,9 @@ impl VerifierCore {
             ));
         };
         chain.push(self.anchor_ders[anchor_idx].clone());
+        if let Some(set) = crls.as_deref() {
+            crl_missing_warnings(&chain, set, log);
+        }
         self.openvpn_checks(&chain, now, log)
     }
 
@@ -669,6 +675,31 @@ fn unknown_issuer_depth(presented: &[&[u8]]) -> (usize, &'static str) {
         }
     }
     (cur, "unable to get local issuer certificate")
+}
+
+/// OpenSSL (`X509_V_FLAG_CRL_CHECK_ALL`) reports every chain certificate whose issuer has no CRL as
+/// `unable to get certificate CRL`; OpenVPN logs that as a warning and continues.
+fn crl_missing_warnings(chain: &[Vec<u8>], set: &CrlSet, log: &VerifyLog) {
+    let issuers: Vec<Vec<u8>> = set
+        .ders
+        .iter()
+        .filter_map(|d| CertificateRevocationList::from_der(d).ok())
+        .map(|(_, c)| c.issuer().as_raw().to_vec())
+        .collect();
+    for (depth, der) in chain.iter().enumerate() {
+        let Ok(cert) = parse_cert(der) else { continue };
+        if !issuers
+            .iter()
+            .any(|i| i.as_slice() == cert.issuer().as_raw())
+        {
+            let subject = format_subject(cert.subject())
+                .unwrap_or_else(|_| "(Failed to retrieve certificate subject)".into());
+            log.push(
+                EventLevel::Debug,
+                format!("VERIFY WARNING: depth={depth}, unable to get certificate CRL: {subject}"),
+            );
+        }
+    }
 }
 
 /// The lowest depth whose (issuer, serial) is listed in a CRL from that issuer.
