@@ -13,10 +13,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bulwark_ipc::msg::{
-    BrokerConfig, BrokerInit, BrokerToParent, FdRole, LogRecord, ParentToBroker, ParentToWorker, WorkerConfig,
-    WorkerInit, WorkerToParent,
+    BrokerConfig, BrokerInit, BrokerToParent, FdRole, LogRecord, ParentToBroker, ParentToWorker,
+    WorkerConfig, WorkerInit, WorkerToParent,
 };
-use bulwark_ipc::{AsyncChannel, Channel, ChannelError, Message, NoMessage, ParentSigner, PROTOCOL_VERSION};
+use bulwark_ipc::{
+    AsyncChannel, Channel, ChannelError, Message, NoMessage, ParentSigner, PROTOCOL_VERSION,
+};
 use bulwark_policy::Identity;
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
@@ -114,7 +116,13 @@ impl ChildError {
     /// Whether this error is an IPC protocol violation by the child (a security event).
     pub fn is_protocol_violation(&self) -> bool {
         matches!(self, ChildError::Protocol { .. })
-            || matches!(self, ChildError::Ipc { source: ChannelError::Protocol(_), .. })
+            || matches!(
+                self,
+                ChildError::Ipc {
+                    source: ChannelError::Protocol(_),
+                    ..
+                }
+            )
     }
 }
 
@@ -149,13 +157,25 @@ impl ChildBinaries {
             let b = d.join(BROKER_BIN);
             if w.is_file() && b.is_file() {
                 let o = |p: &Path| {
-                    open(p, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
-                        .map_err(|source| ChildError::OpenBinary { path: p.to_owned(), source })
+                    open(p, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).map_err(|source| {
+                        ChildError::OpenBinary {
+                            path: p.to_owned(),
+                            source,
+                        }
+                    })
                 };
-                return Ok(ChildBinaries { worker: o(&w)?, broker: o(&b)?, dir: d.clone() });
+                return Ok(ChildBinaries {
+                    worker: o(&w)?,
+                    broker: o(&b)?,
+                    dir: d.clone(),
+                });
             }
         }
-        let looked = candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        let looked = candidates
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
         Err(ChildError::BinariesNotFound { looked })
     }
 }
@@ -216,8 +236,16 @@ async fn step<T>(
 ) -> Result<T, ChildError> {
     match tokio::time::timeout(STARTUP_STEP_TIMEOUT, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(source)) => Err(ChildError::Ipc { child, step, source }),
-        Err(_) => Err(ChildError::Timeout { child, step, secs: STARTUP_STEP_TIMEOUT.as_secs() }),
+        Ok(Err(source)) => Err(ChildError::Ipc {
+            child,
+            step,
+            source,
+        }),
+        Err(_) => Err(ChildError::Timeout {
+            child,
+            step,
+            secs: STARTUP_STEP_TIMEOUT.as_secs(),
+        }),
     }
 }
 
@@ -230,12 +258,36 @@ fn exec_child(
         child,
         source: std::io::Error::from_raw_os_error(libc::EINVAL),
     })?;
-    let spec = ExecSpec { exe, argv: vec![argv0], envp: Vec::new(), fds };
+    // INVARIANT: the child's stdin/stdout/stderr are /dev/null, never the parent's terminal (a tty
+    // descriptor would let a compromised child inject input with TIOCSTI); it logs over IPC.
+    let devnull =
+        open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| {
+            ChildError::Spawn {
+                child,
+                source: e.into(),
+            }
+        })?;
+    let mut fds: Vec<(BorrowedFd<'_>, i32)> = fds;
+    fds.extend([
+        (devnull.as_fd(), 0),
+        (devnull.as_fd(), 1),
+        (devnull.as_fd(), 2),
+    ]);
+    let spec = ExecSpec {
+        exe,
+        argv: vec![argv0],
+        envp: Vec::new(),
+        fds,
+    };
     spawn(&spec).map_err(|source| ChildError::Spawn { child, source })
 }
 
 fn drain_logs(chan: Channel<NoMessage, LogRecord>, child: &'static str) -> Result<(), ChildError> {
-    let mut chan = chan.into_async().map_err(|source| ChildError::Ipc { child, step: "log channel", source })?;
+    let mut chan = chan.into_async().map_err(|source| ChildError::Ipc {
+        child,
+        step: "log channel",
+        source,
+    })?;
     tokio::spawn(async move {
         loop {
             match chan.recv().await {
@@ -252,11 +304,22 @@ fn drain_logs(chan: Channel<NoMessage, LogRecord>, child: &'static str) -> Resul
 }
 
 /// Starts the worker and waits until it is Ready.
-pub async fn start_worker(bins: &ChildBinaries, res: &WorkerResources<'_>) -> Result<RunningWorker, ChildError> {
+pub async fn start_worker(
+    bins: &ChildBinaries,
+    res: &WorkerResources<'_>,
+) -> Result<RunningWorker, ChildError> {
     const C: &str = "worker";
-    let ipc = |step| move |source| ChildError::Ipc { child: C, step, source };
-    let (parent_ctl, child_ctl) = Channel::<ParentToWorker, WorkerToParent>::pair().map_err(ipc("channel"))?;
-    let (parent_log, child_log) = Channel::<NoMessage, LogRecord>::pair().map_err(ipc("channel"))?;
+    let ipc = |step| {
+        move |source| ChildError::Ipc {
+            child: C,
+            step,
+            source,
+        }
+    };
+    let (parent_ctl, child_ctl) =
+        Channel::<ParentToWorker, WorkerToParent>::pair().map_err(ipc("channel"))?;
+    let (parent_log, child_log) =
+        Channel::<NoMessage, LogRecord>::pair().map_err(ipc("channel"))?;
     let (parent_sig, child_sig) = ParentSigner::pair().map_err(ipc("channel"))?;
     let spawned = {
         let fds = vec![
@@ -273,7 +336,11 @@ pub async fn start_worker(bins: &ChildBinaries, res: &WorkerResources<'_>) -> Re
     let proc_ = handshake_worker(&mut ctl, spawned.pid, res).await;
     match proc_ {
         Ok(()) => Ok(RunningWorker {
-            proc: Running { pid: spawned.pid, pidfd: spawned.pidfd, control: ctl },
+            proc: Running {
+                pid: spawned.pid,
+                pidfd: spawned.pidfd,
+                control: ctl,
+            },
             signer: parent_sig,
         }),
         Err(e) => {
@@ -289,17 +356,38 @@ async fn handshake_worker(
     res: &WorkerResources<'_>,
 ) -> Result<(), ChildError> {
     const C: &str = "worker";
-    let proto = |step, what: String| ChildError::Protocol { child: C, step, what };
+    let proto = |step, what: String| ChildError::Protocol {
+        child: C,
+        step,
+        what,
+    };
     match step(C, "hello", ctl.recv()).await?.into_parts().0 {
         WorkerToParent::Hello { version, pid: p } if version == PROTOCOL_VERSION && p == pid => {}
         WorkerToParent::Hello { version, pid: p } => {
-            return Err(proto("hello", format!("version {version} pid {p}, expected {PROTOCOL_VERSION} / {pid}")))
+            return Err(proto(
+                "hello",
+                format!("version {version} pid {p}, expected {PROTOCOL_VERSION} / {pid}"),
+            ))
         }
         WorkerToParent::Fatal { reason } => return Err(ChildError::Fatal { child: C, reason }),
         other => return Err(proto("hello", format!("got {}", other.name()))),
     }
-    step(C, "hello", ctl.send(&ParentToWorker::Hello { version: PROTOCOL_VERSION }, &[])).await?;
-    let transport_role = if res.tcp { FdRole::TcpListener } else { FdRole::UdpSocket };
+    step(
+        C,
+        "hello",
+        ctl.send(
+            &ParentToWorker::Hello {
+                version: PROTOCOL_VERSION,
+            },
+            &[],
+        ),
+    )
+    .await?;
+    let transport_role = if res.tcp {
+        FdRole::TcpListener
+    } else {
+        FdRole::UdpSocket
+    };
     let init = WorkerInit {
         config: WorkerConfig {
             uid: res.identity.uid,
@@ -309,7 +397,12 @@ async fn handshake_worker(
         },
         fds: vec![FdRole::Tun, transport_role],
     };
-    step(C, "init", ctl.send(&ParentToWorker::Init(init), &[res.tun, res.transport])).await?;
+    step(
+        C,
+        "init",
+        ctl.send(&ParentToWorker::Init(init), &[res.tun, res.transport]),
+    )
+    .await?;
     match step(C, "ready", ctl.recv()).await?.into_parts().0 {
         WorkerToParent::Ready => Ok(()),
         WorkerToParent::Fatal { reason } => Err(ChildError::Fatal { child: C, reason }),
@@ -323,18 +416,33 @@ pub async fn start_broker(
     res: &BrokerResources<'_>,
 ) -> Result<Running<ParentToBroker, BrokerToParent>, ChildError> {
     const C: &str = "broker";
-    let ipc = |step| move |source| ChildError::Ipc { child: C, step, source };
-    let (parent_ctl, child_ctl) = Channel::<ParentToBroker, BrokerToParent>::pair().map_err(ipc("channel"))?;
-    let (parent_log, child_log) = Channel::<NoMessage, LogRecord>::pair().map_err(ipc("channel"))?;
+    let ipc = |step| {
+        move |source| ChildError::Ipc {
+            child: C,
+            step,
+            source,
+        }
+    };
+    let (parent_ctl, child_ctl) =
+        Channel::<ParentToBroker, BrokerToParent>::pair().map_err(ipc("channel"))?;
+    let (parent_log, child_log) =
+        Channel::<NoMessage, LogRecord>::pair().map_err(ipc("channel"))?;
     let spawned = {
-        let fds = vec![(child_ctl.as_fd(), bulwark_ipc::CONTROL_FD), (child_log.as_fd(), bulwark_ipc::LOG_FD)];
+        let fds = vec![
+            (child_ctl.as_fd(), bulwark_ipc::CONTROL_FD),
+            (child_log.as_fd(), bulwark_ipc::LOG_FD),
+        ];
         exec_child(BROKER_BIN, bins.broker.as_fd(), fds)?
     };
     drop((child_ctl, child_log));
     drain_logs(parent_log, C)?;
     let mut ctl = parent_ctl.into_async().map_err(ipc("control channel"))?;
     match handshake_broker(&mut ctl, spawned.pid, res).await {
-        Ok(()) => Ok(Running { pid: spawned.pid, pidfd: spawned.pidfd, control: ctl }),
+        Ok(()) => Ok(Running {
+            pid: spawned.pid,
+            pidfd: spawned.pidfd,
+            control: ctl,
+        }),
         Err(e) => {
             kill_and_reap(spawned.pid, &spawned.pidfd);
             Err(e)
@@ -348,16 +456,33 @@ async fn handshake_broker(
     res: &BrokerResources<'_>,
 ) -> Result<(), ChildError> {
     const C: &str = "broker";
-    let proto = |step, what: String| ChildError::Protocol { child: C, step, what };
+    let proto = |step, what: String| ChildError::Protocol {
+        child: C,
+        step,
+        what,
+    };
     match step(C, "hello", ctl.recv()).await?.into_parts().0 {
         BrokerToParent::Hello { version, pid: p } if version == PROTOCOL_VERSION && p == pid => {}
         BrokerToParent::Hello { version, pid: p } => {
-            return Err(proto("hello", format!("version {version} pid {p}, expected {PROTOCOL_VERSION} / {pid}")))
+            return Err(proto(
+                "hello",
+                format!("version {version} pid {p}, expected {PROTOCOL_VERSION} / {pid}"),
+            ))
         }
         BrokerToParent::Fatal { reason } => return Err(ChildError::Fatal { child: C, reason }),
         other => return Err(proto("hello", format!("got {}", other.name()))),
     }
-    step(C, "hello", ctl.send(&ParentToBroker::Hello { version: PROTOCOL_VERSION }, &[])).await?;
+    step(
+        C,
+        "hello",
+        ctl.send(
+            &ParentToBroker::Hello {
+                version: PROTOCOL_VERSION,
+            },
+            &[],
+        ),
+    )
+    .await?;
     let init = BrokerInit {
         config: BrokerConfig {
             uid: res.identity.uid,

@@ -139,12 +139,16 @@ pub fn version_text() -> String {
 
 fn value(args: &[String], i: &mut usize, opt: &str) -> Result<String, CliError> {
     *i += 1;
-    args.get(*i).cloned().ok_or_else(|| CliError::MissingValue(opt.to_owned()))
+    args.get(*i)
+        .cloned()
+        .ok_or_else(|| CliError::MissingValue(opt.to_owned()))
 }
 
 /// Parses `args` (without the program name).
 pub fn parse(args: &[String]) -> Result<Command, CliError> {
-    let Some(first) = args.first() else { return Err(CliError::NoConfig) };
+    let Some(first) = args.first() else {
+        return Err(CliError::NoConfig);
+    };
     match first.as_str() {
         "--version" | "-V" if args.len() == 1 => return Ok(Command::Version),
         "--help" | "-h" if args.len() == 1 => return Ok(Command::Help),
@@ -154,7 +158,10 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             if run.libexec_dir.is_some() || run.sandbox_dir.is_some() {
                 return Err(CliError::Unexpected("--libexec-dir/--sandbox-dir".into()));
             }
-            return Ok(Command::CheckConfig { config: run.config, directives: run.directives });
+            return Ok(Command::CheckConfig {
+                config: run.config,
+                directives: run.directives,
+            });
         }
         _ => {}
     }
@@ -199,7 +206,13 @@ fn parse_run(args: &[String]) -> Result<RunOptions, CliError> {
                 on_security_event = match v.as_str() {
                     "exit" => SecurityEventPolicy::Exit,
                     "restart" => SecurityEventPolicy::Restart,
-                    _ => return Err(CliError::BadValue { option: a.into(), value: v, why: "expected exit or restart" }),
+                    _ => {
+                        return Err(CliError::BadValue {
+                            option: a.into(),
+                            value: v,
+                            why: "expected exit or restart",
+                        })
+                    }
                 };
             }
             _ if a.starts_with("--") && a.len() > 2 => {
@@ -215,7 +228,13 @@ fn parse_run(args: &[String]) -> Result<RunOptions, CliError> {
         i += 1;
     }
     let config = config.ok_or(CliError::NoConfig)?;
-    Ok(RunOptions { config, directives, libexec_dir, sandbox_dir, on_security_event })
+    Ok(RunOptions {
+        config,
+        directives,
+        libexec_dir,
+        sandbox_dir,
+        on_security_event,
+    })
 }
 
 fn parse_init(args: &[String]) -> Result<Command, CliError> {
@@ -228,7 +247,11 @@ fn parse_init(args: &[String]) -> Result<Command, CliError> {
         port: 1194,
         wrap: bulwark_pki::WrapMode::TlsCrypt,
     };
-    let bad = |option: &str, value: String, why| CliError::BadValue { option: option.into(), value, why };
+    let bad = |option: &str, value: String, why| CliError::BadValue {
+        option: option.into(),
+        value,
+        why,
+    };
     let mut i = 0;
     while i < args.len() {
         let a = args[i].as_str();
@@ -292,10 +315,28 @@ mod tests {
 
     #[test]
     fn run_with_directives() {
-        let c = parse(&v(&["--config", "s.conf", "--verb", "4", "--push", "route 1.2.3.0 255.255.255.0", "--persist-tun"])).unwrap();
+        let c = parse(&v(&[
+            "--config",
+            "s.conf",
+            "--verb",
+            "4",
+            "--push",
+            "route 1.2.3.0 255.255.255.0",
+            "--persist-tun",
+        ]))
+        .unwrap();
         let Command::Run(r) = c else { panic!() };
         assert_eq!(r.config, PathBuf::from("s.conf"));
-        assert_eq!(r.directives, v(&["--verb", "4", "--push", "route 1.2.3.0 255.255.255.0", "--persist-tun"]));
+        assert_eq!(
+            r.directives,
+            v(&[
+                "--verb",
+                "4",
+                "--push",
+                "route 1.2.3.0 255.255.255.0",
+                "--persist-tun"
+            ])
+        );
         assert_eq!(r.on_security_event, SecurityEventPolicy::Exit);
     }
 
@@ -306,18 +347,41 @@ mod tests {
         assert_eq!(parse(&v(&["--help"])), Ok(Command::Help));
         assert_eq!(parse(&v(&[])), Err(CliError::NoConfig));
         assert_eq!(parse(&v(&["--verb", "3"])), Err(CliError::NoConfig));
-        let Ok(Command::Run(r)) = parse(&v(&["--config", "a", "--libexec-dir", "/x", "--on-security-event", "restart"])) else {
+        let Ok(Command::Run(r)) = parse(&v(&[
+            "--config",
+            "a",
+            "--libexec-dir",
+            "/x",
+            "--on-security-event",
+            "restart",
+        ])) else {
             panic!()
         };
         assert_eq!(r.libexec_dir, Some(PathBuf::from("/x")));
         assert_eq!(r.on_security_event, SecurityEventPolicy::Restart);
         assert!(parse(&v(&["--config", "a", "--on-security-event", "maybe"])).is_err());
-        assert_eq!(parse(&v(&["--config", "a", "--config", "b"])), Err(CliError::DuplicateConfig));
+        assert_eq!(
+            parse(&v(&["--config", "a", "--config", "b"])),
+            Err(CliError::DuplicateConfig)
+        );
     }
 
     #[test]
     fn init_args() {
-        let Ok(Command::Init(i)) = parse(&v(&["init", "d", "--rsa", "3072", "--clients", "3", "--proto", "tcp", "--port", "443", "--wrap", "none"])) else {
+        let Ok(Command::Init(i)) = parse(&v(&[
+            "init",
+            "d",
+            "--rsa",
+            "3072",
+            "--clients",
+            "3",
+            "--proto",
+            "tcp",
+            "--port",
+            "443",
+            "--wrap",
+            "none",
+        ])) else {
             panic!()
         };
         assert_eq!(i.dir, PathBuf::from("d"));
@@ -332,6 +396,12 @@ mod tests {
     #[test]
     fn check_config() {
         let c = parse(&v(&["check-config", "--config", "f", "--port", "1"])).unwrap();
-        assert_eq!(c, Command::CheckConfig { config: "f".into(), directives: v(&["--port", "1"]) });
+        assert_eq!(
+            c,
+            Command::CheckConfig {
+                config: "f".into(),
+                directives: v(&["--port", "1"])
+            }
+        );
     }
 }

@@ -32,7 +32,8 @@ pub struct Loaded {
 pub fn load(path: &Path, directives: &[String]) -> Result<Loaded, Vec<String>> {
     let mut args = vec!["--config".to_owned(), path.display().to_string()];
     args.extend(directives.iter().cloned());
-    let loaded = bulwark_config::load_args(&args).map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+    let loaded = bulwark_config::load_args(&args)
+        .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
     let settings = from_config(&loaded.config)?;
     let verb = u8::try_from(loaded.config.logging.verb.min(11)).unwrap_or(11);
     let mut warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
@@ -42,7 +43,12 @@ pub fn load(path: &Path, directives: &[String]) -> Result<Loaded, Vec<String>> {
             dir.display()
         ));
     }
-    Ok(Loaded { settings, verb, suppress_timestamps: loaded.config.logging.suppress_timestamps, warnings })
+    Ok(Loaded {
+        settings,
+        verb,
+        suppress_timestamps: loaded.config.logging.suppress_timestamps,
+        warnings,
+    })
 }
 
 fn prefix_of(mask: Ipv4Addr) -> Option<u8> {
@@ -56,15 +62,22 @@ pub fn from_config(c: &Config) -> Result<Settings, Vec<String>> {
     let mut errors = Vec::new();
     let tun_v4 = match (&c.ifconfig_v4, c.topology) {
         (Some(i), Topology::Subnet) => match prefix_of(i.remote_or_netmask) {
-            Some(prefix) => Some(TunAddress::Subnet { local: i.local, prefix }),
+            Some(prefix) => Some(TunAddress::Subnet {
+                local: i.local,
+                prefix,
+            }),
             None => {
-                errors.push(format!("ifconfig: {} is not a valid netmask", i.remote_or_netmask));
+                errors.push(format!(
+                    "ifconfig: {} is not a valid netmask",
+                    i.remote_or_netmask
+                ));
                 None
             }
         },
-        (Some(i), Topology::Net30 | Topology::P2p) => {
-            Some(TunAddress::PointToPoint { local: i.local, peer: i.remote_or_netmask })
-        }
+        (Some(i), Topology::Net30 | Topology::P2p) => Some(TunAddress::PointToPoint {
+            local: i.local,
+            peer: i.remote_or_netmask,
+        }),
         (None, _) => None,
     };
     let tun_v6 = c.ifconfig_v6.as_ref().map(|i| (i.local, i.prefix_len));
@@ -83,7 +96,10 @@ pub fn from_config(c: &Config) -> Result<Settings, Vec<String>> {
     let mut routes = Vec::new();
     for r in &c.routes {
         let dst = r.network.parse::<Ipv4Addr>();
-        let mask = r.netmask.as_deref().map_or(Ok(Ipv4Addr::BROADCAST), str::parse::<Ipv4Addr>);
+        let mask = r
+            .netmask
+            .as_deref()
+            .map_or(Ok(Ipv4Addr::BROADCAST), str::parse::<Ipv4Addr>);
         let gateway = match r.gateway.as_deref() {
             None | Some("vpn_gateway") => Ok(default_gw),
             Some(g) => g.parse::<Ipv4Addr>().map(|a| Some(IpAddr::V4(a))),
@@ -102,17 +118,31 @@ pub fn from_config(c: &Config) -> Result<Settings, Vec<String>> {
         }
     }
     for r in &c.routes_v6 {
-        let parsed = r.network.split_once('/').map_or(Some((r.network.as_str(), 128u8)), |(a, p)| p.parse().ok().map(|p| (a, p)));
+        let parsed = r
+            .network
+            .split_once('/')
+            .map_or(Some((r.network.as_str(), 128u8)), |(a, p)| {
+                p.parse().ok().map(|p| (a, p))
+            });
         let gateway = r.gateway.as_deref().map(str::parse::<Ipv6Addr>).transpose();
         let metric = r.metric.as_deref().map(str::parse::<u32>).transpose();
-        match (parsed.and_then(|(a, p)| a.parse::<Ipv6Addr>().ok().map(|a| (a, p))), gateway, metric) {
-            (Some((dst, prefix)), Ok(gateway), Ok(metric)) if prefix <= 128 => routes.push(RouteSpec {
-                dst: IpAddr::V6(dst),
-                prefix,
-                gateway: gateway.map(IpAddr::V6),
-                metric,
-            }),
-            _ => errors.push(format!("route-ipv6 {}: network/prefix, gateway and metric must be numeric", r.network)),
+        match (
+            parsed.and_then(|(a, p)| a.parse::<Ipv6Addr>().ok().map(|a| (a, p))),
+            gateway,
+            metric,
+        ) {
+            (Some((dst, prefix)), Ok(gateway), Ok(metric)) if prefix <= 128 => {
+                routes.push(RouteSpec {
+                    dst: IpAddr::V6(dst),
+                    prefix,
+                    gateway: gateway.map(IpAddr::V6),
+                    metric,
+                })
+            }
+            _ => errors.push(format!(
+                "route-ipv6 {}: network/prefix, gateway and metric must be numeric",
+                r.network
+            )),
         }
     }
     let t = &c.transport;
@@ -129,7 +159,9 @@ pub fn from_config(c: &Config) -> Result<Settings, Vec<String>> {
         Some(s) => match s.parse::<IpAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
-                errors.push(format!("local {s}: must be an IP address (host names are not resolved)"));
+                errors.push(format!(
+                    "local {s}: must be an IP address (host names are not resolved)"
+                ));
                 None
             }
         },
@@ -139,7 +171,11 @@ pub fn from_config(c: &Config) -> Result<Settings, Vec<String>> {
         match &m.listen {
             ManagementListen::Unix { path } => management.push(Management::Unix(path.clone())),
             ManagementListen::Tcp { host, port } => {
-                let ip = if host == "localhost" { Ok(IpAddr::V4(Ipv4Addr::LOCALHOST)) } else { host.parse::<IpAddr>() };
+                let ip = if host == "localhost" {
+                    Ok(IpAddr::V4(Ipv4Addr::LOCALHOST))
+                } else {
+                    host.parse::<IpAddr>()
+                };
                 match ip {
                     Ok(ip) => management.push(Management::Tcp(ip, *port)),
                     Err(_) => errors.push(format!(
@@ -169,7 +205,11 @@ pub fn from_config(c: &Config) -> Result<Settings, Vec<String>> {
         user: c.privileges.user.clone(),
         group: c.privileges.group.clone(),
         persist_tun: c.device.persist_tun,
-        daemon: c.logging.daemon.as_ref().map(|n| n.clone().unwrap_or_else(|| "openvpn".to_owned())),
+        daemon: c
+            .logging
+            .daemon
+            .as_ref()
+            .map(|n| n.clone().unwrap_or_else(|| "openvpn".to_owned())),
         writepid: c.logging.writepid.clone(),
         cd: c.cd.clone(),
         log: c.logging.file.as_ref().map(|f| (f.path.clone(), f.append)),
@@ -189,7 +229,8 @@ mod tests {
     }
 
     fn settings(text: &str) -> Result<Settings, Vec<String>> {
-        let loaded = bulwark_config::load_str("t.conf", text, "/").map_err(|e| e.iter().map(|x| x.to_string()).collect::<Vec<_>>())?;
+        let loaded = bulwark_config::load_str("t.conf", text, "/")
+            .map_err(|e| e.iter().map(|x| x.to_string()).collect::<Vec<_>>())?;
         from_config(&loaded.config)
     }
 
@@ -198,11 +239,23 @@ mod tests {
     #[test]
     fn subnet_server() {
         let s = settings(&format!("{BASE}topology subnet\nserver 10.8.0.0 255.255.255.0\nroute 10.9.0.0 255.255.255.0\nserver-ipv6 fd00:1::/64\nproto udp4\nport 1195\ntun-mtu 1400\npersist-tun\n")).unwrap();
-        assert_eq!(s.tun_v4, Some(TunAddress::Subnet { local: Ipv4Addr::new(10, 8, 0, 1), prefix: 24 }));
+        assert_eq!(
+            s.tun_v4,
+            Some(TunAddress::Subnet {
+                local: Ipv4Addr::new(10, 8, 0, 1),
+                prefix: 24
+            })
+        );
         assert_eq!(s.tun_v6, Some(("fd00:1::1".parse().unwrap(), 64)));
         assert_eq!(s.routes.len(), 1);
-        assert_eq!(s.routes[0].gateway, Some(IpAddr::V4(Ipv4Addr::new(10, 8, 0, 2))));
-        assert_eq!((s.transport, s.port, s.mtu, s.persist_tun), (Transport::Udp4, 1195, 1400, true));
+        assert_eq!(
+            s.routes[0].gateway,
+            Some(IpAddr::V4(Ipv4Addr::new(10, 8, 0, 2)))
+        );
+        assert_eq!(
+            (s.transport, s.port, s.mtu, s.persist_tun),
+            (Transport::Udp4, 1195, 1400, true)
+        );
     }
 
     #[test]
@@ -210,13 +263,22 @@ mod tests {
         let s = settings(&format!("{BASE}server 10.8.0.0 255.255.255.0\n")).unwrap();
         assert_eq!(
             s.tun_v4,
-            Some(TunAddress::PointToPoint { local: Ipv4Addr::new(10, 8, 0, 1), peer: Ipv4Addr::new(10, 8, 0, 2) })
+            Some(TunAddress::PointToPoint {
+                local: Ipv4Addr::new(10, 8, 0, 1),
+                peer: Ipv4Addr::new(10, 8, 0, 2)
+            })
         );
     }
 
     #[test]
     fn daemon_level_errors() {
-        let e = settings(&format!("{BASE}server 10.8.0.0 255.255.255.0\nlocal vpn.example.com\n")).unwrap_err();
-        assert!(e.iter().any(|m| m.contains("local vpn.example.com")), "{e:?}");
+        let e = settings(&format!(
+            "{BASE}server 10.8.0.0 255.255.255.0\nlocal vpn.example.com\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.iter().any(|m| m.contains("local vpn.example.com")),
+            "{e:?}"
+        );
     }
 }

@@ -18,7 +18,11 @@ pub fn run(a: &InitArgs) -> ExitCode {
     };
     let conf = bulwark_pki::ServerConfOptions {
         port: a.port,
-        proto: if a.tcp { bulwark_pki::Proto::Tcp } else { bulwark_pki::Proto::Udp },
+        proto: if a.tcp {
+            bulwark_pki::Proto::Tcp
+        } else {
+            bulwark_pki::Proto::Udp
+        },
         wrap: a.wrap,
         ..bulwark_pki::ServerConfOptions::default()
     };
@@ -29,7 +33,10 @@ pub fn run(a: &InitArgs) -> ExitCode {
             for (cn, p) in &w.client_profiles {
                 println!("client profile {cn}: {}", p.display());
             }
-            println!("start the server with: bulwark --config {}", w.server_conf.display());
+            println!(
+                "start the server with: bulwark --config {}",
+                w.server_conf.display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

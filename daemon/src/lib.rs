@@ -17,8 +17,8 @@ pub mod notify;
 pub mod run;
 pub mod settings;
 pub mod signer;
-pub mod supervise;
 pub mod sockets;
+pub mod supervise;
 pub mod sys;
 pub mod tun;
 

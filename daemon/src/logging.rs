@@ -95,9 +95,18 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         if self.timestamps {
-            write!(writer, "{} ", timestamp(OffsetDateTime::now_utc().to_offset(self.offset)))?;
+            write!(
+                writer,
+                "{} ",
+                timestamp(OffsetDateTime::now_utc().to_offset(self.offset))
+            )?;
         }
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
@@ -134,7 +143,13 @@ impl Drop for SyslogLine<'_> {
             return;
         }
         // facility daemon (3) * 8 + severity
-        let msg = format!("<{}>{}[{}]: {}", 24 + self.severity, self.maker.ident, std::process::id(), text);
+        let msg = format!(
+            "<{}>{}[{}]: {}",
+            24 + self.severity,
+            self.maker.ident,
+            std::process::id(),
+            text
+        );
         // Nowhere to report a failed log write.
         let _ = self.maker.sock.send_to(msg.as_bytes(), "/dev/log");
     }
@@ -143,7 +158,11 @@ impl Drop for SyslogLine<'_> {
 impl<'a> MakeWriter<'a> for SyslogMaker {
     type Writer = SyslogLine<'a>;
     fn make_writer(&'a self) -> Self::Writer {
-        SyslogLine { maker: self, severity: 6, buf: Vec::new() }
+        SyslogLine {
+            maker: self,
+            severity: 6,
+            buf: Vec::new(),
+        }
     }
     fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
         let severity = match *meta.level() {
@@ -152,7 +171,11 @@ impl<'a> MakeWriter<'a> for SyslogMaker {
             Level::INFO => 6,
             Level::DEBUG | Level::TRACE => 7,
         };
-        SyslogLine { maker: self, severity, buf: Vec::new() }
+        SyslogLine {
+            maker: self,
+            severity,
+            buf: Vec::new(),
+        }
     }
 }
 
@@ -165,7 +188,12 @@ pub fn local_offset() -> UtcOffset {
 }
 
 /// Installs the global subscriber. `offset` comes from [`local_offset`] (read while single-threaded).
-pub fn init(sink: &Sink, verb: u8, offset: UtcOffset, suppress_timestamps: bool) -> Result<(), LoggingError> {
+pub fn init(
+    sink: &Sink,
+    verb: u8,
+    offset: UtcOffset,
+    suppress_timestamps: bool,
+) -> Result<(), LoggingError> {
     let (writer, timestamps) = match sink {
         Sink::Stderr => (BoxMakeWriter::new(std::io::stderr), !suppress_timestamps),
         Sink::File { path, append } => {
@@ -174,7 +202,13 @@ pub fn init(sink: &Sink, verb: u8, offset: UtcOffset, suppress_timestamps: bool)
         }
         Sink::Syslog(ident) => {
             let sock = UnixDatagram::unbound().map_err(LoggingError::Syslog)?;
-            (BoxMakeWriter::new(SyslogMaker { sock, ident: ident.clone() }), false)
+            (
+                BoxMakeWriter::new(SyslogMaker {
+                    sock,
+                    ident: ident.clone(),
+                }),
+                false,
+            )
         }
     };
     let subscriber = tracing_subscriber::fmt()
@@ -194,7 +228,10 @@ fn open_log(path: &Path, append: bool) -> Result<std::fs::File, LoggingError> {
     } else {
         o.write(true).truncate(true);
     }
-    o.open(path).map_err(|source| LoggingError::Open { path: path.to_owned(), source })
+    o.open(path).map_err(|source| LoggingError::Open {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Re-emits a child's log record through the parent's sink.

@@ -9,7 +9,10 @@ fn main() -> ExitCode {
         match a.into_string() {
             Ok(s) => args.push(s),
             Err(bad) => {
-                eprintln!("bulwark: argument {} is not valid UTF-8", bad.to_string_lossy());
+                eprintln!(
+                    "bulwark: argument {} is not valid UTF-8",
+                    bad.to_string_lossy()
+                );
                 return ExitCode::FAILURE;
             }
         }

@@ -32,14 +32,18 @@ pub struct Notifier {
 impl Notifier {
     /// Takes `$NOTIFY_SOCKET` out of the environment. Call while single-threaded.
     pub fn from_env() -> Self {
-        let addr = std::env::var("NOTIFY_SOCKET").ok().filter(|s| !s.is_empty());
+        let addr = std::env::var("NOTIFY_SOCKET")
+            .ok()
+            .filter(|s| !s.is_empty());
         std::env::remove_var("NOTIFY_SOCKET");
         Notifier { addr }
     }
 
     /// A notifier for an explicit address (tests).
     pub fn to_address(addr: &str) -> Self {
-        Notifier { addr: Some(addr.to_owned()) }
+        Notifier {
+            addr: Some(addr.to_owned()),
+        }
     }
 
     /// Whether a socket is configured.
@@ -58,9 +62,15 @@ impl Notifier {
             return Err(NotifyError::BadAddress(a.clone()));
         }
         .map_err(|_| NotifyError::BadAddress(a.clone()))?;
-        let sock = UnixDatagram::unbound().map_err(|source| NotifyError::Send { addr: a.clone(), source })?;
+        let sock = UnixDatagram::unbound().map_err(|source| NotifyError::Send {
+            addr: a.clone(),
+            source,
+        })?;
         sock.send_to_addr(state.as_bytes(), &sa)
-            .map_err(|source| NotifyError::Send { addr: a.clone(), source })?;
+            .map_err(|source| NotifyError::Send {
+                addr: a.clone(),
+                source,
+            })?;
         Ok(())
     }
 }
@@ -74,7 +84,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("notify");
         let rx = UnixDatagram::bind(&p).unwrap();
-        Notifier::to_address(p.to_str().unwrap()).notify("READY=1").unwrap();
+        Notifier::to_address(p.to_str().unwrap())
+            .notify("READY=1")
+            .unwrap();
         let mut buf = [0u8; 64];
         let n = rx.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");
@@ -82,7 +94,10 @@ mod tests {
 
     #[test]
     fn relative_address_rejected() {
-        assert!(matches!(Notifier::to_address("x").notify("READY=1"), Err(NotifyError::BadAddress(_))));
+        assert!(matches!(
+            Notifier::to_address("x").notify("READY=1"),
+            Err(NotifyError::BadAddress(_))
+        ));
         assert!(Notifier { addr: None }.notify("READY=1").is_ok());
     }
 }

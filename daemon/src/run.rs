@@ -10,7 +10,8 @@
 //! Supervision: a crashed child is restarted with exponential backoff within a budget
 //! ([`crate::supervise`]); the TUN device and its routes stay in place meanwhile. A security event
 //! (seccomp kill, IPC protocol violation) stops the daemon unless `--on-security-event restart`.
-//! SIGTERM/SIGINT stop the children, remove the TUN device unless `persist-tun`, and exit 0;
+//! SIGTERM/SIGINT stop the children, remove the TUN device (as OpenVPN, `persist-tun` only
+//! applies to in-process restarts, which do not exist yet), and exit 0;
 //! SIGHUP/SIGUSR1/SIGUSR2 are logged (their OpenVPN behaviour comes with the logging issue).
 
 use std::os::fd::AsFd;
@@ -25,8 +26,8 @@ use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::children::{
-    kill_and_reap, start_broker, start_worker, BrokerResources, ChildBinaries, ChildError, Running, RunningWorker,
-    WorkerResources,
+    kill_and_reap, start_broker, start_worker, BrokerResources, ChildBinaries, ChildError, Running,
+    RunningWorker, WorkerResources,
 };
 use crate::cli::{self, Command, RunOptions, SecurityEventPolicy};
 use crate::config_input::{self, Loaded};
@@ -196,32 +197,51 @@ pub fn prepare_sandbox_dir(dir: &Path) -> Result<(), RunError> {
             .recursive(true)
             .mode(0o755)
             .create(dir)
-            .map_err(|e| RunError::Sandbox { path: dir.to_owned(), reason: e.to_string() })?;
+            .map_err(|e| RunError::Sandbox {
+                path: dir.to_owned(),
+                reason: e.to_string(),
+            })?;
     }
-    bulwark_policy::demote::check_chroot_dir(dir)
-        .map_err(|e| RunError::Sandbox { path: dir.to_owned(), reason: error_chain(&e) })
+    bulwark_policy::demote::check_chroot_dir(dir).map_err(|e| RunError::Sandbox {
+        path: dir.to_owned(),
+        reason: error_chain(&e),
+    })
 }
 
 fn run_server(opts: &RunOptions) -> Result<(), Failure> {
     // INVARIANT: first, while single-threaded and before anything is opened: close every inherited
     // descriptor above 2, take NOTIFY_SOCKET, clear the environment (children get none).
-    bulwark_policy::sanitize::close_inherited_fds(&[]).map_err(|e| Failure::Early(RunError::Sanitize(e)))?;
+    bulwark_policy::sanitize::close_inherited_fds(&[])
+        .map_err(|e| Failure::Early(RunError::Sanitize(e)))?;
     let notifier = Notifier::from_env();
     bulwark_policy::sanitize::clear_environment(&["TZ"]);
     let offset = logging::local_offset();
 
     // INVARIANT: the whole configuration is parsed and validated before any system state changes.
-    let Loaded { settings, verb, suppress_timestamps, warnings } =
-        config_input::load(&opts.config, &opts.directives).map_err(Failure::Config)?;
+    let Loaded {
+        settings,
+        verb,
+        suppress_timestamps,
+        warnings,
+    } = config_input::load(&opts.config, &opts.directives).map_err(Failure::Config)?;
     if let Some(cd) = &settings.cd {
-        std::env::set_current_dir(cd).map_err(|source| Failure::Early(RunError::Cd { path: cd.clone(), source }))?;
+        std::env::set_current_dir(cd).map_err(|source| {
+            Failure::Early(RunError::Cd {
+                path: cd.clone(),
+                source,
+            })
+        })?;
     }
     let sink = match (&settings.log, &settings.daemon) {
-        (Some((path, append)), _) => Sink::File { path: path.clone(), append: *append },
+        (Some((path, append)), _) => Sink::File {
+            path: path.clone(),
+            append: *append,
+        },
         (None, Some(ident)) => Sink::Syslog(ident.clone()),
         (None, None) => Sink::Stderr,
     };
-    logging::init(&sink, verb, offset, suppress_timestamps).map_err(|e| Failure::Early(e.into()))?;
+    logging::init(&sink, verb, offset, suppress_timestamps)
+        .map_err(|e| Failure::Early(e.into()))?;
     tracing::info!("bulwark {} starting", env!("CARGO_PKG_VERSION"));
     for w in warnings {
         tracing::warn!("{w}");
@@ -230,11 +250,15 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
 
     let bins = ChildBinaries::open(opts.libexec_dir.as_deref()).map_err(|e| l(e.into()))?;
     // INVARIANT: identities are resolved here, in the parent; children receive only numbers.
-    let ident = bulwark_policy::resolve(settings.user.as_deref(), settings.group.as_deref()).map_err(|e| l(e.into()))?;
+    let ident = bulwark_policy::resolve(settings.user.as_deref(), settings.group.as_deref())
+        .map_err(|e| l(e.into()))?;
     if let Some(note) = &ident.note {
         tracing::warn!("{note}");
     }
-    let sandbox = opts.sandbox_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_SANDBOX_DIR));
+    let sandbox = opts
+        .sandbox_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SANDBOX_DIR));
     prepare_sandbox_dir(&sandbox).map_err(l)?;
 
     let tun = TunDevice::create(&settings).map_err(|e| l(e.into()))?;
@@ -242,17 +266,21 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
     let transport = match bind_transport(&settings) {
         Ok(t) => t,
         Err(e) => {
-            finish_tun(tun, settings.persist_tun);
+            finish_tun(tun, false);
             return Err(l(e.into()));
         }
     };
-    tracing::info!("{} link local (bound): {}", if transport.tcp { "TCP" } else { "UDP" }, transport.addr);
+    tracing::info!(
+        "{} link local (bound): {}",
+        if transport.tcp { "TCP" } else { "UDP" },
+        transport.addr
+    );
     let mut mgmt = Vec::new();
     for m in &settings.management {
         match bind_management(m) {
             Ok(s) => mgmt.push(s),
             Err(e) => {
-                finish_tun(tun, settings.persist_tun);
+                finish_tun(tun, false);
                 return Err(l(e.into()));
             }
         }
@@ -261,14 +289,17 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
     if settings.daemon.is_some() {
         // INVARIANT: daemonize while still single-threaded (before the runtime exists).
         if let Err(e) = crate::sys::daemonize() {
-            finish_tun(tun, settings.persist_tun);
+            finish_tun(tun, false);
             return Err(l(RunError::Daemonize(e)));
         }
     }
     if let Some(p) = &settings.writepid {
         if let Err(source) = std::fs::write(p, format!("{}\n", std::process::id())) {
-            finish_tun(tun, settings.persist_tun);
-            return Err(l(RunError::WritePid { path: p.clone(), source }));
+            finish_tun(tun, false);
+            return Err(l(RunError::WritePid {
+                path: p.clone(),
+                source,
+            }));
         }
     }
 
@@ -299,7 +330,9 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
     if let Some(p) = &settings.writepid {
         let _ = std::fs::remove_file(p);
     }
-    finish_tun(tun, settings.persist_tun);
+    // As OpenVPN: `persist-tun` keeps the device across SIGUSR1/ping-restart restarts (not
+    // implemented yet), never past the process's exit.
+    finish_tun(tun, false);
     match result {
         Ok(sig) => {
             tracing::info!("{sig}[hard,] received, process exiting");
@@ -374,7 +407,14 @@ struct Slot<T> {
 
 impl<T> Slot<T> {
     fn new(name: &'static str, running: T) -> Self {
-        Slot { name, running: Some(running), ctl_open: true, violation: None, budget: RestartBudget::default(), restart_at: None }
+        Slot {
+            name,
+            running: Some(running),
+            ctl_open: true,
+            violation: None,
+            budget: RestartBudget::default(),
+            restart_at: None,
+        }
     }
 }
 
@@ -430,7 +470,10 @@ async fn supervise(ctx: &Ctx<'_>) -> Result<&'static str, RunError> {
     tracing::info!("Initialization Sequence Completed");
 
     let outcome: Result<&'static str, RunError> = loop {
-        let next = [worker.restart_at, broker.restart_at].into_iter().flatten().min();
+        let next = [worker.restart_at, broker.restart_at]
+            .into_iter()
+            .flatten()
+            .min();
         tokio::select! {
             _ = sigterm.recv() => break Ok("SIGTERM"),
             _ = sigint.recv() => break Ok("SIGINT"),
@@ -515,7 +558,9 @@ fn on_worker_message(slot: &mut Slot<RunningWorker>, m: Result<WorkerToParent, C
 
 fn on_broker_message(slot: &mut Slot<BrokerProc>, m: Result<BrokerToParent, ChannelError>) {
     match m {
-        Ok(BrokerToParent::Fatal { reason }) => tracing::error!("management broker fatal error: {reason}"),
+        Ok(BrokerToParent::Fatal { reason }) => {
+            tracing::error!("management broker fatal error: {reason}")
+        }
         Ok(other) => violation(slot, format!("unexpected {} after start-up", other.name())),
         Err(e) => channel_failure(slot, e),
     }
@@ -537,7 +582,10 @@ fn channel_failure<T: Child>(slot: &mut Slot<T>, e: ChannelError) {
 }
 
 fn violation<T: Child>(slot: &mut Slot<T>, what: String) {
-    tracing::error!("SECURITY: {} violated the IPC protocol: {what}; killing it", slot.name);
+    tracing::error!(
+        "SECURITY: {} violated the IPC protocol: {what}; killing it",
+        slot.name
+    );
     slot.violation = Some(what);
     slot.ctl_open = false;
     if let Some(c) = &slot.running {
@@ -546,7 +594,9 @@ fn violation<T: Child>(slot: &mut Slot<T>, what: String) {
 }
 
 fn reap<T: Child>(slot: &mut Slot<T>, policy: SecurityEventPolicy) -> Result<(), RunError> {
-    let Some(c) = &slot.running else { return Ok(()) };
+    let Some(c) = &slot.running else {
+        return Ok(());
+    };
     let pid = c.pid();
     let st = match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
         Ok(WaitStatus::StillAlive) => return Ok(()),
@@ -556,24 +606,41 @@ fn reap<T: Child>(slot: &mut Slot<T>, policy: SecurityEventPolicy) -> Result<(),
             return Ok(());
         }
     };
-    let Some(mut kind) = ExitKind::from_wait(st) else { return Ok(()) };
+    let Some(mut kind) = ExitKind::from_wait(st) else {
+        return Ok(());
+    };
     if let Some(v) = slot.violation.take() {
         kind = ExitKind::ProtocolViolation(v);
     }
     slot.running = None;
     slot.ctl_open = false;
     if kind.is_security_event() {
-        tracing::error!("SECURITY EVENT: {} process {pid} {}", slot.name, kind.describe());
+        tracing::error!(
+            "SECURITY EVENT: {} process {pid} {}",
+            slot.name,
+            kind.describe()
+        );
     } else {
         tracing::error!("{} process {pid} {}", slot.name, kind.describe());
     }
-    schedule_restart(slot, kind.is_security_event().then(|| kind.describe()), policy)
+    schedule_restart(
+        slot,
+        kind.is_security_event().then(|| kind.describe()),
+        policy,
+    )
 }
 
-fn schedule_restart<T>(slot: &mut Slot<T>, security: Option<String>, policy: SecurityEventPolicy) -> Result<(), RunError> {
+fn schedule_restart<T>(
+    slot: &mut Slot<T>,
+    security: Option<String>,
+    policy: SecurityEventPolicy,
+) -> Result<(), RunError> {
     if let Some(what) = security {
         if policy == SecurityEventPolicy::Exit {
-            return Err(RunError::SecurityEvent { child: slot.name, what });
+            return Err(RunError::SecurityEvent {
+                child: slot.name,
+                what,
+            });
         }
     }
     match slot.budget.next_delay(Instant::now()) {
@@ -606,16 +673,25 @@ async fn stop_children(worker: Option<RunningWorker>, broker: Option<BrokerProc>
         b_done = b_done || broker.as_ref().is_some_and(|b| exited(b.pid()));
     }
     if let (Some(w), false) = (&worker, w_done) {
-        tracing::warn!("worker process {} did not stop in time; killing it", w.pid());
+        tracing::warn!(
+            "worker process {} did not stop in time; killing it",
+            w.pid()
+        );
         kill_and_reap(w.pid(), w.pidfd());
     }
     if let (Some(b), false) = (&broker, b_done) {
-        tracing::warn!("management broker process {} did not stop in time; killing it", b.pid());
+        tracing::warn!(
+            "management broker process {} did not stop in time; killing it",
+            b.pid()
+        );
         kill_and_reap(b.pid(), b.pidfd());
     }
 }
 
 /// Reaps `pid` if it has exited; true when it is gone.
 fn exited(pid: i32) -> bool {
-    !matches!(waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)), Ok(WaitStatus::StillAlive))
+    !matches!(
+        waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)),
+        Ok(WaitStatus::StillAlive)
+    )
 }

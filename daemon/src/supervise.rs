@@ -29,14 +29,21 @@ impl RestartBudget {
     /// Records a restart at `now` and returns the delay before it, or `None` when the budget is
     /// exhausted (the daemon must give up).
     pub fn next_delay(&mut self, now: Instant) -> Option<Duration> {
-        while self.history.front().is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW) {
+        while self
+            .history
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
+        {
             self.history.pop_front();
         }
         if self.history.len() >= RESTART_LIMIT {
             return None;
         }
         self.history.push_back(now);
-        let n = u32::try_from(self.history.len()).unwrap_or(u32::MAX).saturating_sub(1).min(16);
+        let n = u32::try_from(self.history.len())
+            .unwrap_or(u32::MAX)
+            .saturating_sub(1)
+            .min(16);
         Some((BACKOFF_START * 2u32.pow(n)).min(BACKOFF_MAX))
     }
 }
@@ -64,7 +71,10 @@ impl ExitKind {
 
     /// Seccomp kill or protocol violation.
     pub fn is_security_event(&self) -> bool {
-        matches!(self, ExitKind::Signaled(Signal::SIGSYS) | ExitKind::ProtocolViolation(_))
+        matches!(
+            self,
+            ExitKind::Signaled(Signal::SIGSYS) | ExitKind::ProtocolViolation(_)
+        )
     }
 
     /// A description for the log.
@@ -73,7 +83,9 @@ impl ExitKind {
             ExitKind::Exited(c) => format!("exited with status {c}"),
             ExitKind::Signaled(Signal::SIGSYS) => "killed by SIGSYS (seccomp violation)".into(),
             ExitKind::Signaled(s) => format!("killed by {}", s.as_str()),
-            ExitKind::ProtocolViolation(w) => format!("killed after an IPC protocol violation ({w})"),
+            ExitKind::ProtocolViolation(w) => {
+                format!("killed after an IPC protocol violation ({w})")
+            }
         }
     }
 }
@@ -86,20 +98,39 @@ mod tests {
     fn budget_and_backoff() {
         let mut b = RestartBudget::default();
         let t0 = Instant::now();
-        let delays: Vec<_> = (0..5).map(|i| b.next_delay(t0 + Duration::from_secs(i)).unwrap()).collect();
-        assert_eq!(delays.iter().map(|d| d.as_secs()).collect::<Vec<_>>(), vec![1, 2, 4, 8, 16]);
+        let delays: Vec<_> = (0..5)
+            .map(|i| b.next_delay(t0 + Duration::from_secs(i)).unwrap())
+            .collect();
+        assert_eq!(
+            delays.iter().map(|d| d.as_secs()).collect::<Vec<_>>(),
+            vec![1, 2, 4, 8, 16]
+        );
         assert_eq!(b.next_delay(t0 + Duration::from_secs(10)), None);
         // After the window has passed the budget is available again.
-        assert_eq!(b.next_delay(t0 + Duration::from_secs(200)), Some(BACKOFF_START));
+        assert_eq!(
+            b.next_delay(t0 + Duration::from_secs(200)),
+            Some(BACKOFF_START)
+        );
     }
 
     #[test]
     fn classification() {
         let pid = nix::unistd::Pid::from_raw(5);
-        assert!(ExitKind::from_wait(WaitStatus::Signaled(pid, Signal::SIGSYS, false)).unwrap().is_security_event());
-        assert!(!ExitKind::from_wait(WaitStatus::Signaled(pid, Signal::SIGKILL, false)).unwrap().is_security_event());
+        assert!(
+            ExitKind::from_wait(WaitStatus::Signaled(pid, Signal::SIGSYS, false))
+                .unwrap()
+                .is_security_event()
+        );
+        assert!(
+            !ExitKind::from_wait(WaitStatus::Signaled(pid, Signal::SIGKILL, false))
+                .unwrap()
+                .is_security_event()
+        );
         assert!(ExitKind::ProtocolViolation("x".into()).is_security_event());
-        assert_eq!(ExitKind::from_wait(WaitStatus::Exited(pid, 1)), Some(ExitKind::Exited(1)));
+        assert_eq!(
+            ExitKind::from_wait(WaitStatus::Exited(pid, 1)),
+            Some(ExitKind::Exited(1))
+        );
         assert_eq!(ExitKind::from_wait(WaitStatus::StillAlive), None);
     }
 }

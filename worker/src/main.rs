@@ -16,7 +16,9 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bulwark_ipc::msg::{LogOrigin, LogRecord, ParentToWorker, Severity, WorkerInit, WorkerToParent};
+use bulwark_ipc::msg::{
+    LogOrigin, LogRecord, ParentToWorker, Severity, WorkerInit, WorkerToParent,
+};
 use bulwark_ipc::{ChildLog, WorkerChannels, WorkerControl, WorkerSigner, PROTOCOL_VERSION};
 use bulwark_policy::{DemotePlan, Identity};
 
@@ -108,12 +110,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let WorkerChannels { control, log, signer } = chans;
-    let log = LogForwarder { chan: Mutex::new((log, 0)) };
+    let WorkerChannels {
+        control,
+        log,
+        signer,
+    } = chans;
+    let log = LogForwarder {
+        chan: Mutex::new((log, 0)),
+    };
     let mut control = control;
     match bootstrap(&mut control, parent) {
         Ok((init, fds)) => {
-            let boot = Bootstrapped { control, signer, init, fds };
+            let boot = Bootstrapped {
+                control,
+                signer,
+                init,
+                fds,
+            };
             match run(boot, &log) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err((ctl, e)) => {
@@ -143,28 +156,52 @@ fn fatal(control: Option<&WorkerControl>, log: &LogForwarder, e: &WorkerError) {
 }
 
 /// Single-threaded bootstrap up to and including the privilege drop.
-fn bootstrap(control: &mut WorkerControl, parent: i32) -> Result<(WorkerInit, Vec<OwnedFd>), WorkerError> {
+fn bootstrap(
+    control: &mut WorkerControl,
+    parent: i32,
+) -> Result<(WorkerInit, Vec<OwnedFd>), WorkerError> {
     let ipc = |step| move |source| WorkerError::Ipc { step, source };
-    control.set_recv_timeout(Some(BOOTSTRAP_TIMEOUT)).map_err(ipc("set timeout"))?;
+    control
+        .set_recv_timeout(Some(BOOTSTRAP_TIMEOUT))
+        .map_err(ipc("set timeout"))?;
     let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
     control
-        .send(&WorkerToParent::Hello { version: PROTOCOL_VERSION, pid }, &[])
+        .send(
+            &WorkerToParent::Hello {
+                version: PROTOCOL_VERSION,
+                pid,
+            },
+            &[],
+        )
         .map_err(ipc("hello"))?;
     let (hello, _) = control.recv().map_err(ipc("hello"))?.into_parts();
     match hello {
         ParentToWorker::Hello { version } if version == PROTOCOL_VERSION => {}
         ParentToWorker::Hello { version } => return Err(WorkerError::Version(version)),
-        other => return Err(WorkerError::Unexpected { expected: "Hello", got: other_name(&other) }),
+        other => {
+            return Err(WorkerError::Unexpected {
+                expected: "Hello",
+                got: other_name(&other),
+            })
+        }
     }
     let (init, fds) = control.recv().map_err(ipc("init"))?.into_parts();
     let init = match init {
         ParentToWorker::Init(init) => init,
-        other => return Err(WorkerError::Unexpected { expected: "Init", got: other_name(&other) }),
+        other => {
+            return Err(WorkerError::Unexpected {
+                expected: "Init",
+                got: other_name(&other),
+            })
+        }
     };
     // INVARIANT: every descriptor's kind is checked against the declared roles before any use.
     init.check_fds(&fds).map_err(WorkerError::Fds)?;
     let plan = DemotePlan {
-        identity: Identity { uid: init.config.uid, gid: init.config.gid },
+        identity: Identity {
+            uid: init.config.uid,
+            gid: init.config.gid,
+        },
         chroot_dir: init.config.chroot_dir.clone(),
         expected_parent: Some(parent),
         nofile: NOFILE_HEADROOM + fds.len() as u64,
@@ -172,7 +209,9 @@ fn bootstrap(control: &mut WorkerControl, parent: i32) -> Result<(WorkerInit, Ve
     // INVARIANT: demote before the runtime exists (single-threaded) and before any input from the
     // network is read.
     bulwark_policy::demote(&plan).map_err(WorkerError::Demote)?;
-    control.set_recv_timeout(None).map_err(ipc("clear timeout"))?;
+    control
+        .set_recv_timeout(None)
+        .map_err(ipc("clear timeout"))?;
     Ok((init, fds))
 }
 
@@ -186,14 +225,30 @@ fn run(boot: Bootstrapped, log: &LogForwarder) -> Result<(), (Option<WorkerContr
         .enable_all()
         .build()
         .map_err(|e| (None, WorkerError::Runtime(e)))?;
-    let Bootstrapped { control, signer, init, fds } = boot;
+    let Bootstrapped {
+        control,
+        signer,
+        init,
+        fds,
+    } = boot;
     if let Err(source) = control.send(&WorkerToParent::Ready, &[]) {
-        return Err((None, WorkerError::Ipc { step: "ready", source }));
+        return Err((
+            None,
+            WorkerError::Ipc {
+                step: "ready",
+                source,
+            },
+        ));
     }
     log.log(
         Severity::Info,
         3,
-        &format!("worker ready (uid {}, gid {}, {} descriptors)", init.config.uid, init.config.gid, fds.len()),
+        &format!(
+            "worker ready (uid {}, gid {}, {} descriptors)",
+            init.config.uid,
+            init.config.gid,
+            fds.len()
+        ),
     );
     rt.block_on(serve(control, signer, init, fds, log))
 }
@@ -219,9 +274,15 @@ async fn serve(
     );
     let _held: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
     let _ = (&signer, &init);
-    let mut control = control
-        .into_async()
-        .map_err(|source| (None, WorkerError::Ipc { step: "async control", source }))?;
+    let mut control = control.into_async().map_err(|source| {
+        (
+            None,
+            WorkerError::Ipc {
+                step: "async control",
+                source,
+            },
+        )
+    })?;
     loop {
         match control.recv().await {
             Ok(r) => match r.into_parts().0 {
@@ -230,18 +291,37 @@ async fn serve(
                     return Ok(());
                 }
                 ParentToWorker::SetVerb { level } => {
-                    log.log(Severity::Info, 3, &format!("worker: verb {level} requested"));
+                    log.log(
+                        Severity::Info,
+                        3,
+                        &format!("worker: verb {level} requested"),
+                    );
                 }
                 ParentToWorker::CrlUpdate { .. } => {
-                    log.log(Severity::Warning, 1, "worker: CRL update received but no engine to apply it to");
+                    log.log(
+                        Severity::Warning,
+                        1,
+                        "worker: CRL update received but no engine to apply it to",
+                    );
                 }
                 other @ (ParentToWorker::Hello { .. } | ParentToWorker::Init(_)) => {
-                    let e = WorkerError::Unexpected { expected: "Shutdown/SetVerb/CrlUpdate", got: other_name(&other) };
+                    let e = WorkerError::Unexpected {
+                        expected: "Shutdown/SetVerb/CrlUpdate",
+                        got: other_name(&other),
+                    };
                     return Err((control.into_blocking().ok(), e));
                 }
             },
             Err(bulwark_ipc::ChannelError::PeerClosed) => return Ok(()),
-            Err(source) => return Err((None, WorkerError::Ipc { step: "serve", source })),
+            Err(source) => {
+                return Err((
+                    None,
+                    WorkerError::Ipc {
+                        step: "serve",
+                        source,
+                    },
+                ))
+            }
         }
     }
 }

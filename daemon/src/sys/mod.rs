@@ -27,7 +27,10 @@ pub fn local_utc_offset_seconds() -> Option<i64> {
 /// stderr onto `/dev/null`. Must run while single-threaded.
 pub fn daemonize() -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let devnull = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    let devnull = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
     for round in 0..2 {
         // SAFETY: called while single-threaded (documented precondition), so the child may run
         // arbitrary code after fork.
