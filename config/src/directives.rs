@@ -445,6 +445,24 @@ static TABLE: &[DirectiveSpec] = &[
     s("errors-to-stderr", 0, 0, "errors-to-stderr", "Also print errors to stderr.", P(p_errors_to_stderr)),
     s("status", 1, 2, "status FILE [SECONDS]", "Write the status file every SECONDS (default 60).", P(p_status)),
     s("status-version", 1, 1, "status-version 1|2|3", "Status file format (default 1).", P(p_status_version)),
+    s("disable-dco", 0, 0, "disable-dco", "Disable data channel offload.", I("")),
+    s("iproute", 1, 1, "iproute CMD", "ip command used by OpenVPN.", I("Bulwark configures interfaces over netlink and never runs ip(8)")),
+    s("ifconfig-nowarn", 0, 0, "ifconfig-nowarn", "Silence ifconfig consistency warnings.", I("")),
+    s("ifconfig-noexec", 0, 0, "ifconfig-noexec", "Do not configure the interface.", U("the daemon always configures the tun interface itself")),
+    s("route-noexec", 0, 0, "route-noexec", "Do not add routes.", U("the daemon always adds the configured routes itself")),
+    s("route-metric", 1, 1, "route-metric N", "Default metric for 'route'.", P(p_route_metric)),
+    s("socket-flags", 1, ANY, "socket-flags TCP_NODELAY", "Socket options.", P(p_socket_flags)),
+    s("mark", 1, 1, "mark VALUE", "SO_MARK for transport packets.", U("not supported yet")),
+    s("tun-mtu-extra", 1, 1, "tun-mtu-extra N", "Extra tap buffer room.", U("tap-only legacy option")),
+    s("vlan-tagging", 0, 0, "vlan-tagging", "802.1Q on tap.", U("tap/bridged mode is not supported")),
+    s("vlan-accept", 1, 1, "vlan-accept all|tagged|untagged", "802.1Q on tap.", U("tap/bridged mode is not supported")),
+    s("vlan-pvid", 1, 1, "vlan-pvid N", "802.1Q on tap.", U("tap/bridged mode is not supported")),
+    s("tls-crypt-v2-verify", 1, 1, "tls-crypt-v2-verify CMD", "Script to check tls-crypt-v2 client metadata.", U("not supported yet")),
+    s("session-timeout", 1, 1, "session-timeout SECONDS", "Disconnect clients after a fixed time.", U("not supported yet")),
+    s("compat-mode", 1, 1, "compat-mode VERSION", "Defaults of an older OpenVPN.", U("compatibility defaults of older OpenVPN versions are not supported; set the options explicitly")),
+    s("persist-local-ip", 0, 0, "persist-local-ip", "Keep the local address across restarts.", U(CLIENT_ONLY)),
+    s("persist-remote-ip", 0, 0, "persist-remote-ip", "Keep the remote address across restarts.", U(CLIENT_ONLY)),
+    s("genkey", 0, 3, "genkey TYPE FILE", "Generate a key and exit.", U("use 'openvpn --genkey' to generate keys")),
     s("remap-usr1", 1, 1, "remap-usr1 SIGNAL", "Remap SIGUSR1.", U("not supported")),
 ];
 
@@ -551,6 +569,7 @@ fn default_config(cwd: PathBuf) -> Config {
             tcp_queue_limit: None,
             bcast_buffers: None,
             tcp_nodelay: false,
+            socket_tcp_nodelay: false,
             fast_io: false,
         },
         device: Device {
@@ -570,6 +589,7 @@ fn default_config(cwd: PathBuf) -> Config {
         pool_v4: None,
         pool_v6: None,
         route_gateway: None,
+        route_metric: None,
         routes: Vec::new(),
         routes_v6: Vec::new(),
         push: Vec::new(),
@@ -1116,6 +1136,21 @@ fn p_route_gateway(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError>
         ipv4("gateway", &d.args[0])?;
     }
     b.cfg.route_gateway = Some(d.args[0].clone());
+    Ok(())
+}
+
+fn p_route_metric(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
+    b.cfg.route_metric = Some(num_u32("metric", &d.args[0])?);
+    Ok(())
+}
+
+fn p_socket_flags(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
+    for f in d.args {
+        match f.as_str() {
+            "TCP_NODELAY" => b.cfg.transport.socket_tcp_nodelay = true,
+            other => return bad(format!("unknown socket flag '{other}' (only TCP_NODELAY)")),
+        }
+    }
     Ok(())
 }
 

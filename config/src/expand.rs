@@ -272,6 +272,8 @@ pub(crate) fn finalize(
     }
     macro_push.extend(timers_push);
     if b.cfg.transport.tcp_nodelay {
+        // helper_tcp_nodelay: set it locally and push it.
+        b.cfg.transport.socket_tcp_nodelay = true;
         macro_push.push("socket-flags TCP_NODELAY".to_string());
     }
     b.cfg.push.extend(macro_push);

@@ -86,6 +86,8 @@ pub struct Transport {
     pub bcast_buffers: Option<u32>,
     /// `tcp-nodelay` (also pushes `socket-flags TCP_NODELAY`).
     pub tcp_nodelay: bool,
+    /// `socket-flags TCP_NODELAY` (or implied by `tcp-nodelay`).
+    pub socket_tcp_nodelay: bool,
     /// `fast-io` was given (accepted, no effect in Bulwark).
     pub fast_io: bool,
 }
@@ -665,6 +667,8 @@ pub struct Config {
     pub pool_v6: Option<PoolV6>,
     /// `route-gateway` (as written or set by the `server` macro in subnet topology).
     pub route_gateway: Option<String>,
+    /// `route-metric`.
+    pub route_metric: Option<u32>,
     /// `route` entries of the server (including the one added by the `server` macro in
     /// net30/p2p topology).
     pub routes: Vec<Route>,

@@ -76,6 +76,8 @@ fn samples() -> BTreeMap<&'static str, &'static str> {
     add("route", "route 192.168.1.0 255.255.255.0 vpn_gateway 5");
     add("route-ipv6", "route-ipv6 fd01::/64");
     add("route-gateway", "route-gateway 10.8.0.2");
+    add("route-metric", "route-metric 50");
+    add("socket-flags", "socket-flags TCP_NODELAY");
     add("ca", "ca other-ca.crt");
     add("cert", "cert other.crt");
     add("key", "key other.key");
