@@ -412,6 +412,10 @@ pub struct ServerTlsSettings {
     pub verify_x509_name: Option<VerifyX509Name>,
     /// `x509-username-field` parameters. Empty means `CN`.
     pub x509_username_field: Vec<String>,
+    /// `peer-fingerprint`: SHA-256 fingerprints of acceptable client certificates. With an empty
+    /// `ca_pem` they replace CA verification (self-signed client certificates, OpenVPN's
+    /// "fingerprint only" mode); with a CA they are an additional check on the client certificate.
+    pub peer_fingerprint: Vec<[u8; 32]>,
 }
 
 impl Default for ServerTlsSettings {
@@ -432,6 +436,7 @@ impl Default for ServerTlsSettings {
             remote_cert_eku: None,
             verify_x509_name: None,
             x509_username_field: Vec::new(),
+            peer_fingerprint: Vec::new(),
         }
     }
 }
@@ -463,6 +468,8 @@ pub struct PeerCertPolicy {
     pub x509_name: Option<VerifyX509Name>,
     /// Normalised `x509-username-field` list (never empty).
     pub username_fields: Vec<String>,
+    /// `peer-fingerprint` SHA-256 values (empty: no fingerprint check).
+    pub fingerprints: Vec<[u8; 32]>,
 }
 
 impl ServerTlsSettings {
@@ -613,6 +620,7 @@ impl ServerTlsSettings {
             eku,
             x509_name: self.verify_x509_name.clone(),
             username_fields,
+            fingerprints: self.peer_fingerprint.clone(),
         })
     }
 }

@@ -1082,3 +1082,79 @@ proptest::proptest! {
         let _ = settings::parse_groups(&s);
     }
 }
+
+fn self_signed_client(cn: &str) -> Issued {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.key_usages = vec![Ku::DigitalSignature];
+    params.extended_key_usages = vec![Eku::ClientAuth];
+    let cert = params.self_signed(&key).unwrap();
+    Issued {
+        cert_pem: cert.pem(),
+        cert_der: cert.der().as_ref().to_vec(),
+        key_der: key.serialize_der(),
+    }
+}
+
+fn sha256(der: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(der).into()
+}
+
+#[test]
+fn peer_fingerprint_without_ca() {
+    let selfie = self_signed_client("selfie");
+    let stranger = self_signed_client("stranger");
+    let fp = sha256(&selfie.cert_der);
+    let f = fixture_with(false, |s, _| {
+        s.ca_pem.clear();
+        s.peer_fingerprint = vec![[0u8; 32], fp];
+    });
+    let (server, _c, r) = run(&f, Some(&selfie), TLS13);
+    r.unwrap();
+    assert_eq!(messages(&server), vec!["VERIFY OK: depth=0, CN=selfie"]);
+    let id = server.peer_identity().unwrap();
+    assert_eq!(id.common_name, "selfie");
+    assert_eq!(id.chain.len(), 1);
+
+    let (server, _c, r) = run(&f, Some(&stranger), TLS13);
+    assert!(r.is_err());
+    assert_eq!(
+        messages(&server),
+        vec![format!(
+            "TLS Error: --tls-verify/--peer-fingerprint certificate hash verification failed. (got \
+             certificate fingerprint: {})",
+            x509::colon_hex(&sha256(&stranger.cert_der))
+        )]
+    );
+    // without fingerprints, an empty CA bundle is a configuration error
+    let ca = Ca::new("TestCA");
+    let ec = ca.issue(&Leaf::server(false));
+    let mut s = settings_for(&ca, &ec);
+    s.ca_pem.clear();
+    assert!(matches!(
+        TlsServer::new(&s, CountingSigner::new(&ec)),
+        Err(TlsError::Verifier(VerifyError::CaBundle { .. }))
+    ));
+}
+
+#[test]
+fn peer_fingerprint_with_ca_is_an_extra_check() {
+    let ca = Ca::new("TestCA");
+    let c1 = ca.issue(&Leaf::client("client1", 80));
+    let c2 = ca.issue(&Leaf::client("client2", 81));
+    let server_cert = ca.issue(&Leaf::server(false));
+    let signer = CountingSigner::new(&server_cert);
+    let mut s = settings_for(&ca, &server_cert);
+    s.peer_fingerprint = vec![sha256(&c1.cert_der)];
+    let server = TlsServer::new(&s, signer.clone()).unwrap();
+    let f = Fixture { ca, server, signer };
+    run(&f, Some(&c1), TLS13).2.unwrap();
+    let (server, _c, r) = run(&f, Some(&c2), TLS13);
+    assert!(r.is_err());
+    let m = messages(&server);
+    assert_eq!(m[0], "VERIFY OK: depth=1, CN=TestCA");
+    assert!(m[1].starts_with("TLS Error: --tls-verify/--peer-fingerprint"));
+}

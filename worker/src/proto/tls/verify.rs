@@ -31,6 +31,7 @@ use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
 };
 use rustls_pki_types::pem::PemObject;
+use sha2::Digest as _;
 use webpki::{
     CertRevocationList, EndEntityCert, ExpirationPolicy, KeyUsage, OwnedCertRevocationList,
     RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy,
@@ -238,7 +239,11 @@ impl VerifierCore {
                 bundle_intermediates.push(der);
             }
         }
-        if anchors.is_empty() {
+        // INVARIANT: without trust anchors the only accepted clients are those whose certificate
+        // fingerprint is configured (`peer-fingerprint` without `ca`); a bundle that has
+        // certificates but no self-signed root is an error either way.
+        let fingerprint_only = root_hints.is_empty() && !policy.fingerprints.is_empty();
+        if anchors.is_empty() && !fingerprint_only {
             return Err(VerifyError::CaBundle {
                 reason: "no self-signed CA certificate found in the ca bundle".into(),
             });
@@ -289,6 +294,11 @@ impl VerifierCore {
         log: &VerifyLog,
     ) -> Result<(), rustls::Error> {
         log.clear_identity();
+        if self.anchors.is_empty() {
+            // peer-fingerprint without a CA: OpenSSL's verdict is ignored, OpenVPN's checks run on
+            // the client certificate alone, including the fingerprint match.
+            return self.openvpn_checks(&[end_entity.as_ref().to_vec()], now, log, false);
+        }
         let presented: Vec<&[u8]> = std::iter::once(end_entity.as_ref())
             .chain(intermediates.iter().map(|c| c.as_ref()))
             .collect();
@@ -369,7 +379,7 @@ impl VerifierCore {
         if let Some(set) = crls.as_deref() {
             crl_missing_warnings(&chain, set, log);
         }
-        self.openvpn_checks(&chain, now, log)
+        self.openvpn_checks(&chain, now, log, true)
     }
 
     /// OpenVPN's `verify_cert` for every depth (anchor first), then the identity.
@@ -378,6 +388,7 @@ impl VerifierCore {
         chain: &[Vec<u8>],
         now: UnixTime,
         log: &VerifyLog,
+        check_anchor_dates: bool,
     ) -> Result<(), rustls::Error> {
         let fail =
             || rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure);
@@ -395,7 +406,7 @@ impl VerifierCore {
                 return Err(fail());
             };
             // The anchor's validity is not checked by webpki; OpenSSL checks it.
-            if depth == chain.len() - 1 {
+            if check_anchor_dates && depth == chain.len() - 1 {
                 let t = ASN1Time::from_timestamp(now.as_secs() as i64).ok();
                 let v = cert.validity();
                 let reason = match t {
@@ -451,6 +462,20 @@ impl VerifierCore {
                     ),
                 );
                 return Err(fail());
+            }
+            if depth == 0 && !self.policy.fingerprints.is_empty() {
+                let fp: [u8; 32] = sha2::Sha256::digest(der).into();
+                if !self.policy.fingerprints.contains(&fp) {
+                    log.push(
+                        EventLevel::Error,
+                        format!(
+                            "TLS Error: --tls-verify/--peer-fingerprint certificate hash verification \
+                             failed. (got certificate fingerprint: {})",
+                            super::x509::colon_hex(&fp)
+                        ),
+                    );
+                    return Err(fail());
+                }
             }
             let info = match CertInfo::from_parsed(&cert, der, depth as u32) {
                 Ok(i) => i,
