@@ -463,6 +463,47 @@ static TABLE: &[DirectiveSpec] = &[
     s("persist-local-ip", 0, 0, "persist-local-ip", "Keep the local address across restarts.", U(CLIENT_ONLY)),
     s("persist-remote-ip", 0, 0, "persist-remote-ip", "Keep the remote address across restarts.", U(CLIENT_ONLY)),
     s("genkey", 0, 3, "genkey TYPE FILE", "Generate a key and exit.", U("use 'openvpn --genkey' to generate keys")),
+    s("allow-pull-fqdn", 0, 0, "allow-pull-fqdn", "Allow pulled FQDNs.", U(CLIENT_ONLY)),
+    s("auth-retry", 1, 1, "auth-retry none|nointeract|interact", "Client auth retry.", U(CLIENT_ONLY)),
+    s("connect-retry", 1, 2, "connect-retry N [MAX]", "Client reconnect delay.", U(CLIENT_ONLY)),
+    s("connect-retry-max", 1, 1, "connect-retry-max N", "Client reconnect attempts.", U(CLIENT_ONLY)),
+    s("connect-timeout", 1, 1, "connect-timeout N", "Client connect timeout.", U(CLIENT_ONLY)),
+    s("pull-filter", 2, 2, "pull-filter accept|ignore|reject TEXT", "Filter pulled options.", U(CLIENT_ONLY)),
+    s("push-peer-info", 0, 0, "push-peer-info", "Send client information to the server.", U(CLIENT_ONLY)),
+    s("remote-random", 0, 0, "remote-random", "Randomise remotes.", U(CLIENT_ONLY)),
+    s("remote-random-hostname", 0, 0, "remote-random-hostname", "Randomise the remote name.", U(CLIENT_ONLY)),
+    s("route-nopull", 0, 0, "route-nopull", "Ignore pushed routes.", U(CLIENT_ONLY)),
+    s("static-challenge", 2, 3, "static-challenge TEXT ECHO [FORMAT]", "Client challenge prompt.", U(CLIENT_ONLY)),
+    s("rport", 1, 1, "rport PORT", "Remote port.", U(CLIENT_ONLY)),
+    s("http-proxy-option", 1, 3, "http-proxy-option TYPE [PARM]", "HTTP proxy settings.", U(CLIENT_ONLY)),
+    s("socks-proxy-retry", 0, 0, "socks-proxy-retry", "Retry the SOCKS proxy.", U(CLIENT_ONLY)),
+    s("management-query-proxy", 0, 0, "management-query-proxy", "Ask management for a proxy.", U(CLIENT_ONLY)),
+    s("management-query-remote", 0, 0, "management-query-remote", "Ask management for the remote.", U(CLIENT_ONLY)),
+    s("single-session", 0, 0, "single-session", "Allow only one session.", U("cannot be used with a multi-client server")),
+    s("allow-recursive-routing", 0, 0, "allow-recursive-routing", "Allow routing tunnel traffic into the tunnel.", U("cannot be used with --mode server")),
+    s("askpass", 0, 1, "askpass [FILE]", "Passphrase of an encrypted private key.", U("encrypted private keys are not supported; store the server key unencrypted with owner-only permissions (only the privileged daemon reads it)")),
+    s("bind-dev", 1, 1, "bind-dev DEVICE", "Bind the transport socket to a device (VRF).", U("not supported yet")),
+    s("disable-occ", 0, 0, "disable-occ", "Disable the options consistency check.", I("the options consistency check is informational; Bulwark does not act on it")),
+    s("dns", 1, ANY, "dns …", "DNS settings (2.6).", U("not supported yet; push the client settings with push \"dhcp-option DNS …\"")),
+    s("echo", 0, ANY, "echo [TEXT…]", "Echo text to the log/management.", U("not supported")),
+    s("gremlin", 1, 1, "gremlin FLAGS", "Simulate network problems (testing).", U("a testing option")),
+    s("keying-material-exporter", 2, 2, "keying-material-exporter LABEL LEN", "Export TLS keying material to scripts.", U("not supported yet")),
+    s("lladdr", 1, 1, "lladdr MAC", "tap MAC address.", U("tap/bridged mode is not supported")),
+    s("mktun", 0, 0, "mktun", "Create a persistent tun and exit.", U("a standalone command, not a server option")),
+    s("rmtun", 0, 0, "rmtun", "Remove a persistent tun and exit.", U("a standalone command, not a server option")),
+    s("memstats", 1, 1, "memstats FILE", "Write memory statistics.", U("not supported")),
+    s("no-name-remapping", 0, 0, "no-name-remapping", "Keep special characters in names.", U("not supported")),
+    s("replay-persist", 1, 1, "replay-persist FILE", "Persist replay state (static-key mode).", U("only meaningful in static-key mode, which is not supported")),
+    s("route-ipv6-gateway", 1, 1, "route-ipv6-gateway GW", "Default IPv6 gateway for 'route-ipv6'.", P(p_route_ipv6_gateway)),
+    s("verify-hash", 1, 2, "verify-hash HASH [ALG]", "Pin the CA certificate's fingerprint.", U("not supported yet")),
+    s("x509-track", 1, 1, "x509-track ATTR", "Export certificate attributes to scripts.", U("not supported yet")),
+    s("test-crypto", 0, 0, "test-crypto", "Crypto self-test.", U("a standalone command, not a server option")),
+    s("show-ciphers", 0, 0, "show-ciphers", "List ciphers and exit.", U("a standalone command, not a server option")),
+    s("show-digests", 0, 0, "show-digests", "List digests and exit.", U("a standalone command, not a server option")),
+    s("show-tls", 0, 0, "show-tls", "List TLS ciphers and exit.", U("a standalone command, not a server option")),
+    s("show-engines", 0, 0, "show-engines", "List engines and exit.", U("a standalone command, not a server option")),
+    s("show-gateway", 0, 1, "show-gateway [ADDR]", "Show the default gateway and exit.", U("a standalone command, not a server option")),
+    s("show-pkcs11-ids", 0, 2, "show-pkcs11-ids [PROVIDER [CERT_PRIVATE]]", "List PKCS#11 ids and exit.", U(PKCS11)),
     s("remap-usr1", 1, 1, "remap-usr1 SIGNAL", "Remap SIGUSR1.", U("not supported")),
 ];
 
@@ -590,6 +631,7 @@ fn default_config(cwd: PathBuf) -> Config {
         pool_v6: None,
         route_gateway: None,
         route_metric: None,
+        route_ipv6_gateway: None,
         routes: Vec::new(),
         routes_v6: Vec::new(),
         push: Vec::new(),
@@ -1151,6 +1193,12 @@ fn p_socket_flags(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> 
             other => return bad(format!("unknown socket flag '{other}' (only TCP_NODELAY)")),
         }
     }
+    Ok(())
+}
+
+fn p_route_ipv6_gateway(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
+    ipv6("gateway", &d.args[0])?;
+    b.cfg.route_ipv6_gateway = Some(d.args[0].clone());
     Ok(())
 }
 

@@ -364,7 +364,9 @@ pub struct Crypto {
     pub auth: Option<String>,
     /// `cipher NAME` (2.6: only adds a fallback/legacy cipher).
     pub cipher: Option<String>,
-    /// `data-ciphers`/`ncp-ciphers` list (default `AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305`).
+    /// `data-ciphers`/`ncp-ciphers` list as written (default
+    /// `AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305`); an entry may carry OpenVPN 2.6's leading
+    /// `?` ("optional: skip if unsupported"), which is kept for the consumer to interpret.
     pub data_ciphers: Vec<String>,
     /// Whether `data-ciphers`/`ncp-ciphers` was given explicitly.
     pub data_ciphers_explicit: bool,
@@ -667,6 +669,8 @@ pub struct Config {
     pub pool_v6: Option<PoolV6>,
     /// `route-gateway` (as written or set by the `server` macro in subnet topology).
     pub route_gateway: Option<String>,
+    /// `route-ipv6-gateway`.
+    pub route_ipv6_gateway: Option<String>,
     /// `route-metric`.
     pub route_metric: Option<u32>,
     /// `route` entries of the server (including the one added by the `server` macro in

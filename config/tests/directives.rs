@@ -77,6 +77,7 @@ fn samples() -> BTreeMap<&'static str, &'static str> {
     add("route-ipv6", "route-ipv6 fd01::/64");
     add("route-gateway", "route-gateway 10.8.0.2");
     add("route-metric", "route-metric 50");
+    add("route-ipv6-gateway", "route-ipv6-gateway fd00::2");
     add("socket-flags", "socket-flags TCP_NODELAY");
     add("ca", "ca other-ca.crt");
     add("cert", "cert other.crt");
