@@ -189,6 +189,8 @@ pub struct Running<Tx, Rx> {
     pub pidfd: OwnedFd,
     /// The parent's end of the control channel.
     pub control: AsyncChannel<Tx, Rx>,
+    /// The task re-emitting the child's log records; it ends when the child's log channel closes.
+    pub log_task: tokio::task::JoinHandle<()>,
 }
 
 /// A Ready worker: the control channel plus the parent's end of the signer channel (served by the
@@ -282,13 +284,16 @@ fn exec_child(
     spawn(&spec).map_err(|source| ChildError::Spawn { child, source })
 }
 
-fn drain_logs(chan: Channel<NoMessage, LogRecord>, child: &'static str) -> Result<(), ChildError> {
+fn drain_logs(
+    chan: Channel<NoMessage, LogRecord>,
+    child: &'static str,
+) -> Result<tokio::task::JoinHandle<()>, ChildError> {
     let mut chan = chan.into_async().map_err(|source| ChildError::Ipc {
         child,
         step: "log channel",
         source,
     })?;
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         loop {
             match chan.recv().await {
                 Ok(r) => crate::logging::emit_child_record(&r.msg),
@@ -299,8 +304,7 @@ fn drain_logs(chan: Channel<NoMessage, LogRecord>, child: &'static str) -> Resul
                 }
             }
         }
-    });
-    Ok(())
+    }))
 }
 
 /// Starts the worker and waits until it is Ready.
@@ -331,7 +335,7 @@ pub async fn start_worker(
     };
     // The child has its copies; ours must go so that EOF signals the child's death.
     drop((child_ctl, child_log, child_sig));
-    drain_logs(parent_log, C)?;
+    let log_task = drain_logs(parent_log, C)?;
     let mut ctl = parent_ctl.into_async().map_err(ipc("control channel"))?;
     let proc_ = handshake_worker(&mut ctl, spawned.pid, res).await;
     match proc_ {
@@ -340,6 +344,7 @@ pub async fn start_worker(
                 pid: spawned.pid,
                 pidfd: spawned.pidfd,
                 control: ctl,
+                log_task,
             },
             signer: parent_sig,
         }),
@@ -435,13 +440,14 @@ pub async fn start_broker(
         exec_child(BROKER_BIN, bins.broker.as_fd(), fds)?
     };
     drop((child_ctl, child_log));
-    drain_logs(parent_log, C)?;
+    let log_task = drain_logs(parent_log, C)?;
     let mut ctl = parent_ctl.into_async().map_err(ipc("control channel"))?;
     match handshake_broker(&mut ctl, spawned.pid, res).await {
         Ok(()) => Ok(Running {
             pid: spawned.pid,
             pidfd: spawned.pidfd,
             control: ctl,
+            log_task,
         }),
         Err(e) => {
             kill_and_reap(spawned.pid, &spawned.pidfd);

@@ -3,9 +3,26 @@
 //! The `bulwark` parent process: configuration, TUN and netlink, sockets, spawning and supervising
 //! the sandboxed children, signals, sd_notify and the log sink.
 //!
-//! Modules: [`settings`] (what the parent acts on, from the config), [`tun`] + [`netlink`] (the TUN
-//! device and its addresses/routes), [`sockets`] (transport and management listeners), [`sys`] (the
-//! only unsafe code: TUN ioctls, fork + exec-by-fd).
+//! Entry point: [`run::main_with_args`] (the `bulwark` binary only forwards its arguments).
+//!
+//! Modules:
+//! - [`cli`]: command line (`--config FILE [--directive args]`, `check-config`, `init`, `--help`,
+//!   `--version`, Bulwark's own `--libexec-dir`/`--sandbox-dir`/`--on-security-event`).
+//! - [`config_input`]: the one place the typed OpenVPN configuration becomes [`settings::Settings`].
+//! - [`run`]: start-up sequence (ordering invariants), supervision loop, signals, shutdown.
+//! - [`children`]: child binaries opened at start, fork + exec by fd, the start-up protocol.
+//! - [`supervise`]: restart budget/backoff and exit classification (security events).
+//! - [`tun`] + [`netlink`]: the TUN device and its addresses/routes (rtnetlink, no `ip` subprocess).
+//! - [`sockets`]: transport socket and management listeners.
+//! - [`logging`]: OpenVPN-style log lines to stderr / file / syslog; children's records re-emitted.
+//! - [`notify`]: `sd_notify(READY=1)`.
+//! - [`initcmd`]: `bulwark init`.
+//! - [`signer`]: the worker's signing requests (owned by the TLS engineer).
+//! - [`sys`]: the only unsafe code (TUN ioctls, fork + execveat, daemonize, local time offset).
+//!
+//! Invariants: the parent treats its children as untrusted (every unexpected message is a
+//! protocol violation: the child is killed and the event logged as a security event); the TUN
+//! device lives in the parent for the daemon's lifetime, so a worker crash never removes it.
 
 pub mod children;
 pub mod cli;

@@ -686,6 +686,11 @@ async fn stop_children(worker: Option<RunningWorker>, broker: Option<BrokerProc>
         );
         kill_and_reap(b.pid(), b.pidfd());
     }
+    // Let the log drains print what the children said last (their channels are closed now).
+    let tasks = [worker.map(|w| w.proc.log_task), broker.map(|b| b.log_task)];
+    for t in tasks.into_iter().flatten() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+    }
 }
 
 /// Reaps `pid` if it has exited; true when it is gone.
@@ -694,4 +699,32 @@ fn exited(pid: i32) -> bool {
         waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)),
         Ok(WaitStatus::StillAlive)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn sandbox_dir_created_and_checked() {
+        let base = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let d = base.path().join("a/empty");
+        if nix::unistd::geteuid().is_root() {
+            prepare_sandbox_dir(&d).unwrap();
+            assert!(d.is_dir());
+            std::fs::write(d.join("x"), b"x").unwrap();
+            assert!(matches!(
+                prepare_sandbox_dir(&d),
+                Err(RunError::Sandbox { .. })
+            ));
+        } else {
+            // Created by a non-root user: not root-owned, refused.
+            assert!(matches!(
+                prepare_sandbox_dir(&d),
+                Err(RunError::Sandbox { .. })
+            ));
+        }
+    }
 }
