@@ -15,7 +15,7 @@
 //! - [`tun`] + [`netlink`]: the TUN device and its addresses/routes (rtnetlink, no `ip` subprocess).
 //! - [`sockets`]: transport socket and management listeners.
 //! - [`logging`]: OpenVPN-style log lines to stderr / file / syslog; children's records re-emitted.
-//! - [`notify`]: `sd_notify(READY=1)`.
+//! - [`notify`] sends the systemd readiness notification (`READY=1`).
 //! - [`initcmd`]: `bulwark init`.
 //! - [`signer`]: the worker's signing requests (owned by the TLS engineer).
 //! - [`sys`]: the only unsafe code (TUN ioctls, fork + execveat, daemonize, local time offset).
