@@ -71,12 +71,15 @@ pub enum Support {
     },
 }
 
-/// A parse failure of one directive.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parse failure of one directive (turned into a located [`crate::ConfigError`] by the
+/// loader).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     /// A parameter is malformed or out of range.
+    #[error("{0}")]
     Bad(String),
     /// The value asks for a deliberately unsupported feature.
+    #[error("not supported: {0}")]
     Unsupported(String),
 }
 

@@ -382,7 +382,7 @@ pub fn lex_source(
                 while idx < lines.len() {
                     let l = lines[idx];
                     idx += 1;
-                    let trimmed_start = l.iter().position(|c| !c.is_ascii_whitespace());
+                    let trimmed_start = l.iter().position(|c| *c == 0 || !is_space(*c));
                     let trimmed = match trimmed_start {
                         Some(s) => &l[s..],
                         None => &l[l.len()..],
@@ -581,6 +581,10 @@ mod tests {
         assert!(lines[0].inline.is_none());
         // Long content lines are allowed inside blocks.
         let long = "A".repeat(1000);
+        // Leading whitespace (including \v and \r) before the end tag is skipped.
+        let (lines, errs) = lex("<ca>\nx\n\x0b\r </ca>\n");
+        assert!(errs.is_empty());
+        assert_eq!(lines[0].inline.as_ref().unwrap().content, "x\n");
         let (lines, errs) = lex(&format!("<key>\n{long}\n</key>\n"));
         assert!(errs.is_empty());
         assert_eq!(

@@ -1,4 +1,5 @@
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 //! `bulwark-config`: the OpenVPN 2.x option language for Bulwark.
 //!
 //! * [`lexer`]: OpenVPN's quoting/escaping/comment rules ([`lexer::split_line`], also used
