@@ -141,9 +141,9 @@ pub fn build(cfg: &Config) -> Result<EngineConfig, EngineConfigError> {
         ControlWrap::TlsCryptV2 { key, force_cookie } => {
             let bytes = read_material(key, "tls-crypt-v2 server key")?;
             let text = String::from_utf8(bytes).map_err(|_| invalid(key, "tls-crypt-v2 server key", "not text"))?;
-            let k = TlsCryptV2ServerKey::parse(&text).map_err(|e| invalid(key, "tls-crypt-v2 server key", e))?;
+            TlsCryptV2ServerKey::parse(&text).map_err(|e| invalid(key, "tls-crypt-v2 server key", e))?;
             WrapConfig::TlsCryptV2 {
-                server_key: k.as_bytes().to_vec(),
+                server_key: text.into_bytes(),
                 force_cookie: *force_cookie,
             }
         }

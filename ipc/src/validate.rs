@@ -16,6 +16,14 @@ pub const MAX_PATH_LEN: usize = 4095;
 /// Why a message's values are not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
+    /// A configuration field has an unacceptable value.
+    #[error("{field}: {why}")]
+    Field {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        why: String,
+    },
     /// A `verb` level outside `0..=11`.
     #[error("verb level {value} is outside 0..={MAX_VERB}")]
     VerbOutOfRange {

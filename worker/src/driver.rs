@@ -50,12 +50,20 @@ pub enum DriverError {
 }
 
 /// Commands from the parent that reach the running driver.
-#[derive(Debug)]
 pub enum DriverCommand {
     /// stop serving (SIGTERM in the parent)
     Shutdown,
     /// run a closure against the engine (management requests, CRL updates, ...)
     Engine(Box<dyn FnOnce(&mut Server, Instant, &mut Outbox) + Send>),
+}
+
+impl std::fmt::Debug for DriverCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DriverCommand::Shutdown => f.write_str("Shutdown"),
+            DriverCommand::Engine(_) => f.write_str("Engine(..)"),
+        }
+    }
 }
 
 /// The transport the worker serves.
@@ -101,10 +109,11 @@ pub async fn run(
         what: "TUN device",
         source,
     })?;
-    let tun = AsyncFd::new(File::from(tun)).map_err(|source| DriverError::Register {
-        what: "TUN device",
-        source,
-    })?;
+    let tun =
+        crate::sys::register_file(File::from(tun)).map_err(|source| DriverError::Register {
+            what: "TUN device",
+            source,
+        })?;
     let (udp, listener) = match transport {
         Transport::Udp(fd) => {
             let std_sock = std::net::UdpSocket::from(fd);

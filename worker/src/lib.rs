@@ -1,4 +1,7 @@
 #![deny(unsafe_code)]
 //! The `bulwark-worker` library: the sans-IO OpenVPN engine (`proto`) and the driver that runs it.
 
+pub mod driver;
 pub mod proto;
+pub mod setup;
+pub mod sys;

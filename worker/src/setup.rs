@@ -55,11 +55,21 @@ fn tls_settings(ec: &EngineConfig) -> Result<ServerTlsSettings, SetupError> {
         cert_chain_pem: t.cert_chain_pem.clone(),
         crl: t.crl.clone(),
         tls_version_min,
-        tls_version_max: t.tls_version_max.as_deref().map(TlsVersion::parse).transpose().map_err(e)?,
+        tls_version_max: t
+            .tls_version_max
+            .as_deref()
+            .map(TlsVersion::parse)
+            .transpose()
+            .map_err(e)?,
         tls_cipher: t.tls_cipher.clone(),
         tls_ciphersuites: t.tls_ciphersuites.clone(),
         tls_groups: t.tls_groups.clone(),
-        tls_cert_profile: t.tls_cert_profile.as_deref().map(CertProfile::parse).transpose().map_err(e)?,
+        tls_cert_profile: t
+            .tls_cert_profile
+            .as_deref()
+            .map(CertProfile::parse)
+            .transpose()
+            .map_err(e)?,
         verify_client_cert: VerifyClientCert::parse(&t.verify_client_cert).map_err(e)?,
         remote_cert_tls: t.remote_cert_tls_client.then_some(RemoteCertTls::Client),
         remote_cert_ku: Vec::new(),
@@ -72,6 +82,7 @@ fn tls_settings(ec: &EngineConfig) -> Result<ServerTlsSettings, SetupError> {
             }),
         },
         x509_username_field: vec![t.x509_username_field.clone()],
+        peer_fingerprint: Vec::new(),
     })
 }
 
@@ -81,7 +92,8 @@ fn server_wrap(ec: &EngineConfig) -> Result<(ServerWrap, Option<[u8; 256]>), Set
         seconds: ec.replay_window.1,
     };
     let key256 = |k: &[u8]| -> Result<[u8; 256], SetupError> {
-        <[u8; 256]>::try_from(k).map_err(|_| SetupError::Wrap(format!("{} bytes, need 256", k.len())))
+        <[u8; 256]>::try_from(k)
+            .map_err(|_| SetupError::Wrap(format!("{} bytes, need 256", k.len())))
     };
     Ok(match &ec.wrap {
         WrapConfig::None => (ServerWrap::new(GroupWrap::None, None, replay), None),
@@ -96,7 +108,8 @@ fn server_wrap(ec: &EngineConfig) -> Result<(ServerWrap, Option<[u8; 256]>), Set
                 Some(0) => KeyDirection::Normal,
                 Some(_) => KeyDirection::Inverse,
             };
-            let digest = AuthDigest::from_name(digest).map_err(|e| SetupError::Wrap(e.to_string()))?;
+            let digest =
+                AuthDigest::from_name(digest).map_err(|e| SetupError::Wrap(e.to_string()))?;
             (
                 ServerWrap::new(
                     GroupWrap::TlsAuth {
@@ -118,12 +131,11 @@ fn server_wrap(ec: &EngineConfig) -> Result<(ServerWrap, Option<[u8; 256]>), Set
             )
         }
         WrapConfig::TlsCryptV2 { server_key, .. } => {
-            let k = <[u8; 128]>::try_from(server_key.as_slice())
-                .map_err(|_| SetupError::Wrap("tls-crypt-v2 server key must be 128 bytes".into()))?;
-            (
-                ServerWrap::new(GroupWrap::None, Some(TlsCryptV2ServerKey::from_bytes(k)), replay),
-                None,
-            )
+            let text = std::str::from_utf8(server_key)
+                .map_err(|_| SetupError::Wrap("tls-crypt-v2 server key is not text".into()))?;
+            let k =
+                TlsCryptV2ServerKey::parse(text).map_err(|e| SetupError::Wrap(e.to_string()))?;
+            (ServerWrap::new(GroupWrap::None, Some(k), replay), None)
         }
     })
 }
@@ -131,7 +143,11 @@ fn server_wrap(ec: &EngineConfig) -> Result<(ServerWrap, Option<[u8; 256]>), Set
 fn pool(ec: &EngineConfig) -> Result<Pool, SetupError> {
     let p = &ec.pool;
     Pool::new(PoolConfig {
-        topology: if p.subnet { Topology::Subnet } else { Topology::Net30 },
+        topology: if p.subnet {
+            Topology::Subnet
+        } else {
+            Topology::Net30
+        },
         server_ip: p.server_ip,
         netmask: p.netmask,
         start: p.start,
@@ -193,7 +209,8 @@ pub fn build(
     cookie_secret: [u8; 32],
     rng: Box<dyn FnMut(&mut [u8]) + Send>,
 ) -> Result<Server, SetupError> {
-    let tls = TlsServer::new(&tls_settings(ec)?, signer).map_err(|e| SetupError::Tls(e.to_string()))?;
+    let tls =
+        TlsServer::new(&tls_settings(ec)?, signer).map_err(|e| SetupError::Tls(e.to_string()))?;
     let (wrap, group_key) = server_wrap(ec)?;
     let pool = pool(ec)?;
     let cfg = peer_config(ec, Arc::new(tls))?;

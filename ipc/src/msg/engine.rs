@@ -49,9 +49,9 @@ pub enum WrapConfig {
         /// static key (256 bytes)
         key: Vec<u8>,
     },
-    /// `tls-crypt-v2`: the 128-byte server key
+    /// `tls-crypt-v2`: the server key file's text (already parsed once by the parent)
     TlsCryptV2 {
-        /// server key (128 bytes)
+        /// server key file content
         server_key: Vec<u8>,
         /// refuse clients that do not support the cookie exchange (`force-cookie`)
         force_cookie: bool,
@@ -187,10 +187,10 @@ impl EngineConfig {
                 }
             }
             WrapConfig::TlsCryptV2 { server_key, .. } => {
-                if server_key.len() != 128 {
+                if server_key.is_empty() || server_key.len() > 4096 {
                     return Err(bad(
                         "wrap.tls_crypt_v2.server_key",
-                        format!("{} bytes, need 128", server_key.len()),
+                        format!("{} bytes, expected a key file of at most 4096", server_key.len()),
                     ));
                 }
             }

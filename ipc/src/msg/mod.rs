@@ -16,6 +16,7 @@
 pub mod broker;
 pub mod common;
 pub mod control;
+pub mod engine;
 pub mod log;
 pub mod signer;
 pub mod worker_config;

@@ -15,5 +15,7 @@ pub mod pool;
 pub mod push;
 pub mod reliable;
 pub mod replay;
+pub mod server;
+pub mod session;
 pub mod tls;
 pub mod wrap;

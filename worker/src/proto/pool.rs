@@ -258,13 +258,13 @@ impl Prefix {
 /// Maps inner destination addresses to peers (host routes for leases, prefix routes for iroutes).
 #[derive(Debug, Default, Clone)]
 pub struct RouteTable {
-    hosts: HashMap<IpAddr, u32>,
-    prefixes: Vec<(Prefix, u32)>,
+    hosts: HashMap<IpAddr, u64>,
+    prefixes: Vec<(Prefix, u64)>,
 }
 
 impl RouteTable {
     /// Adds (or replaces) a route to `peer`.
-    pub fn add(&mut self, prefix: Prefix, peer: u32) {
+    pub fn add(&mut self, prefix: Prefix, peer: u64) {
         let full = if prefix.addr.is_ipv4() { 32 } else { 128 };
         if prefix.len == full {
             self.hosts.insert(prefix.addr, peer);
@@ -277,13 +277,13 @@ impl RouteTable {
     }
 
     /// Removes every route of `peer`.
-    pub fn remove_peer(&mut self, peer: u32) {
+    pub fn remove_peer(&mut self, peer: u64) {
         self.hosts.retain(|_, p| *p != peer);
         self.prefixes.retain(|(_, p)| *p != peer);
     }
 
     /// Looks up the peer for a destination address.
-    pub fn lookup(&self, ip: IpAddr) -> Option<u32> {
+    pub fn lookup(&self, ip: IpAddr) -> Option<u64> {
         if let Some(p) = self.hosts.get(&ip) {
             return Some(*p);
         }
@@ -294,7 +294,7 @@ impl RouteTable {
     }
 
     /// All routes (for the status file's routing table).
-    pub fn entries(&self) -> impl Iterator<Item = (Prefix, u32)> + '_ {
+    pub fn entries(&self) -> impl Iterator<Item = (Prefix, u64)> + '_ {
         self.hosts
             .iter()
             .map(|(a, p)| (Prefix::host(*a), *p))

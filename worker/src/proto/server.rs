@@ -186,24 +186,39 @@ impl Server {
                     return;
                 }
                 let mut buf = Vec::with_capacity(128);
-                match self.cookies.reply_to_reset(&self.wrap, addr, &initial, now_unix, &mut buf) {
-                    Ok(()) => out.transmits.push(Transmit { to: from, data: buf }),
+                match self
+                    .cookies
+                    .reply_to_reset(&self.wrap, addr, &initial, now_unix, &mut buf)
+                {
+                    Ok(()) => out.transmits.push(Transmit {
+                        to: from,
+                        data: buf,
+                    }),
                     Err(e) => out.log(LogClass::Detail, format!("{from} cannot answer reset: {e}")),
                 }
             }
             PeerAddr::Udp(addr)
-                if matches!(opcode, Opcode::ControlV1 | Opcode::AckV1 | Opcode::ControlWkcV1) =>
+                if matches!(
+                    opcode,
+                    Opcode::ControlV1 | Opcode::AckV1 | Opcode::ControlWkcV1
+                ) =>
             {
                 // packet 3: only a valid cookie allocates state
                 let adm = match self.cookies.admit(addr, initial, now_unix) {
                     Ok(a) => a,
                     Err(e) => {
                         self.stats.cookie_failures += 1;
-                        out.log(LogClass::Detail, format!("{from} dropping third packet: {e}"));
+                        out.log(
+                            LogClass::Detail,
+                            format!("{from} dropping third packet: {e}"),
+                        );
                         return;
                     }
                 };
-                let wrapper = match self.wrap.session_wrapper_after_cookie(adm.initial(), now_unix) {
+                let wrapper = match self
+                    .wrap
+                    .session_wrapper_after_cookie(adm.initial(), now_unix)
+                {
                     Ok(w) => w,
                     Err(e) => {
                         self.stats.auth_failures += 1;
@@ -219,12 +234,26 @@ impl Server {
                 // TCP (the connection proves the address), or a tls-crypt-v2 client without cookie
                 // support (OpenVPN's default `allow-noncookie`)
                 if from.is_tcp() || initial.v2.is_some() {
-                    let wrapper = self.wrap.session_wrapper(&initial);
+                    let mut wrapper = self.wrap.session_wrapper(&initial);
+                    if let Err(e) = wrapper.record_initial(&initial, now_unix) {
+                        self.stats.auth_failures += 1;
+                        out.log(LogClass::Detail, format!("{from} {e}"));
+                        return;
+                    }
                     let mut sid = [0u8; 8];
                     while sid == [0u8; 8] {
                         (self.rng)(&mut sid);
                     }
-                    self.create_peer(from, initial, wrapper, SessionId(sid), false, now, now_unix, out);
+                    self.create_peer(
+                        from,
+                        initial,
+                        wrapper,
+                        SessionId(sid),
+                        false,
+                        now,
+                        now_unix,
+                        out,
+                    );
                 } else {
                     self.stats.malformed += 1;
                 }
@@ -275,7 +304,10 @@ impl Server {
         ) {
             Ok(p) => p,
             Err(e) => {
-                out.log(LogClass::Error, format!("{from} TLS Error: cannot create TLS session: {e}"));
+                out.log(
+                    LogClass::Error,
+                    format!("{from} TLS Error: cannot create TLS session: {e}"),
+                );
                 return;
             }
         };
@@ -294,7 +326,14 @@ impl Server {
         self.after_peer(cid, outcome, now, now_unix, out);
     }
 
-    fn on_data(&mut self, from: PeerAddr, data: &[u8], now: Instant, now_unix: u64, out: &mut Outbox) {
+    fn on_data(
+        &mut self,
+        from: PeerAddr,
+        data: &[u8],
+        now: Instant,
+        now_unix: u64,
+        out: &mut Outbox,
+    ) {
         let cid = if data[0] >> 3 == Opcode::DataV2.as_u8() && data.len() >= 4 {
             let pid = u32::from_be_bytes([0, data[1], data[2], data[3]]);
             if pid != PEER_ID_NONE {
@@ -346,7 +385,10 @@ impl Server {
                 LogClass::Detail,
                 format!(
                     "{} MULTI: bad source address from client [{}], packet dropped",
-                    self.peers.get(&cid).map(|p| p.log_prefix()).unwrap_or_default(),
+                    self.peers
+                        .get(&cid)
+                        .map(|p| p.log_prefix())
+                        .unwrap_or_default(),
                     src
                 ),
             );
@@ -433,7 +475,14 @@ impl Server {
     }
 
     /// Disconnects a client by id (management `client-kill`, `kill`).
-    pub fn kill(&mut self, cid: u64, message: Option<&str>, now: Instant, now_unix: u64, out: &mut Outbox) -> bool {
+    pub fn kill(
+        &mut self,
+        cid: u64,
+        message: Option<&str>,
+        now: Instant,
+        now_unix: u64,
+        out: &mut Outbox,
+    ) -> bool {
         let Some(peer) = self.peers.get_mut(&cid) else {
             return false;
         };
@@ -442,7 +491,14 @@ impl Server {
         true
     }
 
-    fn after_peer(&mut self, cid: u64, outcome: PeerOutcome, now: Instant, now_unix: u64, out: &mut Outbox) {
+    fn after_peer(
+        &mut self,
+        cid: u64,
+        outcome: PeerOutcome,
+        now: Instant,
+        now_unix: u64,
+        out: &mut Outbox,
+    ) {
         match outcome {
             PeerOutcome::Continue => {}
             PeerOutcome::NeedsAddress => self.assign_address(cid, now, now_unix, out),
@@ -506,15 +562,44 @@ impl Server {
         let prefix = peer.log_prefix();
         out.log(
             LogClass::Info,
-            format!("{prefix} MULTI_sva: pool returned IPv4={}, IPv6={}", lease.ip, lease.ip6.map(|a| a.to_string()).unwrap_or_else(|| "(Not enabled)".into())),
+            format!(
+                "{prefix} MULTI_sva: pool returned IPv4={}, IPv6={}",
+                lease.ip,
+                lease
+                    .ip6
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "(Not enabled)".into())
+            ),
         );
-        out.log(LogClass::Info, format!("{prefix} MULTI: Learn: {} -> {prefix}", lease.ip));
-        out.log(LogClass::Info, format!("{prefix} MULTI: primary virtual IP for {prefix}: {}", lease.ip));
+        out.log(
+            LogClass::Info,
+            format!("{prefix} MULTI: Learn: {} -> {prefix}", lease.ip),
+        );
+        out.log(
+            LogClass::Info,
+            format!(
+                "{prefix} MULTI: primary virtual IP for {prefix}: {}",
+                lease.ip
+            ),
+        );
         if let Some(v6) = lease.ip6 {
-            out.log(LogClass::Info, format!("{prefix} MULTI: Learn: {v6} -> {prefix}"));
-            out.log(LogClass::Info, format!("{prefix} MULTI: primary virtual IPv6 for {prefix}: {v6}"));
+            out.log(
+                LogClass::Info,
+                format!("{prefix} MULTI: Learn: {v6} -> {prefix}"),
+            );
+            out.log(
+                LogClass::Info,
+                format!("{prefix} MULTI: primary virtual IPv6 for {prefix}: {v6}"),
+            );
         }
-        let outcome = peer.connected(lease, self.pool.config(), now, now_unix, &mut *self.rng, out);
+        let outcome = peer.connected(
+            lease,
+            self.pool.config(),
+            now,
+            now_unix,
+            &mut *self.rng,
+            out,
+        );
         self.stats.handshakes_completed += 1;
         if let Some(info) = peer.client_info() {
             out.events.push(EngineEvent::ClientConnected(info));
@@ -522,7 +607,14 @@ impl Server {
         self.after_peer(cid, outcome, now, now_unix, out);
     }
 
-    fn remove_peer(&mut self, cid: u64, reason: &str, now: Instant, now_unix: u64, out: &mut Outbox) {
+    fn remove_peer(
+        &mut self,
+        cid: u64,
+        reason: &str,
+        now: Instant,
+        now_unix: u64,
+        out: &mut Outbox,
+    ) {
         let Some(peer) = self.peers.remove(&cid) else {
             return;
         };

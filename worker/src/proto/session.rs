@@ -15,11 +15,13 @@ use crate::proto::data::{Cipher, DataKey, DataKeyConfig, Digest, MAX_HEADROOM, M
 use crate::proto::io::{ClientInfo, LogClass, Outbox, PeerAddr, Transmit};
 use crate::proto::keys;
 use crate::proto::km2;
-use crate::proto::magic::{self, CompFraming};
+use crate::proto::magic::{self, CompressionFraming, Magic, OccMessage};
 use crate::proto::packet::{ControlPacket, Opcode, SessionId};
 use crate::proto::pool::{Lease, PoolConfig, Topology};
 use crate::proto::push;
-use crate::proto::reliable::{control_payload_budget, Reliable, IPV4_UDP_OVERHEAD, IPV6_UDP_OVERHEAD};
+use crate::proto::reliable::{
+    control_payload_budget, Reliable, IPV4_UDP_OVERHEAD, IPV6_UDP_OVERHEAD,
+};
 use crate::proto::tls::{PeerIdentity, TlsError, TlsServer, TlsSession};
 use crate::proto::wrap::{ControlWrapper, InitialPacket, ReplayParams, StaticKey};
 
@@ -114,10 +116,9 @@ struct KeyState {
     /// TLS ciphertext not yet packetised (the send window was full)
     ct_pending: Vec<u8>,
     must_negotiate: Instant,
-    started: Instant,
     /// plaintext read from TLS, not yet parsed
     plain: Vec<u8>,
-    km2: Option<km2::ClientKeyMethod2>,
+    km2: Option<km2::ClientKeyMessage>,
     /// our key-method-2 randoms (legacy PRF input)
     server_random1: [u8; 32],
     server_random2: [u8; 32],
@@ -133,12 +134,7 @@ struct KeyState {
 }
 
 impl KeyState {
-    fn new(
-        cfg: &PeerConfig,
-        key_id: u8,
-        rel: Reliable,
-        now: Instant,
-    ) -> Result<Self, TlsError> {
+    fn new(cfg: &PeerConfig, key_id: u8, rel: Reliable, now: Instant) -> Result<Self, TlsError> {
         Ok(Self {
             key_id,
             state: KsState::PreStart,
@@ -146,7 +142,6 @@ impl KeyState {
             rel,
             ct_pending: Vec::new(),
             must_negotiate: now + cfg.hand_window,
-            started: now,
             plain: Vec::new(),
             km2: None,
             server_random1: [0; 32],
@@ -181,7 +176,7 @@ struct Negotiated {
     ekm: bool,
     dyn_tls_crypt: bool,
     request_push: bool,
-    framing: CompFraming,
+    framing: CompressionFraming,
     iv_mtu: Option<u16>,
     data_v2: bool,
 }
@@ -368,7 +363,11 @@ impl Peer {
             addr: self.addr,
             vaddr: Some(lease.ip),
             vaddr6: lease.ip6,
-            cipher: self.neg.cipher.map(|c| c.name().to_string()).unwrap_or_default(),
+            cipher: self
+                .neg
+                .cipher
+                .map(|c| c.name().to_string())
+                .unwrap_or_default(),
             connected_since: self.connected_since,
         })
     }
@@ -390,7 +389,11 @@ impl Peer {
                 self.primary.rel.on_receive(pkt.opcode, mid, &pkt.payload);
             }
             while self.primary.rel.next_in_order().is_some() {}
-            if let Err(e) = self.primary.rel.queue(Opcode::ControlHardResetServerV2, Vec::new(), now) {
+            if let Err(e) =
+                self.primary
+                    .rel
+                    .queue(Opcode::ControlHardResetServerV2, Vec::new(), now)
+            {
                 return PeerOutcome::Remove(format!("TLS Error: {e}"));
             }
             self.flush(now, now_unix, rng, out);
@@ -419,7 +422,10 @@ impl Peer {
             Err(e) => {
                 out.log(
                     LogClass::Error,
-                    format!("{} TLS Error: cannot authenticate control packet: {e}", self.log_prefix()),
+                    format!(
+                        "{} TLS Error: cannot authenticate control packet: {e}",
+                        self.log_prefix()
+                    ),
                 );
                 return PeerOutcome::Continue;
             }
@@ -480,7 +486,10 @@ impl Peer {
         let mut tls_failed = None;
         while let Some(d) = ks.rel.next_in_order() {
             // message 0 of a hard/soft reset carries early-negotiation TLVs (or nothing), not TLS
-            if d.opcode.is_hard_reset() || d.opcode == Opcode::ControlSoftResetV1 || d.payload.is_empty() {
+            if d.opcode.is_hard_reset()
+                || d.opcode == Opcode::ControlSoftResetV1
+                || d.payload.is_empty()
+            {
                 continue;
             }
             if let Err(e) = ks.tls.feed_ciphertext(&d.payload) {
@@ -492,11 +501,25 @@ impl Peer {
             out.log(LogClass::Info, format!("{} {}", self.addr, ev.message));
         }
         if let Some(e) = tls_failed {
-            out.log(LogClass::Error, format!("{} TLS Error: TLS object -> incoming plaintext read error", self.log_prefix()));
-            out.log(LogClass::Error, format!("{} TLS Error: TLS handshake failed ({e})", self.log_prefix()));
+            out.log(
+                LogClass::Error,
+                format!(
+                    "{} TLS Error: TLS object -> incoming plaintext read error",
+                    self.log_prefix()
+                ),
+            );
+            out.log(
+                LogClass::Error,
+                format!(
+                    "{} TLS Error: TLS handshake failed ({e})",
+                    self.log_prefix()
+                ),
+            );
             self.failure = Some(e);
             self.flush(now, now_unix, rng, out);
-            return PeerOutcome::Remove("SIGUSR1[soft,tls-error] received, client-instance restarting".into());
+            return PeerOutcome::Remove(
+                "SIGUSR1[soft,tls-error] received, client-instance restarting".into(),
+            );
         }
         let key_id = pkt.key_id;
         let outcome = self.process_plaintext(key_id, now, now_unix, rng, out);
@@ -507,11 +530,25 @@ impl Peer {
         self.check_active(key_id, now, now_unix, rng, out)
     }
 
-    fn start_renegotiation(&mut self, key_id: u8, now: Instant, out: &mut Outbox) -> Result<(), TlsError> {
-        let rel = Reliable::new(key_id, self.own_sid, self.remote_sid, self.cfg.tls_timeout, false);
+    fn start_renegotiation(
+        &mut self,
+        key_id: u8,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Result<(), TlsError> {
+        let rel = Reliable::new(
+            key_id,
+            self.own_sid,
+            self.remote_sid,
+            self.cfg.tls_timeout,
+            false,
+        );
         let mut ks = KeyState::new(&self.cfg, key_id, rel, now)?;
         if let Err(e) = ks.rel.queue(Opcode::ControlSoftResetV1, Vec::new(), now) {
-            out.log(LogClass::Error, format!("{} TLS Error: {e}", self.log_prefix()));
+            out.log(
+                LogClass::Error,
+                format!("{} TLS Error: {e}", self.log_prefix()),
+            );
         }
         let mut old = std::mem::replace(&mut self.primary, ks);
         old.expires = Some(now + self.cfg.tran_window);
@@ -519,7 +556,10 @@ impl Peer {
         self.next_key_id = if key_id >= 7 { 1 } else { key_id + 1 };
         out.log(
             LogClass::Detail,
-            format!("{} TLS: soft reset sec=0/0 bytes=0/-1 pkts=0/0", self.log_prefix()),
+            format!(
+                "{} TLS: soft reset sec=0/0 bytes=0/-1 pkts=0/0",
+                self.log_prefix()
+            ),
         );
         Ok(())
     }
@@ -543,16 +583,17 @@ impl Peer {
             if ks.tls.is_handshaking() || ks.plain.is_empty() {
                 return PeerOutcome::Continue;
             }
-            let parsed = match km2::ClientKeyMethod2::parse(&ks.plain) {
-                Ok(Some((msg, used))) => {
+            let parsed = match km2::ClientKeyMessage::parse(&ks.plain, &km2::Km2Limits::default()) {
+                Ok(msg) => {
                     // the key-method-2 message is alone in its record; anything after it is discarded
-                    let _ = used;
                     ks.plain.clear();
                     msg
                 }
-                Ok(None) => return PeerOutcome::Continue,
                 Err(e) => {
-                    out.log(LogClass::Error, format!("{prefix} TLS Error: key-method 2 message malformed: {e}"));
+                    out.log(
+                        LogClass::Error,
+                        format!("{prefix} TLS Error: key-method 2 message malformed: {e}"),
+                    );
                     return PeerOutcome::Remove("TLS Error: key method 2 parse failure".into());
                 }
             };
@@ -573,7 +614,12 @@ impl Peer {
             let mut r2 = [0u8; 32];
             rng(&mut r1);
             rng(&mut r2);
-            let reply = km2::build_server_message(&r1, &r2, &self.cfg.options_string);
+            let mut reply = Vec::with_capacity(256);
+            if let Err(e) =
+                km2::build_server_message(&r1, &r2, &self.cfg.options_string, &mut reply)
+            {
+                return PeerOutcome::Remove(format!("TLS Error: {e}"));
+            }
             let Some(ks) = self.key_state_mut(key_id) else {
                 return PeerOutcome::Continue;
             };
@@ -592,7 +638,11 @@ impl Peer {
         let mut messages = Vec::new();
         while let Some(pos) = ks.plain.iter().position(|&b| b == 0) {
             let msg: Vec<u8> = ks.plain.drain(..=pos).collect();
-            messages.push(String::from_utf8_lossy(&msg[..msg.len() - 1]).trim_end().to_string());
+            messages.push(
+                String::from_utf8_lossy(&msg[..msg.len() - 1])
+                    .trim_end()
+                    .to_string(),
+            );
         }
         if ks.plain.len() > MAX_CONTROL_MESSAGE {
             return PeerOutcome::Remove("TLS Error: control message too long".into());
@@ -609,14 +659,23 @@ impl Peer {
     /// Checks the client's identity and options after its key-method-2 message (cert verified by TLS).
     fn authenticate(
         &mut self,
-        msg: km2::ClientKeyMethod2,
+        msg: km2::ClientKeyMessage,
         identity: Option<PeerIdentity>,
         is_primary_first: bool,
         out: &mut Outbox,
     ) -> Result<(), String> {
         let first = self.phase == Phase::Handshaking && is_primary_first;
-        let cn = match (&identity, &msg.username) {
-            (_, Some(u)) if self.cfg.username_as_common_name && !u.is_empty() => u.clone(),
+        let username = match &msg.credentials {
+            km2::Credentials::Provided { username, .. } if !username.is_empty() => {
+                Some(String::from_utf8_lossy(username).into_owned())
+            }
+            km2::Credentials::TooLong { .. } => {
+                return Err(km2::USER_PASS_TOO_LONG_REASON.to_string());
+            }
+            _ => None,
+        };
+        let cn = match (&identity, &username) {
+            (_, Some(u)) if self.cfg.username_as_common_name => u.clone(),
             (Some(id), _) => id.common_name.clone(),
             (None, _) => String::new(),
         };
@@ -632,45 +691,51 @@ impl Peer {
             return Ok(());
         }
         if cn.is_empty() {
-            out.log(LogClass::Error, format!("{} TLS Error: could not determine a common name for the peer", self.addr));
+            out.log(
+                LogClass::Error,
+                format!(
+                    "{} TLS Error: could not determine a common name for the peer",
+                    self.addr
+                ),
+            );
             return Err(String::new());
         }
-        let info = km2::PeerInfo::parse(msg.peer_info.as_deref().unwrap_or(""));
+        let info = msg.peer_info.clone();
         // cipher negotiation (ssl_ncp.c)
-        let occ_cipher = occ_option(&msg.options, "cipher");
         let cipher = match crate::proto::data::negotiate(
             &self.cfg.data_ciphers,
-            info.iv_ciphers.as_deref(),
-            info.iv_ncp,
-            occ_cipher.as_deref(),
+            info.ciphers(),
+            info.ncp(),
+            msg.occ_cipher(),
             self.cfg.data_ciphers_fallback,
         ) {
             Ok(n) => n.cipher,
             Err(_) => {
                 out.log(
                     LogClass::Error,
-                    format!("{cn}/{} PUSH: No common cipher between server and client. Server data-ciphers: '{}', client supported ciphers '{}'", self.addr, self.cfg.data_ciphers.iter().map(|c| c.name()).collect::<Vec<_>>().join(":"), info.iv_ciphers.clone().unwrap_or_default()),
+                    format!("{cn}/{} PUSH: No common cipher between server and client. Server data-ciphers: '{}', client supported ciphers '{}'", self.addr, self.cfg.data_ciphers.iter().map(|c| c.name()).collect::<Vec<_>>().join(":"), info.ciphers().unwrap_or_default()),
                 );
                 return Err("Data channel cipher negotiation failed (no shared cipher)".into());
             }
         };
         self.common_name = cn;
-        self.username = msg.username.clone().filter(|u| !u.is_empty());
+        self.username = username;
         self.identity = identity;
         self.neg.cipher = Some(cipher);
-        self.neg.data_v2 = info.proto_data_v2();
-        self.neg.request_push = info.proto_request_push();
-        self.neg.ekm = info.proto_tls_key_export();
-        self.neg.cc_exit = info.proto_cc_exit();
-        self.neg.dyn_tls_crypt = info.proto_dyn_tls_crypt();
-        self.neg.iv_mtu = info.iv_mtu;
-        self.neg.framing = magic::framing_for_client(&msg.options, &info);
-        self.peer_info = Some(info);
+        let proto = info.proto();
+        self.neg.data_v2 = proto.data_v2();
+        self.neg.request_push = proto.request_push();
+        self.neg.ekm = proto.tls_key_export();
+        self.neg.cc_exit = proto.cc_exit_notify();
+        self.neg.dyn_tls_crypt = proto.dyn_tls_crypt();
+        self.neg.iv_mtu = info.mtu().and_then(|m| u16::try_from(m).ok());
+        self.neg.framing =
+            CompressionFraming::for_client(msg.uses_compression(), info.comp_stub_v2());
         let prefix = self.log_prefix();
-        out.log(
-            LogClass::Detail,
-            format!("{prefix} peer info: {}", msg.peer_info.as_deref().unwrap_or("").replace('\n', " ")),
-        );
+        for (k, v) in &info.vars {
+            out.log(LogClass::Detail, format!("{prefix} peer info: {k}={v}"));
+        }
+        self.peer_info = Some(info);
         Ok(())
     }
 
@@ -699,12 +764,24 @@ impl Peer {
             }
             PeerOutcome::Continue
         } else if msg == "EXIT" || msg.starts_with("EXIT,") {
-            out.log(LogClass::Info, format!("{} SIGTERM[soft,remote-exit] received, client-instance exiting", self.log_prefix()));
+            out.log(
+                LogClass::Info,
+                format!(
+                    "{} SIGTERM[soft,remote-exit] received, client-instance exiting",
+                    self.log_prefix()
+                ),
+            );
             self.phase = Phase::Closing;
             self.close_at = Some(now + LINGER);
             PeerOutcome::Continue
         } else {
-            out.log(LogClass::Detail, format!("{} WARNING: Received unknown control message: {msg}", self.log_prefix()));
+            out.log(
+                LogClass::Detail,
+                format!(
+                    "{} WARNING: Received unknown control message: {msg}",
+                    self.log_prefix()
+                ),
+            );
             PeerOutcome::Continue
         }
     }
@@ -732,7 +809,11 @@ impl Peer {
             self.phase = Phase::WaitingAddress;
             out.log(
                 LogClass::Info,
-                format!("{} Peer Connection Initiated with [AF_INET]{}", self.log_prefix(), self.addr),
+                format!(
+                    "{} Peer Connection Initiated with [AF_INET]{}",
+                    self.log_prefix(),
+                    self.addr
+                ),
             );
             return PeerOutcome::NeedsAddress;
         }
@@ -746,13 +827,22 @@ impl Peer {
         PeerOutcome::Continue
     }
 
-    fn install_data_key(&mut self, key_id: u8, now: Instant, now_unix: u64, out: &mut Outbox) -> Result<(), String> {
+    fn install_data_key(
+        &mut self,
+        key_id: u8,
+        now: Instant,
+        now_unix: u64,
+        out: &mut Outbox,
+    ) -> Result<(), String> {
         let cipher = self.neg.cipher.ok_or("no cipher negotiated")?;
         let ekm = self.neg.ekm;
         let auth = self.cfg.auth.clone();
         let replay = self.cfg.replay_window;
         let hand_window = self.cfg.hand_window;
-        let reneg_half = self.cfg.reneg_sec.map(|(max, _)| Duration::from_secs(u64::from(max) / 2));
+        let reneg_half = self
+            .cfg
+            .reneg_sec
+            .map(|(max, _)| Duration::from_secs(u64::from(max) / 2));
         let own_sid = self.own_sid;
         let remote_sid = self.remote_sid;
         let prefix = self.log_prefix();
@@ -760,13 +850,15 @@ impl Peer {
         let peer_id = self.peer_id;
         let ks = self.key_state_mut(key_id).ok_or("no such key state")?;
         let key2 = if ekm {
-            let k: [u8; 256] = ks.tls.export_keying_material(EKM_LABEL).map_err(|e| e.to_string())?;
+            let k: [u8; 256] = ks
+                .tls
+                .export_keying_material(EKM_LABEL)
+                .map_err(|e| e.to_string())?;
             keys::Key2::from_ekm(&k).map_err(|e| e.to_string())?
         } else {
             let m = ks.km2.as_ref().ok_or("no key-method-2 message")?;
-            let pre_master = m.pre_master.as_ref().ok_or("client sent no pre-master secret")?;
             let src = keys::LegacyKeySource {
-                client_pre_master: pre_master,
+                client_pre_master: &m.pre_master,
                 client_random1: &m.random1,
                 client_random2: &m.random2,
                 server_random1: &ks.server_random1,
@@ -791,7 +883,11 @@ impl Peer {
         let _ = now_unix;
         out.log(
             LogClass::Info,
-            format!("{prefix} Data Channel: cipher '{}', peer-id: {}", cipher.name(), self.peer_id),
+            format!(
+                "{prefix} Data Channel: cipher '{}', peer-id: {}",
+                cipher.name(),
+                self.peer_id
+            ),
         );
         Ok(())
     }
@@ -849,7 +945,10 @@ impl Peer {
     fn client_push_options(&self, pool: &PoolConfig, lease: &Lease) -> Vec<String> {
         let mut v = Vec::new();
         if let (Some(ip6), Some(p6)) = (lease.ip6, pool.ipv6.as_ref()) {
-            v.push(format!("ifconfig-ipv6 {}/{} {}", ip6, p6.prefix_len, p6.server_ip));
+            v.push(format!(
+                "ifconfig-ipv6 {}/{} {}",
+                ip6, p6.prefix_len, p6.server_ip
+            ));
         }
         v.push(format!("ifconfig {} {}", lease.ip, lease.peer_or_mask));
         if self.neg.data_v2 {
@@ -873,7 +972,7 @@ impl Peer {
         if !flags.is_empty() {
             v.push(format!("protocol-flags {}", flags.join(" ")));
         }
-        if let Some(c) = magic::push_option_for(self.neg.framing) {
+        if let Some(c) = self.neg.framing.push_option() {
             v.push(c.to_string());
         }
         if self.neg.iv_mtu.is_some_and(|m| m >= self.cfg.tun_mtu) {
@@ -887,7 +986,11 @@ impl Peer {
             let span = max.saturating_sub(min);
             let mut b = [0u8; 4];
             rng(&mut b);
-            let jitter = if span == 0 { 0 } else { u32::from_be_bytes(b) % (span + 1) };
+            let jitter = if span == 0 {
+                0
+            } else {
+                u32::from_be_bytes(b) % (span + 1)
+            };
             now + Duration::from_secs(u64::from(max - jitter))
         });
     }
@@ -896,15 +999,27 @@ impl Peer {
         let Some(client_opts) = self.client_push.clone() else {
             return;
         };
-        let mut opts = self.cfg.push.clone();
-        opts.extend(client_opts);
-        for msg in push::build_push_reply(&opts) {
+        let messages = match push::build_push_reply(&self.cfg.push, &client_opts) {
+            Ok(m) => m,
+            Err(e) => {
+                out.log(
+                    LogClass::Error,
+                    format!("{} PUSH: cannot build PUSH_REPLY: {e}", self.log_prefix()),
+                );
+                return;
+            }
+        };
+        for msg in messages {
             self.send_text(self.primary.key_id, &msg, now, out);
         }
         self.push_sent_at = Some(now);
         out.log(
             LogClass::Detail,
-            format!("{} SENT CONTROL [{}]: 'PUSH_REPLY,...' (status=1)", self.log_prefix(), self.common_name),
+            format!(
+                "{} SENT CONTROL [{}]: 'PUSH_REPLY,...' (status=1)",
+                self.log_prefix(),
+                self.common_name
+            ),
         );
     }
 
@@ -921,7 +1036,13 @@ impl Peer {
 
     /// Packs pending TLS output into reliable packets and sends everything due (with piggy-backed ACKs,
     /// or a standalone P_ACK_V1).
-    fn flush(&mut self, now: Instant, now_unix: u64, rng: &mut dyn FnMut(&mut [u8]), out: &mut Outbox) {
+    fn flush(
+        &mut self,
+        now: Instant,
+        now_unix: u64,
+        rng: &mut dyn FnMut(&mut [u8]),
+        out: &mut Outbox,
+    ) {
         let _ = rng;
         let budget = self.control_payload_budget();
         let to = self.addr;
@@ -931,7 +1052,10 @@ impl Peer {
         for ks in std::iter::once(primary).chain(lame) {
             ks.tls.take_ciphertext(&mut ks.ct_pending);
             if !ks.ct_pending.is_empty() {
-                match ks.rel.queue_stream(Opcode::ControlV1, &ks.ct_pending, budget, now) {
+                match ks
+                    .rel
+                    .queue_stream(Opcode::ControlV1, &ks.ct_pending, budget, now)
+                {
                     Ok(used) => {
                         ks.ct_pending.drain(..used);
                     }
@@ -950,7 +1074,10 @@ impl Peer {
                         out.transmits.push(Transmit { to, data: buf });
                         sent_any = true;
                     }
-                    Err(e) => out.log(LogClass::Error, format!("{prefix_needed} cannot wrap control packet: {e}")),
+                    Err(e) => out.log(
+                        LogClass::Error,
+                        format!("{prefix_needed} cannot wrap control packet: {e}"),
+                    ),
                 }
             }
         }
@@ -969,7 +1096,14 @@ impl Peer {
     }
 
     /// Encrypts an inner packet to this client (TUN → client, or client-to-client).
-    pub fn encrypt_data(&mut self, pkt: &[u8], now: Instant, now_unix: u64, rng: &mut dyn FnMut(&mut [u8]), out: &mut Outbox) {
+    pub fn encrypt_data(
+        &mut self,
+        pkt: &[u8],
+        now: Instant,
+        now_unix: u64,
+        rng: &mut dyn FnMut(&mut [u8]),
+        out: &mut Outbox,
+    ) {
         if self.phase != Phase::Established {
             return;
         }
@@ -978,7 +1112,9 @@ impl Peer {
         let framing = self.neg.framing;
         // choose the sending key: the primary once the client is known to have it (or its delay passed)
         let use_primary = self.primary.data.is_some()
-            && (self.primary.peer_uses || self.primary.send_ok_at.is_some_and(|t| now >= t) || self.lame.as_ref().and_then(|l| l.data.as_ref()).is_none());
+            && (self.primary.peer_uses
+                || self.primary.send_ok_at.is_some_and(|t| now >= t)
+                || self.lame.as_ref().and_then(|l| l.data.as_ref()).is_none());
         let ks = if use_primary {
             &mut self.primary
         } else {
@@ -992,28 +1128,52 @@ impl Peer {
         };
         // INVARIANT: the payload is framed into the scratch buffer behind enough headroom for the
         // largest header, so encryption happens in place.
+        let start = MAX_HEADROOM + framing.headroom();
+        let end = start + pkt.len();
         self.scratch.clear();
-        self.scratch.resize(MAX_HEADROOM, 0);
-        magic::frame_outgoing(framing, pkt, &mut self.scratch);
-        let end = self.scratch.len();
-        self.scratch.resize(end + MAX_TAILROOM, 0);
-        match dk.encrypt(&mut self.scratch, MAX_HEADROOM..end, rng) {
+        self.scratch
+            .resize(end + framing.tailroom() + MAX_TAILROOM, 0);
+        self.scratch[start..end].copy_from_slice(pkt);
+        let range = match framing.encode(&mut self.scratch, start..end) {
+            Ok(r) => r,
+            Err(e) => {
+                out.log(
+                    LogClass::Detail,
+                    format!("{} data framing: {e}", self.log_prefix()),
+                );
+                return;
+            }
+        };
+        match dk.encrypt(&mut self.scratch, range, rng) {
             Ok(range) => {
                 let wire = self.scratch[range].to_vec();
                 ks.bytes += wire.len() as u64;
                 ks.packets += 1;
                 self.bytes_out += wire.len() as u64;
                 self.last_send = now;
-                out.transmits.push(Transmit { to: self.addr, data: wire });
+                out.transmits.push(Transmit {
+                    to: self.addr,
+                    data: wire,
+                });
             }
-            Err(e) => out.log(LogClass::Detail, format!("{} data encrypt: {e}", self.log_prefix())),
+            Err(e) => out.log(
+                LogClass::Detail,
+                format!("{} data encrypt: {e}", self.log_prefix()),
+            ),
         }
         let _ = peer_id;
     }
 
     /// Decrypts a data packet from this client. Returns the inner packet (empty for keepalive pings and
     /// other internal payloads), or `None` if it was dropped.
-    pub fn decrypt_data(&mut self, from: PeerAddr, data: &[u8], now: Instant, now_unix: u64, out: &mut Outbox) -> Option<Vec<u8>> {
+    pub fn decrypt_data(
+        &mut self,
+        from: PeerAddr,
+        data: &[u8],
+        now: Instant,
+        now_unix: u64,
+        out: &mut Outbox,
+    ) -> Option<Vec<u8>> {
         let key_id = data[0] & 0x07;
         let prefix = self.log_prefix();
         let framing = self.neg.framing;
@@ -1023,34 +1183,47 @@ impl Peer {
         let range = match dk.decrypt(&mut pkt, now_unix) {
             Ok(r) => r,
             Err(e) => {
-                out.log(LogClass::Detail, format!("{prefix} Authenticate/Decrypt packet error: {e}"));
+                out.log(
+                    LogClass::Detail,
+                    format!("{prefix} Authenticate/Decrypt packet error: {e}"),
+                );
                 return None;
             }
         };
-        let plain = &pkt[range];
         let _ = from;
         ks.peer_uses = true;
         ks.bytes += data.len() as u64;
         ks.packets += 1;
         self.bytes_in += data.len() as u64;
         self.last_recv = now;
-        let inner = match magic::unframe_incoming(framing, plain) {
-            Ok(p) => p,
-            Err(_) => return None,
+        let range = match framing.decode(&mut pkt, range) {
+            Ok(r) => r,
+            Err(e) => {
+                out.log(
+                    LogClass::Detail,
+                    format!("{prefix} dropping data packet: {e}"),
+                );
+                return None;
+            }
         };
-        if magic::is_ping(inner) {
-            return Some(Vec::new());
+        match magic::classify(&pkt[range.clone()]) {
+            Magic::Ping => Some(Vec::new()),
+            Magic::Occ(OccMessage::Exit) => {
+                out.log(
+                    LogClass::Info,
+                    format!("{prefix} SIGTERM[soft,remote-exit] received, client-instance exiting"),
+                );
+                self.phase = Phase::Closing;
+                self.close_at = Some(now);
+                Some(Vec::new())
+            }
+            Magic::Occ(_) => Some(Vec::new()),
+            Magic::None => {
+                pkt.copy_within(range.clone(), 0);
+                pkt.truncate(range.len());
+                Some(pkt)
+            }
         }
-        if magic::is_occ_exit(inner) {
-            out.log(LogClass::Info, format!("{prefix} OCC exit received"));
-            self.phase = Phase::Closing;
-            self.close_at = Some(now);
-            return Some(Vec::new());
-        }
-        if magic::is_occ(inner) {
-            return Some(Vec::new());
-        }
-        Some(inner.to_vec())
     }
 
     /// Earliest timer of this session.
@@ -1085,14 +1258,31 @@ impl Peer {
     }
 
     /// Runs due timers.
-    pub fn on_timeout(&mut self, now: Instant, now_unix: u64, rng: &mut dyn FnMut(&mut [u8]), out: &mut Outbox) -> PeerOutcome {
+    pub fn on_timeout(
+        &mut self,
+        now: Instant,
+        now_unix: u64,
+        rng: &mut dyn FnMut(&mut [u8]),
+        out: &mut Outbox,
+    ) -> PeerOutcome {
         if self.close_at.is_some_and(|c| now >= c) {
-            return PeerOutcome::Remove("SIGTERM[soft,remote-exit] received, client-instance exiting".into());
+            return PeerOutcome::Remove(
+                "SIGTERM[soft,remote-exit] received, client-instance exiting".into(),
+            );
         }
         if let Some(r) = self.cfg.ping_restart {
             if now >= self.last_recv + r {
-                out.log(LogClass::Info, format!("{} [{}] Inactivity timeout (--ping-restart), restarting", self.log_prefix(), self.common_name));
-                return PeerOutcome::Remove("SIGUSR1[soft,ping-restart] received, client-instance restarting".into());
+                out.log(
+                    LogClass::Info,
+                    format!(
+                        "{} [{}] Inactivity timeout (--ping-restart), restarting",
+                        self.log_prefix(),
+                        self.common_name
+                    ),
+                );
+                return PeerOutcome::Remove(
+                    "SIGUSR1[soft,ping-restart] received, client-instance restarting".into(),
+                );
             }
         }
         if self.primary.state != KsState::Active && now >= self.primary.must_negotiate {
@@ -1100,27 +1290,49 @@ impl Peer {
                 LogClass::Error,
                 format!("{} TLS Error: TLS key negotiation failed to occur within {} seconds (check your network connectivity)", self.log_prefix(), self.cfg.hand_window.as_secs()),
             );
-            out.log(LogClass::Error, format!("{} TLS Error: TLS handshake failed", self.log_prefix()));
-            return PeerOutcome::Remove("SIGUSR1[soft,tls-error] received, client-instance restarting".into());
+            out.log(
+                LogClass::Error,
+                format!("{} TLS Error: TLS handshake failed", self.log_prefix()),
+            );
+            return PeerOutcome::Remove(
+                "SIGUSR1[soft,tls-error] received, client-instance restarting".into(),
+            );
         }
-        if self.lame.as_ref().and_then(|l| l.expires).is_some_and(|e| now >= e) {
+        if self
+            .lame
+            .as_ref()
+            .and_then(|l| l.expires)
+            .is_some_and(|e| now >= e)
+        {
             self.lame = None;
         }
         if self.phase == Phase::Established {
             let reneg_due = self.reneg_at.is_some_and(|r| now >= r)
-                || self.cfg.reneg_bytes.is_some_and(|b| self.primary.bytes >= b)
-                || self.cfg.reneg_pkts.is_some_and(|p| self.primary.packets >= p)
-                || self.primary.data.as_ref().is_some_and(|d| d.send_near_wrap());
+                || self
+                    .cfg
+                    .reneg_bytes
+                    .is_some_and(|b| self.primary.bytes >= b)
+                || self
+                    .cfg
+                    .reneg_pkts
+                    .is_some_and(|p| self.primary.packets >= p)
+                || self
+                    .primary
+                    .data
+                    .as_ref()
+                    .is_some_and(|d| d.send_near_wrap());
             if reneg_due && self.primary.state == KsState::Active {
                 self.reneg_at = None;
                 let kid = self.next_key_id;
                 if let Err(e) = self.start_renegotiation(kid, now, out) {
-                    return PeerOutcome::Remove(format!("TLS Error: cannot start renegotiation: {e}"));
+                    return PeerOutcome::Remove(format!(
+                        "TLS Error: cannot start renegotiation: {e}"
+                    ));
                 }
             }
             if let Some(p) = self.cfg.ping {
                 if now >= self.last_send + p {
-                    self.encrypt_data(&magic::PING, now, now_unix, rng, out);
+                    self.encrypt_data(&magic::PING_PAYLOAD, now, now_unix, rng, out);
                 }
             }
         }
@@ -1129,7 +1341,13 @@ impl Peer {
     }
 
     /// Server shutdown: `RESTART` to clients that understand control-channel exit notification.
-    pub fn notify_shutdown(&mut self, now: Instant, now_unix: u64, rng: &mut dyn FnMut(&mut [u8]), out: &mut Outbox) {
+    pub fn notify_shutdown(
+        &mut self,
+        now: Instant,
+        now_unix: u64,
+        rng: &mut dyn FnMut(&mut [u8]),
+        out: &mut Outbox,
+    ) {
         if self.phase == Phase::Established && self.cfg.explicit_exit_notify {
             self.send_text(self.primary.key_id, "RESTART", now, out);
             self.flush(now, now_unix, rng, out);
@@ -1137,7 +1355,14 @@ impl Peer {
     }
 
     /// Management kill: `RESTART[,message]` (or HALT) over the control channel.
-    pub fn send_restart(&mut self, message: Option<&str>, now: Instant, now_unix: u64, rng: &mut dyn FnMut(&mut [u8]), out: &mut Outbox) {
+    pub fn send_restart(
+        &mut self,
+        message: Option<&str>,
+        now: Instant,
+        now_unix: u64,
+        rng: &mut dyn FnMut(&mut [u8]),
+        out: &mut Outbox,
+    ) {
         if self.phase == Phase::Established {
             let msg = match message {
                 Some(m) => m.to_string(),
@@ -1157,12 +1382,4 @@ impl Peer {
     pub fn topology(pool: &PoolConfig) -> Topology {
         pool.topology
     }
-}
-
-/// The value of an item of an OCC options string (`...,cipher AES-256-CBC,...`).
-fn occ_option(options: &str, key: &str) -> Option<String> {
-    options.split(',').find_map(|item| {
-        let mut it = item.splitn(2, ' ');
-        (it.next() == Some(key)).then(|| it.next().unwrap_or("").to_string())
-    })
 }
