@@ -26,6 +26,9 @@ use bulwark_policy::{DemotePlan, Identity};
 const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Descriptors the worker may have open after demotion, beyond those it was handed.
 const NOFILE_HEADROOM: u64 = 64;
+/// Extra descriptors for a TCP server: one per client connection (OpenVPN's default
+/// `max-clients` is 1024).
+const NOFILE_TCP_CLIENTS: u64 = 1024;
 
 /// Errors of the worker process.
 #[derive(Debug, thiserror::Error)]
@@ -204,7 +207,13 @@ fn bootstrap(
         },
         chroot_dir: init.config.chroot_dir.clone(),
         expected_parent: Some(parent),
-        nofile: NOFILE_HEADROOM + fds.len() as u64,
+        nofile: NOFILE_HEADROOM
+            + fds.len() as u64
+            + if init.fds.contains(&bulwark_ipc::msg::FdRole::TcpListener) {
+                NOFILE_TCP_CLIENTS
+            } else {
+                0
+            },
     };
     // INVARIANT: demote before the runtime exists (single-threaded) and before any input from the
     // network is read.
