@@ -362,3 +362,78 @@ fn check_config_reports_every_error_with_file_and_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{b}:{}:", n + 1)));
 }
+
+/// A child killed by SIGSYS (what a seccomp violation looks like) is a security event: by default
+/// the daemon stops with an error (TUN removed); with `--on-security-event restart` the child is
+/// restarted instead.
+#[test]
+fn sigsys_is_a_security_event() {
+    let test = "e2e_processes_sigsys";
+    let Some(p) = require_privileged(test) else {
+        return;
+    };
+    let dir = TestDir::new(test).expect("test dir");
+    let ns = Netns::new(&p, "sys").expect("namespace");
+    let srv = dir.path().join("server");
+    let bulwark = bulwark_bin().expect("bulwark binary");
+    run_ok(
+        None,
+        &bulwark,
+        &["init".as_ref(), srv.as_os_str()],
+        Duration::from_secs(60),
+    )
+    .expect("bulwark init");
+    let conf = srv.join("server.conf");
+    let conf_s = conf.to_str().expect("utf-8 path");
+
+    // Default policy: stop.
+    let mut server = Proc::spawn(
+        &dir,
+        "stop",
+        Some(ns.name()),
+        &bulwark,
+        &["--config", conf_s],
+    )
+    .expect("start");
+    server.wait_for_line(INIT_COMPLETE, UP).expect("bulwark up");
+    let parent = i32::try_from(server.pid()).expect("pid");
+    let worker = child_named(parent, "bulwark-worker").expect("worker");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker), Signal::SIGSYS).expect("SIGSYS");
+    let st = server
+        .wait_timeout(Duration::from_secs(15))
+        .expect("bulwark exits");
+    assert!(
+        !st.success(),
+        "daemon should fail after a security event\n{}",
+        server.log()
+    );
+    let log = server.log();
+    assert!(
+        log.contains("SECURITY EVENT: worker process") && log.contains("SIGSYS"),
+        "{log}"
+    );
+    assert!(tun_link(ns.name()).is_none(), "tun0 still exists");
+
+    // --on-security-event restart: the worker comes back.
+    let mut server = Proc::spawn(
+        &dir,
+        "restart",
+        Some(ns.name()),
+        &bulwark,
+        &["--config", conf_s, "--on-security-event", "restart"],
+    )
+    .expect("start");
+    server.wait_for_line(INIT_COMPLETE, UP).expect("bulwark up");
+    let parent = i32::try_from(server.pid()).expect("pid");
+    let worker = child_named(parent, "bulwark-worker").expect("worker");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker), Signal::SIGSYS).expect("SIGSYS");
+    server
+        .wait_for_line("restarted and ready", UP)
+        .expect("worker restarted");
+    assert!(server.log().contains("SECURITY EVENT"));
+    server.kill(Signal::SIGTERM).expect("SIGTERM");
+    assert!(server
+        .wait_timeout(Duration::from_secs(15))
+        .expect("exit")
+        .success());
+}
