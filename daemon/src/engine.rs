@@ -9,7 +9,9 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use bulwark_config::{Compression, Config, ControlWrap, KeyDirection, Material, MaterialRef, Proto, Topology};
+use bulwark_config::{
+    Compression, Config, ControlWrap, KeyDirection, Material, MaterialRef, Proto, Topology,
+};
 use bulwark_ipc::msg::engine::{EngineConfig, PoolData, TlsConfigData, TransportKind, WrapConfig};
 use bulwark_worker::proto::data::Cipher;
 use bulwark_worker::proto::wrap::{StaticKey, TlsCryptV2ServerKey};
@@ -86,11 +88,17 @@ pub fn options_string(cfg: &Config) -> String {
     };
     let tun_mtu = cfg.device.tun_mtu;
     let auth = cfg.crypto.auth.clone().unwrap_or_else(|| "SHA1".into());
-    let mut s = format!("V4,dev-type tun,link-mtu {},tun-mtu {tun_mtu},proto {proto}", tun_mtu + 41);
+    let mut s = format!(
+        "V4,dev-type tun,link-mtu {},tun-mtu {tun_mtu},proto {proto}",
+        tun_mtu + 41
+    );
     if !matches!(cfg.compression, Compression::Unset) {
         s.push_str(",comp-lzo");
     }
-    if let ControlWrap::TlsAuth { direction: Some(d), .. } = &cfg.tls.control_wrap {
+    if let ControlWrap::TlsAuth {
+        direction: Some(d), ..
+    } = &cfg.tls.control_wrap
+    {
         s.push_str(match d {
             KeyDirection::Normal => ",keydir 0",
             KeyDirection::Inverse => ",keydir 1",
@@ -106,8 +114,16 @@ pub fn options_string(cfg: &Config) -> String {
 
 /// Builds and checks the engine configuration.
 pub fn build(cfg: &Config) -> Result<EngineConfig, EngineConfigError> {
-    let ca = cfg.tls.ca.as_ref().ok_or(EngineConfigError::Missing("ca"))?;
-    let cert = cfg.tls.cert.as_ref().ok_or(EngineConfigError::Missing("cert"))?;
+    let ca = cfg
+        .tls
+        .ca
+        .as_ref()
+        .ok_or(EngineConfigError::Missing("ca"))?;
+    let cert = cfg
+        .tls
+        .cert
+        .as_ref()
+        .ok_or(EngineConfigError::Missing("cert"))?;
     let ca_pem = read_material(ca, "CA certificate")?;
     let mut cert_chain_pem = read_material(cert, "certificate")?;
     if let Some(extra) = &cfg.tls.extra_certs {
@@ -124,7 +140,11 @@ pub fn build(cfg: &Config) -> Result<EngineConfig, EngineConfigError> {
         }
         Some(c) => Some(read_material(&c.source, "CRL")?),
     };
-    let auth = cfg.crypto.auth.clone().unwrap_or_else(|| "SHA1".to_string());
+    let auth = cfg
+        .crypto
+        .auth
+        .clone()
+        .unwrap_or_else(|| "SHA1".to_string());
     let wrap = match &cfg.tls.control_wrap {
         ControlWrap::None => WrapConfig::None,
         ControlWrap::TlsAuth { key, direction } => WrapConfig::TlsAuth {
@@ -140,8 +160,10 @@ pub fn build(cfg: &Config) -> Result<EngineConfig, EngineConfigError> {
         },
         ControlWrap::TlsCryptV2 { key, force_cookie } => {
             let bytes = read_material(key, "tls-crypt-v2 server key")?;
-            let text = String::from_utf8(bytes).map_err(|_| invalid(key, "tls-crypt-v2 server key", "not text"))?;
-            TlsCryptV2ServerKey::parse(&text).map_err(|e| invalid(key, "tls-crypt-v2 server key", e))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| invalid(key, "tls-crypt-v2 server key", "not text"))?;
+            TlsCryptV2ServerKey::parse(&text)
+                .map_err(|e| invalid(key, "tls-crypt-v2 server key", e))?;
             WrapConfig::TlsCryptV2 {
                 server_key: text.into_bytes(),
                 force_cookie: *force_cookie,
@@ -150,12 +172,12 @@ pub fn build(cfg: &Config) -> Result<EngineConfig, EngineConfigError> {
     };
     // ciphers: checked with the engine's own parser
     for c in &cfg.crypto.data_ciphers {
-        Cipher::from_name(c).map_err(|e| {
-            EngineConfigError::Unsupported(format!("data-ciphers: {e}"))
-        })?;
+        Cipher::parse(c)
+            .map_err(|e| EngineConfigError::Unsupported(format!("data-ciphers: {e}")))?;
     }
     if let Some(f) = &cfg.crypto.data_ciphers_fallback {
-        Cipher::from_name(f).map_err(|e| EngineConfigError::Unsupported(format!("data-ciphers-fallback: {e}")))?;
+        Cipher::parse(f)
+            .map_err(|e| EngineConfigError::Unsupported(format!("data-ciphers-fallback: {e}")))?;
     }
     let pool_v4 = cfg.pool_v4.as_ref().ok_or(EngineConfigError::Missing(
         "server (or ifconfig-pool): Bulwark serves clients from an address pool",
@@ -196,7 +218,11 @@ pub fn build(cfg: &Config) -> Result<EngineConfig, EngineConfigError> {
         tls_version_max: cfg.tls.version_max.clone(),
         tls_cipher: cfg.tls.cipher.clone(),
         tls_ciphersuites: cfg.tls.ciphersuites.clone(),
-        tls_groups: cfg.tls.groups.clone().or_else(|| cfg.tls.ecdh_curve.clone()),
+        tls_groups: cfg
+            .tls
+            .groups
+            .clone()
+            .or_else(|| cfg.tls.ecdh_curve.clone()),
         tls_cert_profile: cfg.tls.cert_profile.clone(),
         verify_client_cert: match cfg.tls.verify_client_cert {
             bulwark_config::VerifyClientCert::None => "none",
@@ -204,7 +230,10 @@ pub fn build(cfg: &Config) -> Result<EngineConfig, EngineConfigError> {
             bulwark_config::VerifyClientCert::Require => "require",
         }
         .to_string(),
-        remote_cert_tls_client: matches!(cfg.tls.remote_cert_tls, Some(bulwark_config::RemoteCertTls::Client)),
+        remote_cert_tls_client: matches!(
+            cfg.tls.remote_cert_tls,
+            Some(bulwark_config::RemoteCertTls::Client)
+        ),
         verify_x509_name: cfg
             .tls
             .verify_x509_name
@@ -270,6 +299,15 @@ pub fn build(cfg: &Config) -> Result<EngineConfig, EngineConfigError> {
     };
     ec.validate()
         .map_err(|e| EngineConfigError::Unsupported(e.to_string()))?;
-    bulwark_worker::setup::check(&ec).map_err(|e| EngineConfigError::Unsupported(e.to_string()))?;
     Ok(ec)
+}
+
+/// Builds the engine once in the parent (TLS settings, ciphers, keys, pool) so that every error is
+/// reported before anything is spawned. `key_algorithm` is the server key's algorithm (from the signer).
+pub fn check(
+    ec: &EngineConfig,
+    key_algorithm: rustls::SignatureAlgorithm,
+) -> Result<(), EngineConfigError> {
+    bulwark_worker::setup::check(ec, key_algorithm)
+        .map_err(|e| EngineConfigError::Unsupported(e.to_string()))
 }

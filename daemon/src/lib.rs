@@ -27,6 +27,7 @@
 pub mod children;
 pub mod cli;
 pub mod config_input;
+pub mod engine;
 pub mod initcmd;
 pub mod logging;
 pub mod netlink;
