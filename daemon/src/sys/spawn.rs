@@ -57,6 +57,8 @@ pub fn spawn(spec: &ExecSpec<'_>) -> std::io::Result<Spawned> {
     let mut tmp: Vec<RawFd> = vec![-1; srcs.len()];
     let exe = spec.exe.as_raw_fd();
     let empty = c"";
+    // Read before the fork: the child only runs raw system calls.
+    let sigrtmin = libc::SIGRTMIN();
 
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let err_w_raw = err_w.as_raw_fd();
@@ -81,7 +83,7 @@ pub fn spawn(spec: &ExecSpec<'_>) -> std::io::Result<Spawned> {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            for sig in 1..libc::SIGRTMIN() {
+            for sig in 1..sigrtmin {
                 if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                     libc::signal(sig, libc::SIG_DFL);
                 }
