@@ -34,7 +34,20 @@ pub fn load(path: &Path, directives: &[String]) -> Result<Loaded, Vec<String>> {
     args.extend(directives.iter().cloned());
     let loaded = bulwark_config::load_args(&args)
         .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
-    let settings = from_config(&loaded.config)?;
+    // The daemon's own checks name the directive; without a line number from the config crate they
+    // are located at the top-level file.
+    let file = path.display().to_string();
+    let settings = from_config(&loaded.config).map_err(|errs| {
+        errs.into_iter()
+            .map(|e| {
+                if e.starts_with(&file) {
+                    e
+                } else {
+                    format!("{file}: {e}")
+                }
+            })
+            .collect::<Vec<_>>()
+    })?;
     let verb = u8::try_from(loaded.config.logging.verb.min(11)).unwrap_or(11);
     let mut warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
     if let Some(dir) = &loaded.config.privileges.chroot {
