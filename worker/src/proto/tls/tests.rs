@@ -642,7 +642,22 @@ fn expired_client_and_expired_ca() {
     assert!(r.is_err());
     assert_eq!(
         messages(&server),
-        vec!["VERIFY ERROR: depth=0, error=certificate has expired: CN=old, serial=6"]
+        vec![
+            "VERIFY OK: depth=1, CN=TestCA",
+            "VERIFY ERROR: depth=0, error=certificate has expired: CN=old, serial=6"
+        ]
+    );
+    let mut leaf = Leaf::client("future", 7);
+    leaf.valid = (2030, 2040);
+    let c = f.ca.issue(&leaf);
+    let (server, _c, r) = run(&f, Some(&c), TLS13);
+    assert!(r.is_err());
+    assert_eq!(
+        messages(&server),
+        vec![
+            "VERIFY OK: depth=1, CN=TestCA",
+            "VERIFY ERROR: depth=0, error=certificate is not yet valid: CN=future, serial=7"
+        ]
     );
 
     // webpki does not check the trust anchor's dates; OpenSSL does, and so do we

@@ -349,10 +349,33 @@ impl VerifierCore {
             Err(e) => {
                 let (reason, depth, cert_err) =
                     self.describe_failure(&e, &presented, now, crls.as_deref());
-                log.push(
-                    EventLevel::Error,
-                    verify_error_line(depth, &reason, &presented),
+                let time_error = matches!(
+                    e,
+                    webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. }
                 );
+                if time_error {
+                    // OpenSSL checks dates top-down after the chain is built and trusted: the
+                    // certificates above the failing one have already been reported as OK.
+                    let chain = self.name_chain(&presented);
+                    let depth =
+                        time_depth(&chain, now, matches!(e, webpki::Error::CertExpired { .. }));
+                    for k in (depth + 1..chain.len()).rev() {
+                        let subject = parse_cert(chain[k])
+                            .ok()
+                            .and_then(|c| format_subject(c.subject()).ok())
+                            .unwrap_or_default();
+                        log.push(
+                            EventLevel::Handshake,
+                            format!("VERIFY OK: depth={k}, {subject}"),
+                        );
+                    }
+                    log.push(EventLevel::Error, verify_error_line(depth, &reason, &chain));
+                } else {
+                    log.push(
+                        EventLevel::Error,
+                        verify_error_line(depth, &reason, &presented),
+                    );
+                }
                 return Err(rustls::Error::InvalidCertificate(cert_err));
             }
         };
@@ -380,6 +403,38 @@ impl VerifierCore {
             crl_missing_warnings(&chain, set, log);
         }
         self.openvpn_checks(&chain, now, log, true)
+    }
+
+    /// The chain by issuer/subject names from the client certificate through the presented and
+    /// bundle intermediates to a trust anchor (as far as it goes).
+    fn name_chain<'a>(&'a self, presented: &[&'a [u8]]) -> Vec<&'a [u8]> {
+        let Some(first) = presented.first() else {
+            return Vec::new();
+        };
+        let candidates: Vec<&[u8]> = presented[1..]
+            .iter()
+            .copied()
+            .chain(self.bundle_intermediates.iter().map(|c| c.as_ref()))
+            .chain(self.anchor_ders.iter().map(|c| c.as_slice()))
+            .collect();
+        let mut chain = vec![*first];
+        while chain.len() < MAX_CERT_DEPTH {
+            let Some(Ok(cur)) = chain.last().map(|d| parse_cert(d)) else {
+                break;
+            };
+            if cur.subject().as_raw() == cur.issuer().as_raw() {
+                break;
+            }
+            let next = candidates.iter().copied().find(|cand| {
+                !chain.contains(cand)
+                    && parse_cert(cand).is_ok_and(|c| c.subject().as_raw() == cur.issuer().as_raw())
+            });
+            match next {
+                Some(n) => chain.push(n),
+                None => break,
+            }
+        }
+        chain
     }
 
     /// OpenVPN's `verify_cert` for every depth (anchor first), then the identity.
