@@ -518,6 +518,12 @@ impl Usage {
     pub fn total_packets(&self) -> u64 {
         self.packets_sent.saturating_add(self.packets_received)
     }
+
+    /// True if `reneg-bytes` / `reneg-pkts` (0 or `None` = disabled) demand a renegotiation.
+    pub fn renegotiation_due(&self, reneg_bytes: Option<u64>, reneg_packets: Option<u64>) -> bool {
+        reneg_bytes.is_some_and(|b| b > 0 && self.total_bytes() >= b)
+            || reneg_packets.is_some_and(|p| p > 0 && self.total_packets() >= p)
+    }
 }
 
 /// Parameters of one data key.
@@ -722,6 +728,11 @@ impl DataKey {
     /// True once the send packet id reached 0xFF000000: renegotiate now.
     pub fn send_near_wrap(&self) -> bool {
         self.send.near_wrap()
+    }
+
+    /// Read access to the send packet-id counter.
+    pub fn send_state(&self) -> &PacketIdSend {
+        &self.send
     }
 
     /// Read access to the receive replay window.
@@ -1107,6 +1118,12 @@ cb4416f0784ddf1f149312df6d9bc595";
         }
         assert_eq!(server.usage().packets_sent, 6);
         assert_eq!(server.usage().packets_received, 6);
+        assert!(server.usage().renegotiation_due(None, Some(12)));
+        assert!(!server.usage().renegotiation_due(None, Some(13)));
+        assert!(!server.usage().renegotiation_due(Some(0), Some(0)));
+        let bytes = server.usage().total_bytes();
+        assert!(server.usage().renegotiation_due(Some(bytes), None));
+        assert!(!server.usage().renegotiation_due(Some(bytes + 1), None));
     }
 
     #[test]
