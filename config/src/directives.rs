@@ -924,13 +924,19 @@ fn p_proto(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
     Ok(())
 }
 
+// `port` sets the local and remote port, `lport` only the local one; the last of them
+// decides the listening port (OpenVPN order semantics).
 fn p_port(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
-    b.cfg.transport.port_directive = Some(port(&d.args[0])?);
+    let p = port(&d.args[0])?;
+    b.cfg.transport.port_directive = Some(p);
+    b.cfg.transport.port = p;
     Ok(())
 }
 
 fn p_lport(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
-    b.cfg.transport.lport = Some(port(&d.args[0])?);
+    let p = port(&d.args[0])?;
+    b.cfg.transport.lport = Some(p);
+    b.cfg.transport.port = p;
     Ok(())
 }
 

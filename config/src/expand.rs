@@ -279,12 +279,6 @@ pub(crate) fn finalize(
     b.cfg.push.extend(macro_push);
 
     // --- transport ------------------------------------------------------------------------
-    b.cfg.transport.port = b
-        .cfg
-        .transport
-        .lport
-        .or(b.cfg.transport.port_directive)
-        .unwrap_or(1194);
     if b.cfg.transport.proto == Proto::TcpServer {
         if b.cfg.timers.explicit_exit_notify.is_some() {
             cx.warn(

@@ -66,7 +66,7 @@ pub struct Transport {
     pub family: AddrFamily,
     /// `local HOST` (address or name, as written), if any.
     pub local: Option<String>,
-    /// Listening port (`lport` if given, else `port`, default 1194).
+    /// Listening port: the last of `port`/`lport` given (default 1194).
     pub port: u16,
     /// `port` as written (also the remote port in OpenVPN).
     pub port_directive: Option<u16>,

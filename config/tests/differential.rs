@@ -183,6 +183,11 @@ fn compare(text: &str) {
         c.route_gateway.clone().unwrap_or("[UNDEF]".into()),
         "{ctx}"
     );
+    assert_eq!(
+        one(&theirs, "local_port"),
+        c.transport.port.to_string(),
+        "{ctx}"
+    );
     assert_eq!(one(&theirs, "mode"), "1", "server mode; {ctx}");
     assert_eq!(one(&theirs, "tls_server"), "ENABLED", "{ctx}");
 }
@@ -212,6 +217,8 @@ fn server_macro_matches_openvpn() {
         "topology subnet\nserver 10.8.0.0 255.255.255.0\nkeepalive 10 120\npush \"redirect-gateway def1\"\n",
         "server 10.8.0.0 255.255.255.0\nkeepalive 15 60\ntcp-nodelay\nproto tcp\n",
         "server 10.8.0.0 255.255.255.0\nping 5\nping-restart 30\n",
+        "server 10.8.0.0 255.255.255.0\nlport 1195\nport 1196\n",
+        "server 10.8.0.0 255.255.255.0\nport 1196\nlport 1195\n",
     ] {
         compare(&format!("dev tun\n{PKI}{body}"));
     }

@@ -609,6 +609,25 @@ fn tls_auth_direction_rules() {
 }
 
 #[test]
+fn port_and_lport_last_wins() {
+    assert_eq!(
+        load(&format!("{SERVER}lport 1195\nport 1196\n"))
+            .config
+            .transport
+            .port,
+        1196
+    );
+    assert_eq!(
+        load(&format!("{SERVER}port 1196\nlport 1195\n"))
+            .config
+            .transport
+            .port,
+        1195
+    );
+    assert_eq!(load(SERVER).config.transport.port, 1194);
+}
+
+#[test]
 fn display_of_errors_is_file_line_message() {
     let e = load_str("/etc/openvpn/server.conf", "port\n", "/").unwrap_err();
     assert_eq!(
