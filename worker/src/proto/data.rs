@@ -968,6 +968,7 @@ fn make_nonce(pid: &[u8; PID_LEN], iv: &[u8; IMPLICIT_IV_LEN]) -> Nonce {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -307,6 +307,7 @@ fn p_hash<M: Mac + hmac::digest::KeyInit + Clone>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

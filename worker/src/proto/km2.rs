@@ -841,6 +841,7 @@ pub fn occ_uses_compression(options: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -329,6 +329,7 @@ impl CompressionFraming {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

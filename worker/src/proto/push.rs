@@ -549,6 +549,7 @@ pub fn halt(flags: SignalFlags, message: Option<&str>) -> Result<String, PushErr
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -446,6 +446,7 @@ impl PacketIdSend {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
