@@ -15,6 +15,7 @@
 //!   - `admin`: everything (other signals, `verb N`, `mute N`, `hold on|off`, `env-filter`,
 //!     `auth-retry X`, `forget-passwords`, `version N`, `test`, client-mode commands); secrets
 //!     are still redacted for admin.
+//!
 //!   Unknown commands need only `monitor`, so they get OpenVPN's unknown-command error.
 //! * The role comes from the listener's [`ListenerPolicy`]: a per-uid or per-gid mapping for
 //!   unix peers (the peer's uid/gid from `SO_PEERCRED`), else the listener's default role. A

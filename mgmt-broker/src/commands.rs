@@ -562,7 +562,11 @@ impl Session {
                         "SUCCESS: hold release succeeded",
                         "ERROR: hold release failed",
                     )
-                    .await
+                    .await;
+                    // The pending `>HOLD:` prompt is no longer re-sent to new sessions.
+                    if self.out.ends_with(b"SUCCESS: hold release succeeded\r\n") {
+                        self.hub.ingest(crate::model::MgmtEvent::HoldReleased);
+                    }
                 }
                 Some(_) => self.line("ERROR: bad hold command parameter"),
             },

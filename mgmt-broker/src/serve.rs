@@ -253,3 +253,238 @@ pub async fn serve(
     tasks.abort_all();
     Ok(())
 }
+
+/// Periodically render the `--status` file content (LF line endings) and hand it to `sink`
+/// (the integrator forwards it to the parent, which writes it atomically).
+///
+/// Every `every`, asks the backend for a [`crate::backend::Request::Status`] snapshot and
+/// renders it in `version`. Ends when `sink` is closed. A backend error skips that tick (the
+/// previous file content stays in place) and is logged.
+pub async fn status_file_task(
+    hub: Arc<Hub>,
+    version: crate::status::StatusVersion,
+    every: Duration,
+    sink: tokio::sync::mpsc::Sender<String>,
+) {
+    let mut timer = tokio::time::interval(every.max(Duration::from_secs(1)));
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first write happens on the first tick after start, as in OpenVPN.
+    timer.tick().await;
+    loop {
+        timer.tick().await;
+        match hub.backend().call(crate::backend::Request::Status).await {
+            Ok(crate::backend::Response::Status(snap)) => {
+                let text = crate::status::render(&snap, version, crate::status::LineEnding::Lf);
+                if sink.send(text).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => tracing::warn!("status file: unexpected backend response"),
+            Err(e) => tracing::warn!("status file: snapshot unavailable: {e}"),
+        }
+        if sink.is_closed() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::Role;
+    use crate::backend::fake::FakeBackend;
+    use crate::hub::EngineConfig;
+    use crate::replay_tests::s1_state;
+    use std::os::fd::OwnedFd;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    fn unique_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "bulwark-mgmt-test-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    struct DirGuard(std::path::PathBuf);
+    impl Drop for DirGuard {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> String {
+        let mut s = String::new();
+        tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut s))
+            .await
+            .unwrap()
+            .unwrap();
+        s
+    }
+
+    #[tokio::test]
+    async fn serves_unix_and_tcp_concurrently_with_peer_roles() {
+        let dir = unique_dir();
+        let _g = DirGuard(dir.clone());
+        let path = dir.join("mgmt.sock");
+        let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp_addr = tcp.local_addr().unwrap();
+        let mut cfg = EngineConfig::default();
+        cfg.verb = 3;
+        let (hub, mut outputs) = Hub::new(
+            cfg,
+            Arc::new(FakeBackend::new(s1_state())),
+            crate::hub::system_clock(),
+        );
+        let me = nix::unistd::getuid().as_raw();
+        let mut upol = ListenerPolicy::openvpn_compatible(
+            ListenerKind::Unix(path.display().to_string()),
+            None,
+        );
+        upol.default_role = Role::Admin;
+        upol.uid_roles = vec![(me, Role::Monitor)];
+        let tpol = ListenerPolicy::openvpn_compatible(ListenerKind::Tcp, Some("pw".into()));
+        let listeners = vec![
+            Listener::from_fd(OwnedFd::from(unix), upol).unwrap(),
+            Listener::from_fd(OwnedFd::from(tcp), tpol).unwrap(),
+        ];
+        let (ev_tx, ev_rx) = broadcast::channel(16);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let server = tokio::spawn(serve(hub.clone(), listeners, ev_rx, stop_rx));
+
+        // Two unix clients at once, each with its own greeting.
+        let a = tokio::net::UnixStream::connect(&path).await.unwrap();
+        let b = tokio::net::UnixStream::connect(&path).await.unwrap();
+        let (ar, mut aw) = a.into_split();
+        let (br, _bw) = b.into_split();
+        let mut ar = BufReader::new(ar);
+        let mut br = BufReader::new(br);
+        assert!(read_line(&mut ar)
+            .await
+            .starts_with(">INFO:OpenVPN Management Interface Version 5"));
+        assert!(read_line(&mut br)
+            .await
+            .starts_with(">INFO:OpenVPN Management Interface Version 5"));
+        // Our uid maps to monitor: kill is refused.
+        aw.write_all(b"kill client1\n").await.unwrap();
+        assert!(read_line(&mut ar)
+            .await
+            .starts_with("ERROR: permission denied: 'kill'"));
+        aw.write_all(b"state on\n").await.unwrap();
+        assert_eq!(
+            read_line(&mut ar).await,
+            "SUCCESS: real-time state notification set to ON\r\n"
+        );
+        // Events from the parent reach the sessions.
+        ev_tx
+            .send(MgmtEvent::State(crate::replay_tests::parse_state_line(
+                "1795334328,RECONNECTING,SIGHUP,,,,,",
+            )))
+            .unwrap();
+        assert_eq!(
+            read_line(&mut ar).await,
+            ">STATE:1795334328,RECONNECTING,SIGHUP,,,,,\r\n"
+        );
+
+        // TCP with password.
+        let t = tokio::net::TcpStream::connect(tcp_addr).await.unwrap();
+        let (tr, mut tw) = t.into_split();
+        let mut tr = BufReader::new(tr);
+        tw.write_all(b"pw\npid\n").await.unwrap();
+        assert_eq!(
+            read_line(&mut tr).await,
+            "ENTER PASSWORD:SUCCESS: password is correct\r\n"
+        );
+        assert!(read_line(&mut tr).await.starts_with(">INFO:"));
+        assert_eq!(read_line(&mut tr).await, "SUCCESS: pid=7893\r\n");
+
+        // Audit records carry the unix peer credentials.
+        let mut saw = false;
+        while let Ok(o) = outputs.try_recv() {
+            if let crate::hub::BrokerOutput::Audit(r) = o {
+                if r.command == "kill client1" {
+                    assert!(matches!(r.peer, Peer::Unix { uid, .. } if uid == me));
+                    saw = true;
+                }
+            }
+        }
+        assert!(saw);
+        let hist = hub.log_history(None);
+        assert!(hist.iter().any(|r| r
+            .message
+            .starts_with("MANAGEMENT: unix domain socket listening on")));
+        assert!(hist.iter().any(
+            |r| r.message == format!("MANAGEMENT: TCP Socket listening on [AF_INET]{tcp_addr}")
+        ));
+        stop_tx.send(true).unwrap();
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn tcp_without_password_warns_and_bad_fds_are_refused() {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (hub, _o) = Hub::new(
+            EngineConfig::default(),
+            Arc::new(FakeBackend::new(s1_state())),
+            crate::hub::system_clock(),
+        );
+        let l = Listener::from_fd(
+            OwnedFd::from(tcp),
+            ListenerPolicy::openvpn_compatible(ListenerKind::Tcp, None),
+        )
+        .unwrap();
+        l.announce(&hub);
+        assert!(hub.log_history(None).iter().any(|r| r.flags.warn
+            && r.message
+                == "WARNING: Using --management on a TCP port WITHOUT passwords is STRONGLY discouraged and considered insecure"));
+        // A UDP socket and a connected-but-not-listening stream are refused.
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(matches!(
+            Listener::from_fd(
+                OwnedFd::from(udp),
+                ListenerPolicy::openvpn_compatible(ListenerKind::Tcp, None)
+            ),
+            Err(ServeError::WrongKind { .. })
+        ));
+        let (s1, _s2) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(matches!(
+            Listener::from_fd(
+                OwnedFd::from(s1),
+                ListenerPolicy::openvpn_compatible(ListenerKind::Tcp, None)
+            ),
+            Err(ServeError::WrongKind { .. })
+        ));
+        // The status file task renders the snapshot with LF endings.
+        let (stx, mut srx) = tokio::sync::mpsc::channel(1);
+        let task = tokio::spawn(status_file_task(
+            hub.clone(),
+            crate::status::StatusVersion::V2,
+            Duration::from_secs(1),
+            stx,
+        ));
+        let text = tokio::time::timeout(Duration::from_secs(5), srx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(text.starts_with("TITLE,OpenVPN 2.6.14"));
+        assert!(text.ends_with("GLOBAL_STATS,dco_enabled,0\nEND\n"));
+        assert!(!text.contains('\r'));
+        drop(srx);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        let (_t, r) = watch::channel(false);
+        let (_e, er) = broadcast::channel(1);
+        assert!(matches!(
+            serve(hub, vec![], er, r).await,
+            Err(ServeError::NoListener)
+        ));
+    }
+}
