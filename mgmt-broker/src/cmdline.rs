@@ -298,3 +298,35 @@ mod tests {
         assert!(f.pending() < COMMAND_BUFFER);
     }
 }
+
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Framing and tokenising never panic and stay bounded on arbitrary bytes.
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let mut f = LineFramer::new();
+            let mut lines = Vec::new();
+            f.feed(&bytes, &mut lines);
+            prop_assert!(f.pending() < COMMAND_BUFFER);
+            for l in lines {
+                prop_assert!(l.text.len() < 4 * COMMAND_BUFFER);
+                if let Ok(t) = tokenize(&l.text) {
+                    prop_assert!(t.len() <= MAX_PARMS);
+                }
+            }
+        }
+
+        /// Where the config crate's lexer (same OpenVPN `parse_line` rules, stricter limits)
+        /// accepts a line, the management tokenizer yields the same tokens.
+        #[test]
+        fn agrees_with_config_lexer(line in "[ a-z0-9\"'\\\\#;]{0,80}") {
+            if let Ok(cfg) = bulwark_config::lexer::split_line(&line) {
+                prop_assert_eq!(tokenize(&line), Ok(cfg));
+            }
+        }
+    }
+}

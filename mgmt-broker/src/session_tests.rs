@@ -617,3 +617,35 @@ async fn raw_duplex_eof_ends_session() {
         .iter()
         .any(|r| r.message == "MANAGEMENT: Client disconnected"));
 }
+
+#[tokio::test]
+async fn garbage_input_never_kills_the_session() {
+    let mut s = s1_setup();
+    s.cfg.limits.commands_per_sec = 100_000;
+    s.cfg.limits.command_burst = 100_000;
+    // monitor: garbage cannot accidentally run anything with side effects.
+    s.policy.default_role = Role::Monitor;
+    let mut h = Harness::start(s).await;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..64 {
+        let mut chunk = Vec::with_capacity(2048);
+        for _ in 0..2048 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.push((x >> 24) as u8);
+        }
+        h.send_raw(&chunk).await;
+    }
+    h.send_raw(b"\n").await;
+    h.settle().await;
+    assert!(!h.eof);
+    h.out.clear();
+    h.send("pid").await;
+    assert!(h.text().ends_with("SUCCESS: pid=7893\r\n"), "{}", h.text());
+    let st = h.backend.state.lock().unwrap();
+    assert!(!st.log.iter().any(|r| matches!(
+        r,
+        Request::KillCommonName(_) | Request::Signal(_) | Request::SetVerb(_)
+    )));
+}
