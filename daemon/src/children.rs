@@ -200,7 +200,7 @@ pub struct RunningWorker {
     /// Process and control channel.
     pub proc: Running<ParentToWorker, WorkerToParent>,
     /// The parent's end of the worker's signer channel.
-    pub signer: ParentSigner,
+    pub signer: Option<ParentSigner>,
 }
 
 /// What the worker is handed.
@@ -217,6 +217,8 @@ pub struct WorkerResources<'a> {
     pub chroot_dir: &'a Path,
     /// `verb`.
     pub verb: u8,
+    /// The engine configuration.
+    pub engine: &'a bulwark_ipc::msg::engine::EngineConfig,
 }
 
 /// What the broker is handed.
@@ -346,7 +348,7 @@ pub async fn start_worker(
                 control: ctl,
                 log_task,
             },
-            signer: parent_sig,
+            signer: Some(parent_sig),
         }),
         Err(e) => {
             kill_and_reap(spawned.pid, &spawned.pidfd);
@@ -399,6 +401,7 @@ async fn handshake_worker(
             gid: res.identity.gid,
             chroot_dir: res.chroot_dir.to_owned(),
             verb: res.verb,
+            engine: res.engine.clone(),
         },
         fds: vec![FdRole::Tun, transport_role],
     };

@@ -26,6 +26,8 @@ pub struct Loaded {
     pub suppress_timestamps: bool,
     /// Non-fatal findings (`FILE:LINE: message`).
     pub warnings: Vec<String>,
+    /// The full typed configuration (for the engine configuration and key custody).
+    pub config: Box<bulwark_config::Config>,
 }
 
 /// Loads `path` plus the command-line `directives`.
@@ -61,6 +63,7 @@ pub fn load(path: &Path, directives: &[String]) -> Result<Loaded, Vec<String>> {
         verb,
         suppress_timestamps: loaded.config.logging.suppress_timestamps,
         warnings,
+        config: Box::new(loaded.config),
     })
 }
 

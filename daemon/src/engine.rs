@@ -311,3 +311,27 @@ pub fn check(
     bulwark_worker::setup::check(ec, key_algorithm)
         .map_err(|e| EngineConfigError::Unsupported(e.to_string()))
 }
+
+/// Loads the server's private key (file or inline `<key>`) and certificate for the signer. The key is
+/// checked against the certificate here, at start-up.
+pub fn load_key_signer(cfg: &Config) -> Result<crate::signer::ServerKeySigner, EngineConfigError> {
+    let key = cfg
+        .tls
+        .key
+        .as_ref()
+        .ok_or(EngineConfigError::Missing("key"))?;
+    let cert = cfg
+        .tls
+        .cert
+        .as_ref()
+        .ok_or(EngineConfigError::Missing("cert"))?;
+    let key_pem = read_material(key, "private key")?;
+    let cert_pem = read_material(cert, "certificate")?;
+    crate::signer::ServerKeySigner::from_pem(
+        &key_pem,
+        &cert_pem,
+        crate::signer::RateLimit::default(),
+        std::time::Instant::now(),
+    )
+    .map_err(|e| invalid(key, "private key", e))
+}

@@ -35,6 +35,7 @@ pub mod notify;
 pub mod run;
 pub mod settings;
 pub mod signer;
+pub mod signer_service;
 pub mod sockets;
 pub mod supervise;
 pub mod sys;

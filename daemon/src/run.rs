@@ -223,7 +223,18 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
         verb,
         suppress_timestamps,
         warnings,
+        config,
     } = config_input::load(&opts.config, &opts.directives).map_err(Failure::Config)?;
+    // the engine's share of the configuration, with every key/certificate file read and checked
+    let engine_cfg =
+        crate::engine::build(&config).map_err(|e| Failure::Config(vec![e.to_string()]))?;
+    // INVARIANT: the private key is loaded here and stays in the parent; the worker signs through
+    // the signer channel.
+    let key = crate::engine::load_key_signer(&config)
+        .map_err(|e| Failure::Config(vec![e.to_string()]))?;
+    crate::engine::check(&engine_cfg, key.algorithm())
+        .map_err(|e| Failure::Config(vec![e.to_string()]))?;
+    let key = std::sync::Arc::new(std::sync::Mutex::new(key));
     if let Some(cd) = &settings.cd {
         std::env::set_current_dir(cd).map_err(|source| {
             Failure::Early(RunError::Cd {
@@ -318,6 +329,8 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
                 verb,
                 policy: opts.on_security_event,
                 notifier: &notifier,
+                engine: &engine_cfg,
+                key: &key,
             };
             rt.block_on(supervise(&ctx))
         });
@@ -361,6 +374,8 @@ struct Ctx<'a> {
     verb: u8,
     policy: SecurityEventPolicy,
     notifier: &'a Notifier,
+    engine: &'a bulwark_ipc::msg::engine::EngineConfig,
+    key: &'a std::sync::Arc<std::sync::Mutex<crate::signer::ServerKeySigner>>,
 }
 
 impl Ctx<'_> {
@@ -372,7 +387,19 @@ impl Ctx<'_> {
             identity: self.identity,
             chroot_dir: self.sandbox,
             verb: self.verb,
+            engine: self.engine,
         }
+    }
+
+    /// Starts the worker and the thread that answers its signature requests.
+    async fn start_worker(&self) -> Result<RunningWorker, ChildError> {
+        let mut w = start_worker(self.bins, &self.worker_res()).await?;
+        if let Some(chan) = w.signer.take() {
+            if let Err(e) = crate::signer_service::spawn(chan, std::sync::Arc::clone(self.key)) {
+                tracing::error!("{}", error_chain(&e));
+            }
+        }
+        Ok(w)
     }
 
     fn broker_res(&self) -> BrokerResources<'_> {
@@ -452,7 +479,7 @@ async fn supervise(ctx: &Ctx<'_>) -> Result<&'static str, RunError> {
     let mut sigusr2 = sig(SignalKind::user_defined2())?;
     let mut sigchld = sig(SignalKind::child())?;
 
-    let worker = start_worker(ctx.bins, &ctx.worker_res()).await?;
+    let worker = ctx.start_worker().await?;
     tracing::info!("worker process {} ready", worker.proc.pid);
     let mut worker = Slot::new("worker", worker);
     let broker = match start_broker(ctx.bins, &ctx.broker_res()).await {
@@ -490,7 +517,7 @@ async fn supervise(ctx: &Ctx<'_>) -> Result<&'static str, RunError> {
                 let now = Instant::now();
                 if worker.restart_at.is_some_and(|t| t <= now) {
                     worker.restart_at = None;
-                    match start_worker(ctx.bins, &ctx.worker_res()).await {
+                    match ctx.start_worker().await {
                         Ok(w) => {
                             tracing::info!("worker process {} restarted and ready", w.proc.pid);
                             worker.running = Some(w);

@@ -30,6 +30,7 @@ fn worker_config() -> WorkerConfig {
         uid: 65534,
         gid: 65534,
         chroot_dir: PathBuf::from("/var/empty"),
+        engine: bulwark_ipc::msg::engine::EngineConfig::minimal_for_tests(),
         verb: 4,
     }
 }

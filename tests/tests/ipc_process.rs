@@ -387,6 +387,7 @@ fn worker_start_up_fd_passing_logs_and_signer_across_processes() {
             uid: 65534,
             gid: 65534,
             chroot_dir: PathBuf::from("/var/empty"),
+            engine: bulwark_ipc::msg::engine::EngineConfig::minimal_for_tests(),
             verb: 5,
         },
         fds: vec![FdRole::Tun, FdRole::UdpSocket],

@@ -2,6 +2,7 @@
 //! The `bulwark-worker` library: the sans-IO OpenVPN engine (`proto`) and the driver that runs it.
 
 pub mod driver;
+pub mod ipc_signer;
 pub mod proto;
 pub mod setup;
 pub mod sys;

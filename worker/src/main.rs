@@ -11,7 +11,7 @@
 //!
 //! Logging: records go to the parent over the log channel (fd 4); the parent is the only sink.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -65,6 +65,9 @@ enum WorkerError {
     /// The runtime could not be built.
     #[error("cannot build the tokio runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// The protocol engine could not be built or failed.
+    #[error("engine: {0}")]
+    Engine(String),
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -262,13 +265,8 @@ fn run(boot: Bootstrapped, log: &LogForwarder) -> Result<(), (Option<WorkerContr
     rt.block_on(serve(control, signer, init, fds, log))
 }
 
-// ==== INTEGRATION POINT ======================================================================
-// `serve` is the worker's serving part. The integrator replaces its body with the OpenVPN engine
-// (driving `bulwark_worker::proto` over the TUN and transport descriptors in `fds`, in the order
-// of `init.fds`, and signing through `signer`). Until then it holds the descriptors (so the
-// privilege and sandbox properties can be tested) and waits for Shutdown on the control channel;
-// it serves no VPN traffic and says so in the log.
-// =============================================================================================
+/// Serves VPN traffic: builds the engine from `init.config.engine`, signs through the parent, and
+/// runs the driver over the TUN and transport descriptors until Shutdown (or the parent goes away).
 async fn serve(
     control: WorkerControl,
     signer: WorkerSigner,
@@ -276,13 +274,43 @@ async fn serve(
     fds: Vec<OwnedFd>,
     log: &LogForwarder,
 ) -> Result<(), (Option<WorkerControl>, WorkerError)> {
-    log.log(
-        Severity::Warning,
-        1,
-        "worker: the OpenVPN engine is not wired into this build; holding descriptors, serving no traffic",
-    );
-    let _held: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-    let _ = (&signer, &init);
+    use bulwark_ipc::msg::FdRole;
+    use bulwark_worker::driver::{self, DriverCommand, Transport};
+    use bulwark_worker::proto::io::{EngineEvent, LogClass};
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::Arc;
+
+    let engine_err = |e: String| (None, WorkerError::Engine(e));
+    let mut tun = None;
+    let mut transport = None;
+    for (role, fd) in init.fds.iter().zip(fds) {
+        match role {
+            FdRole::Tun => tun = Some(fd),
+            FdRole::UdpSocket => transport = Some(Transport::Udp(fd)),
+            FdRole::TcpListener => transport = Some(Transport::Tcp(fd)),
+            _ => {}
+        }
+    }
+    let (Some(tun), Some(transport)) = (tun, transport) else {
+        return Err(engine_err(
+            "Init lacks the TUN or the transport descriptor".into(),
+        ));
+    };
+    let ec = &init.config.engine;
+    let key = bulwark_worker::ipc_signer::IpcSigner::new(signer, &ec.tls.cert_chain_pem)
+        .map_err(|e| engine_err(e.to_string()))?;
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| engine_err(format!("randomness: {e}")))?;
+    let rng = Box::new(|b: &mut [u8]| {
+        // INVARIANT: never continue with weak randomness; the OS generator does not fail after boot.
+        if getrandom::fill(b).is_err() {
+            std::process::abort();
+        }
+    });
+    let engine = bulwark_worker::setup::build(ec, Arc::new(key), secret, rng)
+        .map_err(|e| engine_err(e.to_string()))?;
+    let verb = Arc::new(AtomicU8::new(init.config.verb));
+    let (tx, rx) = tokio::sync::mpsc::channel::<DriverCommand>(16);
     let mut control = control.into_async().map_err(|source| {
         (
             None,
@@ -292,45 +320,87 @@ async fn serve(
             },
         )
     })?;
+    let verb_ev = Arc::clone(&verb);
+    let on_event = move |ev: EngineEvent| match ev {
+        EngineEvent::Log { class, line } => {
+            let (sev, level) = match class {
+                LogClass::Error => (Severity::Error, 1),
+                LogClass::Info => (Severity::Info, 3),
+                LogClass::Detail => (Severity::Info, 4),
+                LogClass::Debug => (Severity::Debug, 7),
+            };
+            // verbosity is applied at the source
+            if level <= verb_ev.load(Ordering::Relaxed) {
+                log.log(sev, level, &line);
+            }
+        }
+        EngineEvent::ClientConnected(c) => log.log(
+            Severity::Info,
+            4,
+            &format!(
+                "{}/{} client connected, virtual address {}",
+                c.common_name,
+                c.addr,
+                c.vaddr.map(|a| a.to_string()).unwrap_or_default()
+            ),
+        ),
+        EngineEvent::ClientDisconnected { cid, reason, .. } => log.log(
+            Severity::Info,
+            4,
+            &format!("client {cid} disconnected: {reason}"),
+        ),
+        EngineEvent::CloseTcp { .. } => {}
+    };
+    let drive = driver::run(engine, transport, tun, rx, on_event);
+    tokio::pin!(drive);
+    let mut control_open = true;
     loop {
-        match control.recv().await {
-            Ok(r) => match r.into_parts().0 {
-                ParentToWorker::Shutdown => {
-                    log.log(Severity::Info, 3, "worker: shutdown requested");
-                    return Ok(());
+        tokio::select! {
+            res = &mut drive => {
+                return match res {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err((control.into_blocking().ok(), WorkerError::Engine(e.to_string()))),
+                };
+            }
+            msg = control.recv(), if control_open => match msg {
+                Ok(r) => match r.into_parts().0 {
+                    ParentToWorker::Shutdown => {
+                        log.log(Severity::Info, 3, "worker: shutdown requested");
+                        let _ = tx.send(DriverCommand::Shutdown).await;
+                    }
+                    ParentToWorker::SetVerb { level } => verb.store(level, Ordering::Relaxed),
+                    ParentToWorker::CrlUpdate { pem } => {
+                        let _ = tx
+                            .send(DriverCommand::Engine(Box::new(move |s, _, out| {
+                                match s.set_crl(Some(&pem)) {
+                                    Ok(()) => out.log(LogClass::Info, "CRL reloaded; new handshakes use it"),
+                                    Err(e) => out.log(LogClass::Error, format!("CRL update rejected, keeping the previous one: {e}")),
+                                }
+                            })))
+                            .await;
+                    }
+                    other @ (ParentToWorker::Hello { .. } | ParentToWorker::Init(_)) => {
+                        let e = WorkerError::Unexpected {
+                            expected: "Shutdown/SetVerb/CrlUpdate",
+                            got: other_name(&other),
+                        };
+                        return Err((control.into_blocking().ok(), e));
+                    }
+                },
+                Err(bulwark_ipc::ChannelError::PeerClosed) => {
+                    control_open = false;
+                    let _ = tx.send(DriverCommand::Shutdown).await;
                 }
-                ParentToWorker::SetVerb { level } => {
-                    log.log(
-                        Severity::Info,
-                        3,
-                        &format!("worker: verb {level} requested"),
-                    );
-                }
-                ParentToWorker::CrlUpdate { .. } => {
-                    log.log(
-                        Severity::Warning,
-                        1,
-                        "worker: CRL update received but no engine to apply it to",
-                    );
-                }
-                other @ (ParentToWorker::Hello { .. } | ParentToWorker::Init(_)) => {
-                    let e = WorkerError::Unexpected {
-                        expected: "Shutdown/SetVerb/CrlUpdate",
-                        got: other_name(&other),
-                    };
-                    return Err((control.into_blocking().ok(), e));
+                Err(source) => {
+                    return Err((
+                        None,
+                        WorkerError::Ipc {
+                            step: "serve",
+                            source,
+                        },
+                    ))
                 }
             },
-            Err(bulwark_ipc::ChannelError::PeerClosed) => return Ok(()),
-            Err(source) => {
-                return Err((
-                    None,
-                    WorkerError::Ipc {
-                        step: "serve",
-                        source,
-                    },
-                ))
-            }
         }
     }
 }

@@ -240,6 +240,7 @@ mod tests {
             uid: 65534,
             gid: 65534,
             chroot_dir: PathBuf::from("/var/empty"),
+            engine: crate::msg::engine::EngineConfig::minimal_for_tests(),
             verb: 3,
         }
     }

@@ -161,6 +161,61 @@ pub struct EngineConfig {
     pub explicit_exit_notify: bool,
 }
 
+impl EngineConfig {
+    /// A small valid configuration (UDP, no wrapping, a /24 pool) for tests of the IPC layer, which
+    /// do not run the engine. The certificate fields hold placeholders the engine would reject.
+    pub fn minimal_for_tests() -> Self {
+        EngineConfig {
+            transport: TransportKind::Udp,
+            wrap: WrapConfig::None,
+            tls: TlsConfigData {
+                ca_pem: b"-----BEGIN CERTIFICATE-----".to_vec(),
+                cert_chain_pem: b"-----BEGIN CERTIFICATE-----".to_vec(),
+                crl: None,
+                tls_version_min: None,
+                tls_version_max: None,
+                tls_cipher: None,
+                tls_ciphersuites: None,
+                tls_groups: None,
+                tls_cert_profile: None,
+                verify_client_cert: "require".into(),
+                remote_cert_tls_client: false,
+                verify_x509_name: None,
+                x509_username_field: "CN".into(),
+            },
+            data_ciphers: vec!["AES-256-GCM".into()],
+            data_ciphers_fallback: None,
+            auth: "SHA1".into(),
+            pool: PoolData {
+                subnet: true,
+                server_ip: Ipv4Addr::new(10, 8, 0, 1),
+                netmask: Ipv4Addr::new(255, 255, 255, 0),
+                start: Ipv4Addr::new(10, 8, 0, 2),
+                end: Ipv4Addr::new(10, 8, 0, 254),
+                ipv6: None,
+            },
+            push: Vec::new(),
+            ping: Some(10),
+            ping_restart: Some(120),
+            reneg_sec: Some((3600, 3240)),
+            reneg_bytes: None,
+            reneg_pkts: None,
+            hand_window: 60,
+            tran_window: 3600,
+            tls_timeout: 2,
+            replay_window: (64, 15),
+            client_to_client: false,
+            duplicate_cn: false,
+            max_clients: 1024,
+            tun_mtu: 1500,
+            tls_mtu: 1250,
+            options_string: "V4,dev-type tun".into(),
+            username_as_common_name: false,
+            explicit_exit_notify: false,
+        }
+    }
+}
+
 fn bad(field: &'static str, why: String) -> ValidationError {
     ValidationError::Field { field, why }
 }
@@ -170,9 +225,16 @@ impl EngineConfig {
     pub fn validate(&self) -> Result<(), ValidationError> {
         match &self.wrap {
             WrapConfig::None => {}
-            WrapConfig::TlsAuth { key, direction, digest } => {
+            WrapConfig::TlsAuth {
+                key,
+                direction,
+                digest,
+            } => {
                 if key.len() != 256 {
-                    return Err(bad("wrap.tls_auth.key", format!("{} bytes, need 256", key.len())));
+                    return Err(bad(
+                        "wrap.tls_auth.key",
+                        format!("{} bytes, need 256", key.len()),
+                    ));
                 }
                 if direction.is_some_and(|d| d > 1) {
                     return Err(bad("wrap.tls_auth.direction", "must be 0 or 1".into()));
@@ -183,14 +245,20 @@ impl EngineConfig {
             }
             WrapConfig::TlsCrypt { key } => {
                 if key.len() != 256 {
-                    return Err(bad("wrap.tls_crypt.key", format!("{} bytes, need 256", key.len())));
+                    return Err(bad(
+                        "wrap.tls_crypt.key",
+                        format!("{} bytes, need 256", key.len()),
+                    ));
                 }
             }
             WrapConfig::TlsCryptV2 { server_key, .. } => {
                 if server_key.is_empty() || server_key.len() > 4096 {
                     return Err(bad(
                         "wrap.tls_crypt_v2.server_key",
-                        format!("{} bytes, expected a key file of at most 4096", server_key.len()),
+                        format!(
+                            "{} bytes, expected a key file of at most 4096",
+                            server_key.len()
+                        ),
                     ));
                 }
             }
@@ -202,7 +270,10 @@ impl EngineConfig {
         ] {
             if let Some(v) = v {
                 if v.len() > MAX_PEM_LEN {
-                    return Err(bad(name, format!("{} bytes exceeds {MAX_PEM_LEN}", v.len())));
+                    return Err(bad(
+                        name,
+                        format!("{} bytes exceeds {MAX_PEM_LEN}", v.len()),
+                    ));
                 }
             }
         }
@@ -226,13 +297,19 @@ impl EngineConfig {
             return Err(bad("pool", "empty range".into()));
         }
         if self.max_clients == 0 || self.max_clients > MAX_CLIENTS_LIMIT {
-            return Err(bad("max_clients", format!("{} out of range", self.max_clients)));
+            return Err(bad(
+                "max_clients",
+                format!("{} out of range", self.max_clients),
+            ));
         }
         if self.hand_window == 0 || self.tls_timeout == 0 {
             return Err(bad("hand_window", "timers must be positive".into()));
         }
         if !(154..=2048).contains(&self.tls_mtu) {
-            return Err(bad("tls_mtu", format!("{} outside 154..=2048", self.tls_mtu)));
+            return Err(bad(
+                "tls_mtu",
+                format!("{} outside 154..=2048", self.tls_mtu),
+            ));
         }
         if self.options_string.len() >= 512 {
             return Err(bad("options_string", "512 bytes or more".into()));

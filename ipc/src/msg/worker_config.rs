@@ -22,12 +22,15 @@ pub struct WorkerConfig {
     pub chroot_dir: PathBuf,
     /// OpenVPN `verb` level (0..=11): records above it are not sent to the parent.
     pub verb: u8,
+    /// The protocol engine's configuration.
+    pub engine: super::engine::EngineConfig,
 }
 
 impl WorkerConfig {
     /// Check every field.
     pub fn validate(&self) -> Result<(), ValidationError> {
         check_sandbox(self.uid, self.gid, &self.chroot_dir)?;
-        check_verb(self.verb)
+        check_verb(self.verb)?;
+        self.engine.validate()
     }
 }
