@@ -385,7 +385,7 @@ static TABLE: &[DirectiveSpec] = &[
     s("explicit-exit-notify", 0, 1, "explicit-exit-notify [N]", "Tell UDP clients when the server restarts or exits.", P(p_explicit_exit_notify)),
     // --- push / clients ------------------------------------------------------------------
     s("push", 1, 1, "push \"OPTION\"", "Push an option to clients.", P(p_push)).both(),
-    s("push-remove", 1, 1, "push-remove OPTION", "Remove pushed options starting with OPTION.", P(p_push_remove)).both(),
+    s("push-remove", 1, 1, "push-remove OPTION", "Remove inherited pushed options starting with OPTION (client-config-dir).", P(p_push_remove)).ccd(),
     s("push-reset", 0, 0, "push-reset", "Do not inherit global push options (client-config-dir).", P(p_push_reset)).ccd(),
     s("ifconfig-push", 2, 3, "ifconfig-push LOCAL REMOTE|NETMASK [ALIAS]", "Static client address (client-config-dir).", P(p_ifconfig_push)).ccd(),
     s("ifconfig-ipv6-push", 1, 2, "ifconfig-ipv6-push ADDR/BITS [REMOTE]", "Static client IPv6 address (client-config-dir).", P(p_ifconfig_ipv6_push)).ccd(),
@@ -638,7 +638,6 @@ fn default_config(cwd: PathBuf) -> Config {
         routes: Vec::new(),
         routes_v6: Vec::new(),
         push: Vec::new(),
-        push_remove: Vec::new(),
         tls: Tls {
             ca: None,
             cert: None,
@@ -1672,10 +1671,7 @@ fn p_push(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
 
 fn p_push_remove(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
     let v = push_text(d)?;
-    match b.ctx {
-        Context::Server => b.cfg.push_remove.push(v),
-        Context::Ccd => b.ccd.push_remove.push(v),
-    }
+    b.ccd.push_remove.push(v);
     Ok(())
 }
 

@@ -681,8 +681,6 @@ pub struct Config {
     /// Options pushed to every client, in order: config `push` lines, then what the macros
     /// add (`tun-ipv6`, `route`/`route-gateway`, `topology`, `ping`, `ping-restart`).
     pub push: Vec<String>,
-    /// `push-remove` options.
-    pub push_remove: Vec<String>,
     /// TLS.
     pub tls: Tls,
     /// Data channel.

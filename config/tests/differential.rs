@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use bulwark_config::*;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -294,6 +296,8 @@ fn refuses_what_openvpn_refuses() {
         "server 10.8.0.0 255.255.255.0\nclient-cert-not-required\n",
         "server 10.8.0.0 255.255.255.0\nport 1 2\n",
         "server 10.8.0.0 255.255.255.0\nfrobnicate\n",
+        "server 10.8.0.0 255.255.255.0 nopool\nserver 10.8.0.0 255.255.255.0\nserver-ipv6 fd00::/64\n",
+        "server 10.8.0.0 255.255.255.0\npush-remove route\n",
         "server 10.8.0.0 255.255.255.0\npush \"unterminated\n",
         "server 10.8.0.0 255.255.255.0\nsetenv x c:\\dir\n",
     ] {
@@ -334,4 +338,72 @@ fn lexer_matches_openvpn_on_push_lines() {
     let push: Vec<String> = theirs.get("push_entry").cloned().unwrap_or_default();
     assert_eq!(ours.config.push, push);
     assert_eq!(push.len(), lines.len() + 1);
+}
+
+/// Runs OpenVPN on `text` (with dummy files) and returns (printed its settings, output).
+fn openvpn_accepts(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for f in [
+        "ca.crt",
+        "s.crt",
+        "s.key",
+        "other-ca.crt",
+        "other.crt",
+        "other.key",
+        "chain.pem",
+        "ta.key",
+        "tc.key",
+        "v2.key",
+        "crl.pem",
+        "token.key",
+        "pw.txt",
+    ] {
+        std::fs::write(d.join(f), "dummy\n").unwrap();
+    }
+    std::fs::create_dir_all(d.join("ccd")).unwrap();
+    std::fs::create_dir_all(d.join("tmp")).unwrap();
+    std::fs::write(d.join("s.conf"), text).unwrap();
+    // `management-hold` waits for a management client after printing the settings: the
+    // timeout ends it.
+    let out = Command::new("timeout")
+        .args(["5", "unshare", "-n", OPENVPN, "--cd"])
+        .arg(d)
+        .args(["--config", "s.conf", "--verb", "4"])
+        .output()
+        .unwrap();
+    let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+    output.push_str(&String::from_utf8_lossy(&out.stderr));
+    // `log`/`log-append` redirect OpenVPN's output into the file.
+    if let Ok(log) = std::fs::read_to_string(d.join("bulwark.log")) {
+        output.push_str(&log);
+    }
+    (output.contains("Current Parameter Settings:"), output)
+}
+
+#[test]
+fn openvpn_accepts_every_supported_sample() {
+    if !prerequisites() {
+        return;
+    }
+    let mut failures = Vec::new();
+    for (name, snippet) in common::samples() {
+        // These two send OpenVPN's output to syslog (and `daemon` forks), so there is nothing
+        // to compare on stdout.
+        if ["syslog", "daemon"].contains(&name) {
+            continue;
+        }
+        // OpenVPN 2.6 insists on a `dh` line; Bulwark does not (ECDHE only).
+        let text = format!("{}dh none\n{snippet}\n", common::base_for(snippet));
+        let (ok, out) = openvpn_accepts(&text);
+        if !ok {
+            let why: Vec<&str> = out.lines().filter(|l| l.contains("rror")).collect();
+            failures.push(format!("{name}: {why:?}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "OpenVPN refused:\n{}",
+        failures.join("\n")
+    );
 }
