@@ -877,6 +877,9 @@ fn p_server(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
             ))
         }
     };
+    // As in OpenVPN, `nopool` is a sticky flag: a later `server` line without it does not
+    // clear it.
+    let nopool = nopool || b.cfg.server_v4.as_ref().is_some_and(|s| s.nopool);
     b.cfg.server_v4 = Some(ServerV4 {
         network,
         netmask,
