@@ -136,8 +136,17 @@ impl Loader {
         crate::expand::finalize(builder, cwd, &top)
     }
 
+    /// Remembers where errors that belong to no directive are reported: the first
+    /// configuration file (or text) if there is one, else the command line.
     fn note_top(&mut self, loc: &Location) {
-        if self.top.is_none() {
+        let replace = match &self.top {
+            None => true,
+            Some(t) => {
+                matches!(t.origin, Origin::CommandLine)
+                    && !matches!(loc.origin, Origin::CommandLine)
+            }
+        };
+        if replace {
             let mut l = loc.clone();
             if matches!(l.origin, Origin::File(_)) {
                 l.line = 0;
@@ -154,6 +163,9 @@ impl Loader {
                 max: MAX_INCLUDE_DEPTH,
             });
             return;
+        }
+        if level == 1 {
+            self.note_top(&Location::file(path, 0));
         }
         let resolved = self.cwd.join(path);
         match std::fs::read(&resolved) {

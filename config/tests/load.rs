@@ -455,6 +455,26 @@ fn command_line_then_file_single_valued_file_wins() {
     let c = l.finish().unwrap().config;
     assert_eq!(c.logging.verb, 3);
     assert_eq!(&c.push[..2], ["a", "b"]);
+    // Errors that belong to no directive are reported against the file, not the command line.
+    write(
+        dir.path(),
+        "nocert.conf",
+        "dev tun\nca ca.crt\nkey k.key\nserver 10.8.0.0 255.255.255.0\n",
+    );
+    let mut l = Loader::new(dir.path());
+    l.command_line(&[
+        "--verb".to_string(),
+        "3".to_string(),
+        "--config".to_string(),
+        "nocert.conf".to_string(),
+    ]);
+    let e = l.finish().unwrap_err();
+    assert!(
+        e[0].to_string()
+            .starts_with("nocert.conf: option 'cert' is missing"),
+        "{}",
+        e[0]
+    );
     // A single argument without -- is a config file.
     let mut l = Loader::new(dir.path());
     l.command_line(&["s.conf".to_string()]);
