@@ -381,6 +381,37 @@ pub(crate) fn finalize(
     } else if let Some((key, force_cookie)) = b.tls_crypt_v2.take() {
         b.cfg.tls.control_wrap = ControlWrap::TlsCryptV2 { key, force_cookie };
     }
+    // Bulwark's TLS stack (rustls) implements TLS 1.2 and 1.3 only.
+    if let Some(min) = &b.cfg.tls.version_min {
+        if min.version == "1.0" || min.version == "1.1" {
+            cx.warn(
+                at("tls-version-min").as_ref(),
+                format!(
+                    "tls-version-min {} is below what Bulwark implements; TLS 1.2 is the minimum",
+                    min.version
+                ),
+            );
+        }
+    }
+    if let Some(max) = &b.cfg.tls.version_max {
+        if max == "1.0" || max == "1.1" {
+            cx.err(
+                at("tls-version-max").as_ref(),
+                format!("tls-version-max {max}: Bulwark implements TLS 1.2 and 1.3 only"),
+            );
+        }
+        if let Some(min) = &b.cfg.tls.version_min {
+            if !min.or_highest && min.version.as_str() > max.as_str() {
+                cx.err(
+                    at("tls-version-max").as_ref(),
+                    format!(
+                        "tls-version-max {max} is lower than tls-version-min {}",
+                        min.version
+                    ),
+                );
+            }
+        }
+    }
     if b.key_direction.is_some() && !matches!(b.cfg.tls.control_wrap, ControlWrap::TlsAuth { .. }) {
         cx.warn(
             at("key-direction").as_ref(),

@@ -629,6 +629,28 @@ fn tls_auth_direction_rules() {
 }
 
 #[test]
+fn tls_versions() {
+    let l = load(&format!("{SERVER}tls-version-min 1.0\n"));
+    assert!(warnings(&l)
+        .iter()
+        .any(|w| w.starts_with("t.conf:6: tls-version-min 1.0 is below")));
+    let e = errs(&format!("{SERVER}tls-version-max 1.1\n"));
+    assert!(
+        e[0].starts_with("t.conf:6: tls-version-max 1.1: Bulwark implements TLS 1.2 and 1.3 only")
+    );
+    let e = errs(&format!(
+        "{SERVER}tls-version-min 1.3\ntls-version-max 1.2\n"
+    ));
+    assert!(e[0].contains("lower than tls-version-min 1.3"), "{e:?}");
+    let l = load(&format!(
+        "{SERVER}tls-version-min 1.3 or-highest\ntls-version-max 1.2\n"
+    ));
+    assert_eq!(l.config.tls.version_max.as_deref(), Some("1.2"));
+    let e = errs(&format!("{SERVER}tls-version-min 1.4\n"));
+    assert!(e[0].contains("unknown TLS version '1.4'"));
+}
+
+#[test]
 fn port_and_lport_last_wins() {
     assert_eq!(
         load(&format!("{SERVER}lport 1195\nport 1196\n"))
