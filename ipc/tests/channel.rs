@@ -140,10 +140,10 @@ fn all_parent_to_worker(tun_and_udp: bool) -> Vec<ParentToWorker> {
         ParentToWorker::CrlUpdate { pem: crl_pem(300) },
     ];
     if tun_and_udp {
-        v.push(ParentToWorker::Init(WorkerInit {
+        v.push(ParentToWorker::Init(Box::new(WorkerInit {
             config: worker_config(),
             fds: vec![FdRole::Tun, FdRole::UdpSocket],
-        }));
+        })));
     }
     v
 }
@@ -663,10 +663,10 @@ fn kind_mismatch_is_rejected() {
 #[test]
 fn fd_count_mismatches_are_rejected_and_fds_closed() {
     let (parent, mut worker) = worker_pair();
-    let init = ParentToWorker::Init(WorkerInit {
+    let init = ParentToWorker::Init(Box::new(WorkerInit {
         config: worker_config(),
         fds: vec![FdRole::Tun, FdRole::UdpSocket],
-    });
+    }));
 
     // header says 2 fds, only 1 arrives
     let (r, w) = pipes(1);
@@ -811,7 +811,7 @@ fn failed_validation_is_rejected_on_both_sides() {
     let raw: Vec<RawFd> = w.iter().map(|f| f.as_raw_fd()).collect();
     raw_send(
         parent.as_fd(),
-        &frame_of(&ParentToWorker::Init(init), 2),
+        &frame_of(&ParentToWorker::Init(Box::new(init)), 2),
         &raw,
     );
     assert!(matches!(

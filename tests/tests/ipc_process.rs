@@ -382,7 +382,7 @@ fn worker_start_up_fd_passing_logs_and_signer_across_processes() {
         }
         other => panic!("expected Hello, got {other:?}"),
     }
-    let init = ParentToWorker::Init(WorkerInit {
+    let init = ParentToWorker::Init(Box::new(WorkerInit {
         config: WorkerConfig {
             uid: 65534,
             gid: 65534,
@@ -391,7 +391,7 @@ fn worker_start_up_fd_passing_logs_and_signer_across_processes() {
             verb: 5,
         },
         fds: vec![FdRole::Tun, FdRole::UdpSocket],
-    });
+    }));
     let transport: OwnedFd = transport.into();
     w.control
         .send(&init, &[tun.as_fd(), transport.as_fd()])

@@ -49,12 +49,15 @@ pub enum DriverError {
     Accept(io::Error),
 }
 
+/// A request executed against the engine inside the driver's loop.
+pub type EngineFn = Box<dyn FnOnce(&mut Server, Instant, &mut Outbox) + Send>;
+
 /// Commands from the parent that reach the running driver.
 pub enum DriverCommand {
     /// stop serving (SIGTERM in the parent)
     Shutdown,
     /// run a closure against the engine (management requests, CRL updates, ...)
-    Engine(Box<dyn FnOnce(&mut Server, Instant, &mut Outbox) + Send>),
+    Engine(EngineFn),
 }
 
 impl std::fmt::Debug for DriverCommand {
@@ -308,8 +311,8 @@ async fn flush(
     for pkt in out.tun.drain(..) {
         // A full device queue drops the packet (as a router would), never blocks the loop.
         match tun.get_ref().write(&pkt) {
-            Ok(_) => {}
-            Err(_) => stats.tun_drops += 1,
+            Ok(n) if n == pkt.len() => {}
+            _ => stats.tun_drops += 1,
         }
     }
     for ev in out.events.drain(..) {

@@ -193,7 +193,7 @@ fn bootstrap(
     }
     let (init, fds) = control.recv().map_err(ipc("init"))?.into_parts();
     let init = match init {
-        ParentToWorker::Init(init) => init,
+        ParentToWorker::Init(init) => *init,
         other => {
             return Err(WorkerError::Unexpected {
                 expected: "Init",

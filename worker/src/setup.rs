@@ -207,7 +207,7 @@ pub fn build(
     ec: &EngineConfig,
     signer: Arc<dyn KeySigner>,
     cookie_secret: [u8; 32],
-    rng: Box<dyn FnMut(&mut [u8]) + Send>,
+    rng: crate::proto::io::Rng,
 ) -> Result<Server, SetupError> {
     let tls =
         TlsServer::new(&tls_settings(ec)?, signer).map_err(|e| SetupError::Tls(e.to_string()))?;

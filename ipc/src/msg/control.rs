@@ -54,7 +54,7 @@ pub enum ParentToWorker {
         version: u16,
     },
     /// The worker's configuration and descriptors (fds: one per entry of `WorkerInit::fds`).
-    Init(WorkerInit),
+    Init(Box<WorkerInit>),
     /// Stop: close every session and exit.
     Shutdown,
     /// Change the `verb` level (0..=11).
@@ -252,7 +252,7 @@ mod tests {
             fds: vec![FdRole::Tun, FdRole::UdpSocket],
         };
         assert!(ok.validate().is_ok());
-        assert_eq!(ParentToWorker::Init(ok.clone()).fd_count(), 2);
+        assert_eq!(ParentToWorker::Init(Box::new(ok.clone())).fd_count(), 2);
         let mut no_tun = ok.clone();
         no_tun.fds = vec![FdRole::UdpSocket, FdRole::UdpSocket];
         assert!(matches!(

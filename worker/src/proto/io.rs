@@ -7,6 +7,9 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+/// A source of cryptographically secure random bytes, passed in by the driver (tests pass a seeded one).
+pub type Rng = Box<dyn FnMut(&mut [u8]) + Send>;
+
 /// Where a peer's packets come from and go to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PeerAddr {

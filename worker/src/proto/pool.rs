@@ -272,7 +272,7 @@ impl RouteTable {
             self.prefixes.retain(|(p, _)| *p != prefix);
             self.prefixes.push((prefix, peer));
             // longest prefix first
-            self.prefixes.sort_by(|a, b| b.0.len.cmp(&a.0.len));
+            self.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len));
         }
     }
 

@@ -65,7 +65,7 @@ pub struct Server {
     pool: Pool,
     next_cid: u64,
     stats: ServerStats,
-    rng: Box<dyn FnMut(&mut [u8]) + Send>,
+    rng: crate::proto::io::Rng,
 }
 
 impl std::fmt::Debug for Server {
@@ -86,7 +86,7 @@ impl Server {
         group_key: Option<[u8; 256]>,
         pool: Pool,
         cookie_secret: [u8; 32],
-        rng: Box<dyn FnMut(&mut [u8]) + Send>,
+        rng: crate::proto::io::Rng,
     ) -> Self {
         let hand = u32::try_from(cfg.hand_window.as_secs()).unwrap_or(60);
         Self {
@@ -230,33 +230,29 @@ impl Server {
                 let initial = adm.into_initial();
                 self.create_peer(from, initial, wrapper, server_sid, true, now, now_unix, out);
             }
-            _ if opcode.is_hard_reset() => {
-                // TCP (the connection proves the address), or a tls-crypt-v2 client without cookie
-                // support (OpenVPN's default `allow-noncookie`)
-                if from.is_tcp() || initial.v2.is_some() {
-                    let mut wrapper = self.wrap.session_wrapper(&initial);
-                    if let Err(e) = wrapper.record_initial(&initial, now_unix) {
-                        self.stats.auth_failures += 1;
-                        out.log(LogClass::Detail, format!("{from} {e}"));
-                        return;
-                    }
-                    let mut sid = [0u8; 8];
-                    while sid == [0u8; 8] {
-                        (self.rng)(&mut sid);
-                    }
-                    self.create_peer(
-                        from,
-                        initial,
-                        wrapper,
-                        SessionId(sid),
-                        false,
-                        now,
-                        now_unix,
-                        out,
-                    );
-                } else {
-                    self.stats.malformed += 1;
+            // TCP (the connection proves the address), or a tls-crypt-v2 client without cookie
+            // support (OpenVPN's default `allow-noncookie`)
+            _ if opcode.is_hard_reset() && (from.is_tcp() || initial.v2.is_some()) => {
+                let mut wrapper = self.wrap.session_wrapper(&initial);
+                if let Err(e) = wrapper.record_initial(&initial, now_unix) {
+                    self.stats.auth_failures += 1;
+                    out.log(LogClass::Detail, format!("{from} {e}"));
+                    return;
                 }
+                let mut sid = [0u8; 8];
+                while sid == [0u8; 8] {
+                    (self.rng)(&mut sid);
+                }
+                self.create_peer(
+                    from,
+                    initial,
+                    wrapper,
+                    SessionId(sid),
+                    false,
+                    now,
+                    now_unix,
+                    out,
+                );
             }
             _ => {
                 self.stats.malformed += 1;
