@@ -214,7 +214,7 @@ pub fn from_config(c: &Config) -> Result<Settings, Vec<String>> {
         routes,
         transport,
         local,
-        port: t.lport.unwrap_or(t.port),
+        port: t.port,
         sndbuf: t.sndbuf,
         rcvbuf: t.rcvbuf,
         management,
