@@ -3,10 +3,18 @@
 use std::path::PathBuf;
 
 /// Root of the OpenVPN 2.6 captures.
+///
+/// Looked up in order: `$BULWARK_FIXTURES`, the `shared/` directory beside the checkout (where CI puts
+/// it), `/work/shared`. A missing directory fails the tests that need it (never a silent skip).
 pub fn fixture_root() -> PathBuf {
-    std::env::var_os("BULWARK_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/fixtures/openvpn-2.6"))
+    if let Some(p) = std::env::var_os("BULWARK_FIXTURES") {
+        return PathBuf::from(p);
+    }
+    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/openvpn-2.6");
+    if beside.is_dir() {
+        return beside;
+    }
+    PathBuf::from("/work/shared/fixtures/openvpn-2.6")
 }
 
 /// Bytes of a fixture; panics (test failure) if it is missing.
