@@ -10,7 +10,8 @@ pub fn fixture_root() -> PathBuf {
     if let Some(p) = std::env::var_os("BULWARK_FIXTURES") {
         return PathBuf::from(p);
     }
-    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/openvpn-2.6");
+    let beside =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/openvpn-2.6");
     if beside.is_dir() {
         return beside;
     }
