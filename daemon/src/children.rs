@@ -408,7 +408,10 @@ async fn handshake_worker(
     step(
         C,
         "init",
-        ctl.send(&ParentToWorker::Init(Box::new(init)), &[res.tun, res.transport]),
+        ctl.send(
+            &ParentToWorker::Init(Box::new(init)),
+            &[res.tun, res.transport],
+        ),
     )
     .await?;
     match step(C, "ready", ctl.recv()).await?.into_parts().0 {
