@@ -426,7 +426,7 @@ fn refusals_revoked_foreign_ca_wrong_tls_crypt_key() {
     let foreign = replace_block(
         &replace_block(&profile, "cert", &other.clients[0].cert_pem),
         "key",
-        &other.clients[0].key_pem(),
+        other.clients[0].key_pem(),
     );
     let fpath = rig.dir.path().join("foreign.ovpn");
     std::fs::write(&fpath, foreign).expect("write");
