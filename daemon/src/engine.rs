@@ -112,6 +112,65 @@ pub fn options_string(cfg: &Config) -> String {
     s
 }
 
+/// Options the parser accepts but this build does not implement yet. Those whose absence would weaken
+/// security (authentication or per-client policy silently skipped) refuse to start; the others are
+/// reported as warnings, once, at start-up.
+pub fn unimplemented_options(cfg: &Config) -> (Vec<String>, Vec<String>) {
+    let mut fatal = Vec::new();
+    let mut warn = Vec::new();
+    let nyi = "is not implemented in this build yet";
+    let s = &cfg.scripts;
+    if s.auth_user_pass_verify.is_some() {
+        fatal.push(format!("auth-user-pass-verify {nyi}; refusing to start rather than accept clients without checking their password"));
+    }
+    if s.client_connect.is_some() {
+        fatal.push(format!("client-connect {nyi}; refusing to start rather than skip the per-client policy it implements"));
+    }
+    if s.client_disconnect.is_some() {
+        fatal.push(format!("client-disconnect {nyi}"));
+    }
+    if s.learn_address.is_some() {
+        fatal.push(format!("learn-address {nyi}; refusing to start rather than skip the firewall updates it implements"));
+    }
+    if s.tls_verify.is_some() {
+        fatal.push(format!("tls-verify {nyi}; refusing to start rather than skip the certificate check it implements"));
+    }
+    if cfg.clients.config_dir.is_some() || cfg.clients.ccd_exclusive {
+        fatal.push(format!("client-config-dir / ccd-exclusive {nyi}; refusing to start rather than ignore per-client rules (disable, iroute, push-reset)"));
+    }
+    if cfg.clients.auth_gen_token.is_some() {
+        fatal.push(format!("auth-gen-token {nyi}"));
+    }
+    if let Some(m) = &cfg.management {
+        if m.client_auth {
+            fatal.push(format!("management-client-auth {nyi}; refusing to start rather than admit clients without the external approval"));
+        }
+        if m.hold {
+            fatal.push(format!("management-hold {nyi}"));
+        }
+        warn.push("management: the broker accepts no management clients yet in this build (the interface is implemented and tested in the broker library, its IPC wiring is not)".to_string());
+    }
+    if let Some(st) = &cfg.status {
+        warn.push(format!(
+            "status {}: status files are not written yet in this build",
+            st.path.display()
+        ));
+    }
+    if let Some(pp) = &cfg.clients.pool_persist {
+        warn.push(format!(
+            "ifconfig-pool-persist {}: addresses are not persisted yet in this build",
+            pp.path.display()
+        ));
+    }
+    if cfg.clients.connect_freq.is_some() {
+        warn.push(format!("connect-freq {nyi} (the stateless cookie handshake and its initial-packet rate limit still apply)"));
+    }
+    if cfg.timers.inactive.is_some() {
+        fatal.push(format!("inactive {nyi}"));
+    }
+    (fatal, warn)
+}
+
 /// Builds and checks the engine configuration.
 pub fn build(cfg: &Config) -> Result<EngineConfig, EngineConfigError> {
     let ca = cfg

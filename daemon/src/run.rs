@@ -160,11 +160,25 @@ pub fn main_with_args(args: &[String]) -> ExitCode {
     }
 }
 
+/// Everything the server checks before it touches the system: the parse, options not implemented
+/// yet, the key files and the engine configuration (TLS options, ciphers, keys, pool).
+fn deep_check(loaded: &Loaded) -> Result<Vec<String>, Vec<String>> {
+    let (fatal, mut warn) = crate::engine::unimplemented_options(&loaded.config);
+    if !fatal.is_empty() {
+        return Err(fatal);
+    }
+    let ec = crate::engine::build(&loaded.config).map_err(|e| vec![e.to_string()])?;
+    let key = crate::engine::load_key_signer(&loaded.config).map_err(|e| vec![e.to_string()])?;
+    crate::engine::check(&ec, key.algorithm()).map_err(|e| vec![e.to_string()])?;
+    warn.extend(loaded.warnings.iter().cloned());
+    Ok(warn)
+}
+
 fn check_config(config: &Path, directives: &[String]) -> ExitCode {
-    match config_input::load(config, directives) {
-        Ok(loaded) => {
-            for w in &loaded.warnings {
-                eprintln!("{w}");
+    match config_input::load(config, directives).and_then(|l| deep_check(&l)) {
+        Ok(warnings) => {
+            for w in &warnings {
+                eprintln!("WARNING: {w}");
             }
             println!("configuration OK");
             ExitCode::SUCCESS
@@ -225,6 +239,11 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
         warnings,
         config,
     } = config_input::load(&opts.config, &opts.directives).map_err(Failure::Config)?;
+    // options the parser accepts but this build does not implement: fail loudly, never silently
+    let (nyi_fatal, nyi_warn) = crate::engine::unimplemented_options(&config);
+    if !nyi_fatal.is_empty() {
+        return Err(Failure::Config(nyi_fatal));
+    }
     // the engine's share of the configuration, with every key/certificate file read and checked
     let engine_cfg =
         crate::engine::build(&config).map_err(|e| Failure::Config(vec![e.to_string()]))?;
@@ -256,6 +275,9 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
     tracing::info!("bulwark {} starting", env!("CARGO_PKG_VERSION"));
     for w in warnings {
         tracing::warn!("{w}");
+    }
+    for w in nyi_warn {
+        tracing::warn!("WARNING: {w}");
     }
     let l = Failure::Logged;
 
