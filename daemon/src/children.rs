@@ -219,6 +219,8 @@ pub struct WorkerResources<'a> {
     pub verb: u8,
     /// The engine configuration.
     pub engine: &'a bulwark_ipc::msg::engine::EngineConfig,
+    /// Seccomp enforcement.
+    pub seccomp: bulwark_ipc::msg::SeccompMode,
 }
 
 /// What the broker is handed.
@@ -231,6 +233,8 @@ pub struct BrokerResources<'a> {
     pub chroot_dir: &'a Path,
     /// `verb`.
     pub verb: u8,
+    /// Seccomp enforcement.
+    pub seccomp: bulwark_ipc::msg::SeccompMode,
 }
 
 async fn step<T>(
@@ -401,6 +405,7 @@ async fn handshake_worker(
             gid: res.identity.gid,
             chroot_dir: res.chroot_dir.to_owned(),
             verb: res.verb,
+            seccomp: res.seccomp,
             engine: res.engine.clone(),
         },
         fds: vec![FdRole::Tun, transport_role],
@@ -501,6 +506,7 @@ async fn handshake_broker(
             gid: res.identity.gid,
             chroot_dir: res.chroot_dir.to_owned(),
             verb: res.verb,
+            seccomp: res.seccomp,
         },
         fds: res.listeners.iter().map(|(_, r)| *r).collect(),
     };

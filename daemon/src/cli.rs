@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub sandbox_dir: Option<PathBuf>,
     /// `--on-security-event`.
     pub on_security_event: SecurityEventPolicy,
+    /// `--seccomp kill|trap|log|off` for the sandboxed children (default kill).
+    pub seccomp: bulwark_ipc::msg::SeccompMode,
 }
 
 /// Options of `bulwark init`.
@@ -124,6 +126,8 @@ Bulwark options:
                                  (default: next to this binary, then /usr/libexec/bulwark)
   --sandbox-dir DIR              empty root-owned directory the children chroot into
                                  (default: /run/bulwark/empty, created if missing)
+  --seccomp kill|trap|log|off    seccomp enforcement in the worker and the broker (default kill;
+                                 trap reports the syscall; log and off do NOT confine)
   --on-security-event exit|restart
                                  after a child is killed by seccomp or violates the IPC
                                  protocol: stop the daemon (default) or restart the child
@@ -180,6 +184,7 @@ fn parse_run(args: &[String]) -> Result<RunOptions, CliError> {
     let mut libexec_dir = None;
     let mut sandbox_dir = None;
     let mut on_security_event = SecurityEventPolicy::Exit;
+    let mut seccomp = bulwark_ipc::msg::SeccompMode::Kill;
     let mut i = 0;
     if args.len() == 1 && !args[0].starts_with("--") {
         return Ok(RunOptions {
@@ -188,6 +193,7 @@ fn parse_run(args: &[String]) -> Result<RunOptions, CliError> {
             libexec_dir,
             sandbox_dir,
             on_security_event,
+            seccomp,
         });
     }
     while i < args.len() {
@@ -201,6 +207,14 @@ fn parse_run(args: &[String]) -> Result<RunOptions, CliError> {
             }
             "--libexec-dir" => libexec_dir = Some(PathBuf::from(value(args, &mut i, a)?)),
             "--sandbox-dir" => sandbox_dir = Some(PathBuf::from(value(args, &mut i, a)?)),
+            "--seccomp" => {
+                let v = value(args, &mut i, a)?;
+                seccomp = bulwark_ipc::msg::SeccompMode::parse(&v).ok_or(CliError::BadValue {
+                    option: a.into(),
+                    value: v,
+                    why: "expected kill, trap, log or off",
+                })?;
+            }
             "--on-security-event" => {
                 let v = value(args, &mut i, a)?;
                 on_security_event = match v.as_str() {
@@ -234,6 +248,7 @@ fn parse_run(args: &[String]) -> Result<RunOptions, CliError> {
         libexec_dir,
         sandbox_dir,
         on_security_event,
+        seccomp,
     })
 }
 

@@ -279,6 +279,13 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
     for w in nyi_warn {
         tracing::warn!("WARNING: {w}");
     }
+    match opts.seccomp {
+        bulwark_ipc::msg::SeccompMode::Off | bulwark_ipc::msg::SeccompMode::Log => tracing::warn!(
+            "WARNING: --seccomp {}: the worker and the broker run WITHOUT a syscall allowlist; this is not a sandbox",
+            opts.seccomp.as_str()
+        ),
+        _ => {}
+    }
     let l = Failure::Logged;
 
     let bins = ChildBinaries::open(opts.libexec_dir.as_deref()).map_err(|e| l(e.into()))?;
@@ -352,6 +359,7 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
                 policy: opts.on_security_event,
                 notifier: &notifier,
                 engine: &engine_cfg,
+                seccomp: opts.seccomp,
                 key: &key,
             };
             rt.block_on(supervise(&ctx))
@@ -397,6 +405,7 @@ struct Ctx<'a> {
     policy: SecurityEventPolicy,
     notifier: &'a Notifier,
     engine: &'a bulwark_ipc::msg::engine::EngineConfig,
+    seccomp: bulwark_ipc::msg::SeccompMode,
     key: &'a std::sync::Arc<std::sync::Mutex<crate::signer::ServerKeySigner>>,
 }
 
@@ -410,6 +419,7 @@ impl Ctx<'_> {
             chroot_dir: self.sandbox,
             verb: self.verb,
             engine: self.engine,
+            seccomp: self.seccomp,
         }
     }
 
@@ -440,6 +450,7 @@ impl Ctx<'_> {
             identity: self.identity,
             chroot_dir: self.sandbox,
             verb: self.verb,
+            seccomp: self.seccomp,
         }
     }
 }

@@ -32,6 +32,7 @@ fn worker_config() -> WorkerConfig {
         chroot_dir: PathBuf::from("/var/empty"),
         engine: bulwark_ipc::msg::engine::EngineConfig::minimal_for_tests(),
         verb: 4,
+        seccomp: bulwark_ipc::msg::SeccompMode::Kill,
     }
 }
 
@@ -41,6 +42,7 @@ fn broker_config() -> BrokerConfig {
         gid: 65533,
         chroot_dir: PathBuf::from("/run/bulwark/mgmt-empty"),
         verb: 3,
+        seccomp: bulwark_ipc::msg::SeccompMode::Kill,
     }
 }
 

@@ -62,6 +62,9 @@ enum BrokerError {
     /// The runtime could not be built.
     #[error("cannot build the tokio runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// The seccomp filter could not be installed.
+    #[error("seccomp: {0}")]
+    Seccomp(String),
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -216,6 +219,17 @@ fn run(boot: Bootstrapped, log: &LogForwarder) -> Result<(), (Option<BrokerContr
         .build()
         .map_err(|e| (None, BrokerError::Runtime(e)))?;
     let Bootstrapped { control, init, fds } = boot;
+    // INVARIANT: the seccomp filter is installed on every thread (TSYNC) after the runtime exists and
+    // before Ready; nothing from a management client has been read yet.
+    let mode = match init.config.seccomp {
+        bulwark_ipc::msg::SeccompMode::Kill => bulwark_policy::seccomp::Mode::Kill,
+        bulwark_ipc::msg::SeccompMode::Trap => bulwark_policy::seccomp::Mode::Trap,
+        bulwark_ipc::msg::SeccompMode::Log => bulwark_policy::seccomp::Mode::Log,
+        bulwark_ipc::msg::SeccompMode::Off => bulwark_policy::seccomp::Mode::Off,
+    };
+    if let Err(e) = bulwark_policy::seccomp::install(bulwark_policy::seccomp::Role::Broker, mode) {
+        return Err((Some(control), BrokerError::Seccomp(e.to_string())));
+    }
     if let Err(source) = control.send(&BrokerToParent::Ready, &[]) {
         return Err((
             None,

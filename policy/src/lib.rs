@@ -16,14 +16,16 @@
 //!   verification pass and by tests that inspect other processes.
 //!
 //! Invariants: nothing in this crate ever returns success for a partially applied privilege drop; any
-//! failure of [`demote::demote`] is returned as an error and the caller must exit. Seccomp filters are
-//! not part of this crate yet (a later issue).
+//! failure of [`demote::demote`] is returned as an error and the caller must exit.
+//! - [`seccomp`]: the build-time compiled seccomp policies of the worker and the broker and their
+//!   installation (TSYNC) in `kill`, `trap` or `log` mode.
 
 pub mod demote;
 pub mod identity;
 pub mod peercred;
 pub mod procstatus;
 pub mod sanitize;
+pub mod seccomp;
 mod sys;
 
 pub use demote::{demote, DemoteError, DemotePlan};

@@ -82,3 +82,66 @@ pub(crate) fn capbset_read(cap: u32) -> io::Result<Option<bool>> {
         }
     }
 }
+
+static mut SIGSYS_ROLE_WORKER: bool = true;
+
+extern "C" fn sigsys_reporter(
+    _sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    _ctx: *mut libc::c_void,
+) {
+    // Async-signal-safe: fixed buffers, write(2) and _exit(2) only, no allocation.
+    let mut buf = [0u8; 96];
+    let mut n = 0;
+    // SAFETY: written once before the handler is installed, only read here.
+    let prefix: &[u8] = if unsafe { SIGSYS_ROLE_WORKER } {
+        b"bulwark-worker: seccomp violation: forbidden syscall "
+    } else {
+        b"bulwark-mgmt: seccomp violation: forbidden syscall "
+    };
+    for &b in prefix {
+        buf[n] = b;
+        n += 1;
+    }
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers; for SIGSYS the syscall number
+    // is the int at byte offset 24 (after si_signo, si_errno, si_code, padding and si_call_addr).
+    let nr = unsafe { *((info as *const u8).add(24) as *const libc::c_int) };
+    let mut digits = [0u8; 12];
+    let mut d = 0;
+    let mut v = nr.unsigned_abs();
+    loop {
+        digits[d] = b'0' + (v % 10) as u8;
+        d += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    while d > 0 {
+        d -= 1;
+        buf[n] = digits[d];
+        n += 1;
+    }
+    buf[n] = b'\n';
+    n += 1;
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer is valid for n bytes.
+    unsafe {
+        libc::write(2, buf.as_ptr().cast(), n);
+        libc::_exit(159);
+    }
+}
+
+/// Installs the SIGSYS handler of seccomp trap mode (reports the syscall number and role, exits 159).
+pub(crate) fn install_sigsys_reporter(worker: bool) -> Result<(), nix::Error> {
+    // SAFETY: single write before the handler exists; no concurrent reader yet.
+    unsafe {
+        SIGSYS_ROLE_WORKER = worker;
+    }
+    let action = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::SigAction(sigsys_reporter),
+        nix::sys::signal::SaFlags::SA_SIGINFO,
+        nix::sys::signal::SigSet::empty(),
+    );
+    // SAFETY: the handler only calls async-signal-safe functions.
+    unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGSYS, &action) }.map(|_| ())
+}

@@ -389,6 +389,7 @@ fn worker_start_up_fd_passing_logs_and_signer_across_processes() {
             chroot_dir: PathBuf::from("/var/empty"),
             engine: bulwark_ipc::msg::engine::EngineConfig::minimal_for_tests(),
             verb: 5,
+            seccomp: bulwark_ipc::msg::SeccompMode::Kill,
         },
         fds: vec![FdRole::Tun, FdRole::UdpSocket],
     }));
@@ -477,6 +478,7 @@ fn broker_start_up_with_management_listeners_across_processes() {
             gid: 65533,
             chroot_dir: PathBuf::from("/var/empty"),
             verb: 3,
+            seccomp: bulwark_ipc::msg::SeccompMode::Kill,
         },
         fds: vec![FdRole::TcpListener, FdRole::UnixListener],
     });

@@ -243,15 +243,6 @@ fn run(boot: Bootstrapped, log: &LogForwarder) -> Result<(), (Option<WorkerContr
         init,
         fds,
     } = boot;
-    if let Err(source) = control.send(&WorkerToParent::Ready, &[]) {
-        return Err((
-            None,
-            WorkerError::Ipc {
-                step: "ready",
-                source,
-            },
-        ));
-    }
     log.log(
         Severity::Info,
         3,
@@ -274,7 +265,7 @@ async fn serve(
     fds: Vec<OwnedFd>,
     log: &LogForwarder,
 ) -> Result<(), (Option<WorkerControl>, WorkerError)> {
-    use bulwark_ipc::msg::FdRole;
+    use bulwark_ipc::msg::{FdRole, SeccompMode};
     use bulwark_worker::driver::{self, DriverCommand, Transport};
     use bulwark_worker::proto::io::{EngineEvent, LogClass};
     use std::sync::atomic::{AtomicU8, Ordering};
@@ -310,6 +301,26 @@ async fn serve(
     let engine = bulwark_worker::setup::build(ec, Arc::new(key), secret, rng)
         .map_err(|e| engine_err(e.to_string()))?;
     let verb = Arc::new(AtomicU8::new(init.config.verb));
+    // INVARIANT: the seccomp filter is installed on every thread (TSYNC) as the last step before the
+    // event loop: the engine, the signer client and the runtime exist, no packet has been read yet.
+    // Only after that does the worker report Ready.
+    let mode = match init.config.seccomp {
+        SeccompMode::Kill => bulwark_policy::seccomp::Mode::Kill,
+        SeccompMode::Trap => bulwark_policy::seccomp::Mode::Trap,
+        SeccompMode::Log => bulwark_policy::seccomp::Mode::Log,
+        SeccompMode::Off => bulwark_policy::seccomp::Mode::Off,
+    };
+    bulwark_policy::seccomp::install(bulwark_policy::seccomp::Role::Worker, mode)
+        .map_err(|e| engine_err(e.to_string()))?;
+    if let Err(source) = control.send(&WorkerToParent::Ready, &[]) {
+        return Err((
+            None,
+            WorkerError::Ipc {
+                step: "ready",
+                source,
+            },
+        ));
+    }
     let (tx, rx) = tokio::sync::mpsc::channel::<DriverCommand>(16);
     let mut control = control.into_async().map_err(|source| {
         (

@@ -42,6 +42,8 @@ pub struct BrokerConfig {
     pub chroot_dir: PathBuf,
     /// OpenVPN `verb` level (0..=11).
     pub verb: u8,
+    /// Seccomp enforcement.
+    pub seccomp: super::worker_config::SeccompMode,
 }
 
 impl BrokerConfig {
@@ -202,6 +204,7 @@ mod tests {
                 gid: 998,
                 chroot_dir: PathBuf::from("/run/bulwark/empty"),
                 verb: 4,
+                seccomp: crate::msg::SeccompMode::Kill,
             },
             fds,
         }

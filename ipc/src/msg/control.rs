@@ -242,6 +242,7 @@ mod tests {
             chroot_dir: PathBuf::from("/var/empty"),
             engine: crate::msg::engine::EngineConfig::minimal_for_tests(),
             verb: 3,
+            seccomp: crate::msg::SeccompMode::Kill,
         }
     }
 

@@ -29,4 +29,4 @@ pub use signer::{
     SignFailure, SignRequest, SignResponse, MAX_SIGNATURE_LEN, MAX_SIGN_MESSAGE_LEN,
     SUPPORTED_SIGNATURE_SCHEMES,
 };
-pub use worker_config::WorkerConfig;
+pub use worker_config::{SeccompMode, WorkerConfig};

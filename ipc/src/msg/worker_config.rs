@@ -11,6 +11,42 @@ use serde::{Deserialize, Serialize};
 use super::common::check_sandbox;
 use crate::validate::{check_verb, ValidationError};
 
+/// Seccomp enforcement mode of a sandboxed child (`bulwark --seccomp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeccompMode {
+    /// forbidden syscalls kill the process
+    Kill,
+    /// forbidden syscalls raise SIGSYS, reported then fatal
+    Trap,
+    /// forbidden syscalls are only logged (no confinement)
+    Log,
+    /// no filter (no confinement)
+    Off,
+}
+
+impl SeccompMode {
+    /// Parses `kill|trap|log|off`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "kill" => SeccompMode::Kill,
+            "trap" => SeccompMode::Trap,
+            "log" => SeccompMode::Log,
+            "off" => SeccompMode::Off,
+            _ => return None,
+        })
+    }
+
+    /// The keyword.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeccompMode::Kill => "kill",
+            SeccompMode::Trap => "trap",
+            SeccompMode::Log => "log",
+            SeccompMode::Off => "off",
+        }
+    }
+}
+
 /// The worker's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerConfig {
@@ -24,6 +60,8 @@ pub struct WorkerConfig {
     pub verb: u8,
     /// The protocol engine's configuration.
     pub engine: super::engine::EngineConfig,
+    /// Seccomp enforcement.
+    pub seccomp: SeccompMode,
 }
 
 impl WorkerConfig {
