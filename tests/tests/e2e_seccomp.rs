@@ -139,3 +139,68 @@ fn running_children_are_confined_on_every_thread() {
     }
     assert_eq!(server.count_lines("seccomp violation"), 0);
 }
+
+#[test]
+fn killed_worker_is_replaced_and_clients_reconnect() {
+    let test = "killed_worker_is_replaced_and_clients_reconnect";
+    let Some(p) = require_privileged(test) else {
+        return;
+    };
+    let dir = TestDir::new(test).expect("dir");
+    let net = NetPair::new(&p, "wk").expect("namespaces");
+    let opts = ServerConfOptions {
+        remote_host: net.server_addr.to_string(),
+        keepalive: Some((2, 8)),
+        ..Default::default()
+    };
+    let setup = prepare_server(&dir, &InitOptions::with_clients(1), opts).expect("setup");
+    let mut server =
+        start_bulwark_server(&dir, net.server_ns(), "bulwark", setup.server_conf(), &[])
+            .expect("start");
+    server
+        .wait_for_line(INIT_COMPLETE, Duration::from_secs(20))
+        .expect("up");
+    let mut client = start_stock_client(
+        &dir,
+        net.client_ns(),
+        "client1",
+        setup.profile("client1").expect("profile"),
+        &ClientOverrides::default(),
+    )
+    .expect("client");
+    client
+        .wait_for_line(INIT_COMPLETE, Duration::from_secs(40))
+        .expect("client up");
+    ping(net.client_ns(), "10.8.0.1", 2, Duration::from_secs(10)).expect("ping");
+    let tun_before =
+        std::fs::read_to_string(format!("/proc/{}/net/dev", server.pid())).unwrap_or_default();
+    let kids = children_of(server.pid());
+    let worker = kids
+        .iter()
+        .copied()
+        .find(|k| {
+            std::fs::read_to_string(format!("/proc/{k}/comm"))
+                .map(|c| c.starts_with("bulwark-worker"))
+                .unwrap_or(false)
+        })
+        .expect("worker pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill worker");
+    server
+        .wait_for_line("restarted and ready", Duration::from_secs(30))
+        .expect("the parent restarts the worker");
+    // the client notices the dead session through its ping-restart and reconnects to the new worker
+    client
+        .wait_for_nth(INIT_COMPLETE, 2, Duration::from_secs(60))
+        .expect("client reconnects");
+    ping(net.client_ns(), "10.8.0.1", 2, Duration::from_secs(10)).expect("ping after reconnect");
+    let tun_after =
+        std::fs::read_to_string(format!("/proc/{}/net/dev", server.pid())).unwrap_or_default();
+    assert!(
+        tun_before.contains("tun0") && tun_after.contains("tun0"),
+        "TUN kept across the restart"
+    );
+}
