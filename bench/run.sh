@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Bulwark vs OpenVPN 2.6 data-plane benchmark, interleaved A B A B (see bench/README.md).
+#   bench/run.sh [--pairs N] [--secs S] [--quick]
+# A = /usr/sbin/openvpn as the server, B = Bulwark (release build); the same stock OpenVPN 2.6 client,
+# certificates, port, `server 10.8.0.0 255.255.255.0`, `topology subnet`, tls-crypt, AES-256-GCM.
+# Everything runs inside two network namespaces created here and removed on exit (also on failure).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PAIRS=5; SECS=10
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --pairs) PAIRS="$2"; shift 2 ;;
+        --secs) SECS="$2"; shift 2 ;;
+        --quick) PAIRS=1; SECS=5; shift ;;
+        *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || { echo "bench needs root (network namespaces, TUN)" >&2; exit 1; }
+for t in openvpn iperf3 ip python3; do command -v "$t" >/dev/null || { echo "missing $t (apt-get install openvpn iperf3 iproute2 python3)" >&2; exit 1; }; done
+cargo build --release --bins >/dev/null
+BW="$PWD/target/release/bulwark"
+WORK=$(mktemp -d /tmp/bulwark-bench.XXXXXX)
+S="bwb-s-$$"; C="bwb-c-$$"
+cleanup() {
+    pkill -f "$WORK/" 2>/dev/null || true
+    for ns in "$S" "$C"; do
+        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+ip netns add "$S"; ip netns add "$C"
+ip -n "$S" link add veth0 type veth peer name veth1 netns "$C"
+ip -n "$S" addr add 10.99.50.1/24 dev veth0; ip -n "$C" addr add 10.99.50.2/24 dev veth1
+for ns in "$S" "$C"; do ip -n "$ns" link set lo up; done
+ip -n "$S" link set veth0 up; ip -n "$C" link set veth1 up
+"$BW" init "$WORK/pki" >/dev/null
+# same server config for both (Bulwark warns about the status file it does not write yet)
+sed -i 's/^remote .*/remote 10.99.50.1 1194/' "$WORK/pki/clients/client1.ovpn"
+echo "verb 1" >> "$WORK/pki/clients/client1.ovpn"
+OFFLOAD=$(ip netns exec "$S" sh -c 'command -v ethtool >/dev/null && ethtool -k veth0 | grep -E "^(tx-checksumming|generic-segmentation-offload|generic-receive-offload|tcp-segmentation-offload):" | tr "\n" ";"' || echo "ethtool not installed")
+
+cpu_ticks() { # sum utime+stime of the server processes in ns S (not iperf3)
+    local tot=0
+    for p in $(ip netns pids "$S"); do
+        local comm; comm=$(cat /proc/$p/comm 2>/dev/null || true)
+        case "$comm" in openvpn|bulwark|bulwark-worker|bulwark-mgmt)
+            tot=$((tot + $(awk '{print $14+$15}' /proc/$p/stat))) ;;
+        esac
+    done
+    echo $tot
+}
+tun_stat() { ip netns exec "$S" cat /sys/class/net/tun0/statistics/$1; }
+sys_ticks() { awk '/^cpu /{print $2+$3+$4+$6+$7+$8}' /proc/stat; }
+
+run_one() { # $1 = A|B ; prints a JSON line
+    local which=$1 srv
+    if [ "$which" = A ]; then srv=(openvpn --config "$WORK/pki/server.conf"); else srv=("$BW" --config "$WORK/pki/server.conf"); fi
+    ip netns exec "$S" "${srv[@]}" > "$WORK/server-$which.log" 2>&1 &
+    sleep 1.5
+    ip netns exec "$C" openvpn --config "$WORK/pki/clients/client1.ovpn" > "$WORK/client-$which.log" 2>&1 &
+    for _ in $(seq 1 30); do ip netns exec "$C" ping -c1 -W1 10.8.0.1 >/dev/null 2>&1 && break; sleep 0.5; done
+    ip netns exec "$S" iperf3 -s -D -p 5201 >/dev/null 2>&1; sleep 0.5
+    local hz; hz=$(getconf CLK_TCK)
+    local c0 b0 p0 s0; c0=$(cpu_ticks); b0=$(( $(tun_stat rx_bytes) + $(tun_stat tx_bytes) )); p0=$(( $(tun_stat rx_packets) + $(tun_stat tx_packets) )); s0=$(sys_ticks)
+    local up down
+    up=$(ip netns exec "$C" iperf3 -c 10.8.0.1 -t "$SECS" -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])')
+    down=$(ip netns exec "$C" iperf3 -c 10.8.0.1 -t "$SECS" -R -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])')
+    local c1 b1 p1 s1; c1=$(cpu_ticks); b1=$(( $(tun_stat rx_bytes) + $(tun_stat tx_bytes) )); p1=$(( $(tun_stat rx_packets) + $(tun_stat tx_packets) )); s1=$(sys_ticks)
+    for p in $(ip netns pids "$C") $(ip netns pids "$S"); do kill "$p" 2>/dev/null || true; done
+    sleep 1.5
+    python3 - "$which" "$up" "$down" "$((c1-c0))" "$((b1-b0))" "$((p1-p0))" "$((s1-s0))" "$hz" <<'PY'
+import json,sys
+w,up,down,cpu,byts,pk,sysd,hz=sys.argv[1],float(sys.argv[2]),float(sys.argv[3]),int(sys.argv[4]),int(sys.argv[5]),int(sys.argv[6]),int(sys.argv[7]),int(sys.argv[8])
+cpu_s=cpu/hz; gb=byts/1e9
+print(json.dumps({"server":w,"up_mbps":up/1e6,"down_mbps":down/1e6,"server_cpu_s":cpu_s,
+  "tun_gb":gb,"server_cpu_s_per_gb":cpu_s/gb if gb else None,"cpu_us_per_packet":cpu_s*1e6/pk if pk else None,
+  "system_cpu_s_per_gb":(sysd/hz)/gb if gb else None}))
+PY
+}
+
+RESULTS="$WORK/results.jsonl"
+for i in $(seq 1 "$PAIRS"); do
+    run_one A >> "$RESULTS"
+    run_one B >> "$RESULTS"
+    echo "pair $i done" >&2
+done
+STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
+OUT="bench/results/$STAMP"
+python3 - "$RESULTS" "$OUT" "$PAIRS" "$SECS" "$OFFLOAD" <<'PY'
+import json,sys,statistics
+rows=[json.loads(l) for l in open(sys.argv[1])]
+out,pairs,secs,offload=sys.argv[2],sys.argv[3],sys.argv[4],sys.argv[5]
+A=[r for r in rows if r["server"]=="A"]; B=[r for r in rows if r["server"]=="B"]
+keys=["up_mbps","down_mbps","server_cpu_s_per_gb","cpu_us_per_packet","system_cpu_s_per_gb"]
+summary={}
+for k in keys:
+    ratios=[b[k]/a[k] for a,b in zip(A,B) if a[k] and b[k]]
+    summary[k]={"median_ratio_B_over_A":statistics.median(ratios),"min":min(ratios),"max":max(ratios),
+                "A_median":statistics.median(a[k] for a in A),"B_median":statistics.median(b[k] for b in B)}
+doc={"pairs":int(pairs),"secs":int(secs),"veth_offload":offload,"runs":rows,"summary":summary,
+     "not_measured":{"syscalls_per_packet":"needs perf (linux-perf) with raw_syscalls tracepoints; not installed in this run"}}
+json.dump(doc,open(out+".json","w"),indent=1)
+lines=["| metric | OpenVPN 2.6 (A, median) | Bulwark (B, median) | B/A median | min | max |","|---|---|---|---|---|---|"]
+for k in keys:
+    s=summary[k]; lines.append(f"| {k} | {s['A_median']:.2f} | {s['B_median']:.2f} | {s['median_ratio_B_over_A']:.2f} | {s['min']:.2f} | {s['max']:.2f} |")
+open(out+".md","w").write("\n".join(lines)+f"\n\n{pairs} interleaved pairs, {secs} s iperf3 each direction; veth: {offload}\n")
+print("\n".join(lines))
+PY
+echo "results: $OUT.json $OUT.md"
