@@ -17,6 +17,7 @@ const SERVER_UP: Duration = Duration::from_secs(20);
 const CLIENT_UP: Duration = Duration::from_secs(40);
 
 struct Rig {
+    p: Privileged,
     dir: TestDir,
     net: NetPair,
     setup: ServerSetup,
@@ -47,6 +48,7 @@ impl Rig {
             .wait_for_line(INIT_COMPLETE, SERVER_UP)
             .expect("bulwark up");
         Some(Rig {
+            p,
             dir,
             net,
             setup,
@@ -365,34 +367,67 @@ fn two_clients_with_client_to_client() {
     ) else {
         return;
     };
+    // the second client lives in a namespace of its own (a ping between two tunnels of one namespace
+    // would stay local), linked to the server namespace by a second veth pair
+    let c2 = Netns::new(&rig.p, "c2x").expect("third namespace");
+    let n = (std::process::id() % 200 + 20) as u8;
+    rig.net
+        .server
+        .ip(&[
+            "link",
+            "add",
+            "veth-s2",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth-c2",
+            "netns",
+            c2.name(),
+        ])
+        .expect("veth");
+    rig.net
+        .server
+        .ip(&["addr", "add", &format!("10.98.{n}.1/24"), "dev", "veth-s2"])
+        .expect("addr");
+    c2.ip(&["addr", "add", &format!("10.98.{n}.2/24"), "dev", "veth-c2"])
+        .expect("addr");
+    rig.net
+        .server
+        .ip(&["link", "set", "veth-s2", "up"])
+        .expect("up");
+    c2.ip(&["link", "set", "veth-c2", "up"]).expect("up");
+    c2.ip(&["link", "set", "lo", "up"]).expect("lo");
     let _a = rig.connect("client1", &ClientOverrides::default());
-    // both clients live in the client namespace: give the second its own namespace-local tun name
-    let mut b = rig.client(
+    let mut b = start_stock_client(
+        &rig.dir,
+        c2.name(),
         "client2",
-        "client2",
+        rig.setup.profile("client2").expect("profile"),
         &ClientOverrides {
-            drop_directives: vec!["dev".into()],
-            extra_lines: vec!["dev tun7".into()],
+            remote: Some((format!("10.98.{n}.1"), 1194)),
             ..Default::default()
         },
-    );
+    )
+    .expect("client2");
     b.wait_for_line(INIT_COMPLETE, CLIENT_UP)
         .expect("second client up");
-    // each pings the other's tunnel address through the server (source address selects the tun)
+    // each pings the other's tunnel address; the packets cross the server (client-to-client)
     run_ok(
         Some(rig.net.client_ns()),
         "ping",
-        &["-c", "3", "-W", "5", "-I", "10.8.0.2", "10.8.0.3"],
+        &["-c", "3", "-W", "5", "10.8.0.3"],
         Duration::from_secs(20),
     )
-    .expect("client1 -> client2");
+    .expect("client1 -> client2 through the server");
     run_ok(
-        Some(rig.net.client_ns()),
+        Some(c2.name()),
         "ping",
-        &["-c", "3", "-W", "5", "-I", "10.8.0.3", "10.8.0.2"],
+        &["-c", "3", "-W", "5", "10.8.0.2"],
         Duration::from_secs(20),
     )
-    .expect("client2 -> client1");
+    .expect("client2 -> client1 through the server");
+    drop(b);
 }
 
 #[test]
@@ -531,4 +566,78 @@ fn killed_client_is_dropped_after_ping_restart() {
         took >= Duration::from_secs(15),
         "dropped too early: {took:?}"
     );
+}
+
+#[test]
+fn server_initiated_renegotiation_keeps_traffic_flowing() {
+    let Some(rig) = Rig::start(
+        "server_initiated_renegotiation_keeps_traffic_flowing",
+        InitOptions::with_clients(1),
+        ServerConfOptions::default(),
+        &["reneg-sec 4 3"],
+    ) else {
+        return;
+    };
+    let mut c = rig.connect("client1", &ClientOverrides::default());
+    // at least two server-initiated renegotiations (the client logs each new TLS session)
+    c.wait_for_nth("Control Channel: TLS", 3, Duration::from_secs(30))
+        .expect("two renegotiations started by the server");
+    transfer(&rig, 50, false, "after-reneg");
+    ping_server(&rig);
+    assert_eq!(
+        rig.server.count_lines("TLS Error"),
+        0,
+        "{}",
+        rig.server.log()
+    );
+}
+
+#[test]
+fn tcp_server_with_several_concurrent_clients() {
+    let opts = ServerConfOptions {
+        proto: Proto::Tcp,
+        ..Default::default()
+    };
+    let Some(rig) = Rig::start(
+        "tcp_server_with_several_concurrent_clients",
+        InitOptions::with_clients(4),
+        opts,
+        &[],
+    ) else {
+        return;
+    };
+    let mut clients = Vec::new();
+    for i in 1..=4 {
+        clients.push(rig.client(
+            &format!("client{i}"),
+            &format!("client{i}"),
+            &ClientOverrides {
+                drop_directives: vec!["dev".into()],
+                extra_lines: vec![format!("dev tun{}", 10 + i)],
+                ..Default::default()
+            },
+        ));
+    }
+    for c in &mut clients {
+        c.wait_for_line(INIT_COMPLETE, CLIENT_UP)
+            .expect("every TCP client connects");
+    }
+    // every client reaches the server through its own tunnel device (tun11 .. tun14)
+    for i in 3..=6 {
+        run_ok(
+            Some(rig.net.client_ns()),
+            "ping",
+            &[
+                "-c",
+                "2",
+                "-W",
+                "5",
+                "-I",
+                &format!("tun{}", 8 + i),
+                "10.8.0.1",
+            ],
+            Duration::from_secs(20),
+        )
+        .unwrap_or_else(|e| panic!("ping through tun{}: {e}", 8 + i));
+    }
 }
