@@ -386,11 +386,13 @@ pub fn load_key_signer(cfg: &Config) -> Result<crate::signer::ServerKeySigner, E
         .ok_or(EngineConfigError::Missing("cert"))?;
     let key_pem = read_material(key, "private key")?;
     let cert_pem = read_material(cert, "certificate")?;
-    crate::signer::ServerKeySigner::from_pem(
-        &key_pem,
-        &cert_pem,
-        crate::signer::RateLimit::default(),
-        std::time::Instant::now(),
-    )
-    .map_err(|e| invalid(key, "private key", e))
+    // One signature per handshake: the budget scales with the configured capacity so that a mass
+    // reconnect of every client is served, while a compromised worker still cannot sign at will.
+    let d = crate::signer::RateLimit::default();
+    let limit = crate::signer::RateLimit {
+        burst: d.burst.max(cfg.clients.max_clients),
+        per_second: d.per_second.max(cfg.clients.max_clients / 10),
+    };
+    crate::signer::ServerKeySigner::from_pem(&key_pem, &cert_pem, limit, std::time::Instant::now())
+        .map_err(|e| invalid(key, "private key", e))
 }
