@@ -641,3 +641,31 @@ fn tcp_server_with_several_concurrent_clients() {
         .unwrap_or_else(|e| panic!("ping through tun{}: {e}", 8 + i));
     }
 }
+
+#[test]
+fn client_exit_notification_ends_the_session_at_once() {
+    let Some(mut rig) = Rig::start(
+        "client_exit_notification_ends_the_session_at_once",
+        InitOptions::with_clients(1),
+        ServerConfOptions::default(),
+        &[],
+    ) else {
+        return;
+    };
+    let mut c = rig.connect(
+        "client1",
+        &ClientOverrides {
+            extra_lines: vec!["explicit-exit-notify 1".into()],
+            ..Default::default()
+        },
+    );
+    ping_server(&rig);
+    c.kill(Signal::SIGTERM).expect("SIGTERM the client");
+    // the 2.6 client sends EXIT on the control channel (cc-exit was negotiated); the server ends the
+    // session within its linger time instead of waiting for ping-restart
+    let line = rig
+        .server
+        .wait_for_line("remote-exit", Duration::from_secs(15))
+        .expect("server sees the client's exit notification");
+    assert!(line.contains("client1"), "{line}");
+}
