@@ -13,6 +13,7 @@
 //! SIGTERM/SIGINT stop the children, remove the TUN device (as OpenVPN, `persist-tun` only
 //! applies to in-process restarts, which do not exist yet), and exit 0;
 //! SIGHUP/SIGUSR1/SIGUSR2 are logged (their OpenVPN behaviour comes with the logging issue).
+//! Under systemd with `WatchdogSec=`, the supervision loop sends `WATCHDOG=1` every half interval.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -228,6 +229,7 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
     bulwark_policy::sanitize::close_inherited_fds(&[])
         .map_err(|e| Failure::Early(RunError::Sanitize(e)))?;
     let notifier = Notifier::from_env();
+    let watchdog = watchdog_interval();
     bulwark_policy::sanitize::clear_environment(&["TZ"]);
     let offset = logging::local_offset();
 
@@ -358,6 +360,7 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
                 verb,
                 policy: opts.on_security_event,
                 notifier: &notifier,
+                watchdog,
                 engine: &engine_cfg,
                 seccomp: opts.seccomp,
                 key: &key,
@@ -404,6 +407,8 @@ struct Ctx<'a> {
     verb: u8,
     policy: SecurityEventPolicy,
     notifier: &'a Notifier,
+    /// How often to send `WATCHDOG=1` (half of systemd's `WatchdogSec=`), if at all.
+    watchdog: Option<Duration>,
     engine: &'a bulwark_ipc::msg::engine::EngineConfig,
     seccomp: bulwark_ipc::msg::SeccompMode,
     key: &'a std::sync::Arc<std::sync::Mutex<crate::signer::ServerKeySigner>>,
@@ -528,6 +533,10 @@ async fn supervise(ctx: &Ctx<'_>) -> Result<&'static str, RunError> {
         tracing::warn!("{}", error_chain(&e));
     }
     tracing::info!("Initialization Sequence Completed");
+    let mut watchdog = ctx
+        .watchdog
+        .filter(|_| ctx.notifier.enabled())
+        .map(tokio::time::interval);
 
     let outcome: Result<&'static str, RunError> = loop {
         let next = [worker.restart_at, broker.restart_at]
@@ -540,6 +549,11 @@ async fn supervise(ctx: &Ctx<'_>) -> Result<&'static str, RunError> {
             _ = sighup.recv() => tracing::info!("SIGHUP received: reload is not implemented yet, ignored"),
             _ = sigusr1.recv() => tracing::info!("SIGUSR1 received: soft restart is not implemented yet, ignored"),
             _ = sigusr2.recv() => tracing::info!("SIGUSR2 received: statistics output is not implemented yet, ignored"),
+            _ = watchdog_tick(&mut watchdog) => {
+                if let Err(e) = ctx.notifier.notify("WATCHDOG=1") {
+                    tracing::warn!("{}", error_chain(&e));
+                }
+            }
             _ = sigchld.recv() => {
                 if let Err(e) = reap(&mut worker, ctx.policy) { break Err(e); }
                 if let Err(e) = reap(&mut broker, ctx.policy) { break Err(e); }
@@ -585,6 +599,28 @@ async fn supervise(ctx: &Ctx<'_>) -> Result<&'static str, RunError> {
     };
     stop_children(worker.running.take(), broker.running.take()).await;
     outcome
+}
+
+/// Half of systemd's watchdog timeout (`$WATCHDOG_USEC`), unless `$WATCHDOG_PID` names another
+/// process. Read before the environment is cleared.
+fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    // tokio's interval panics on a zero period
+    (usec > 0).then(|| Duration::from_micros(usec / 2).max(Duration::from_millis(1)))
+}
+
+async fn watchdog_tick(i: &mut Option<tokio::time::Interval>) {
+    match i {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(t: Option<Instant>) {
