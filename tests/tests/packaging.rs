@@ -9,6 +9,9 @@
 //! Tools that may be absent (`systemd-analyze`, `systemd-sysusers`, `systemd-tmpfiles`) make
 //! their test print `SKIP …` and return; the CI packaging step installs them.
 
+// Helpers outside #[test] functions unwrap too: every failure here is a test failure.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
