@@ -355,6 +355,9 @@ pub fn build(cfg: &Config) -> Result<EngineConfig, EngineConfigError> {
         options_string: options_string(cfg),
         username_as_common_name: cfg.clients.username_as_common_name,
         explicit_exit_notify: cfg.timers.explicit_exit_notify.is_some(),
+        defer_auth: false,
+        connect_freq: cfg.clients.connect_freq,
+        inactive: cfg.timers.inactive.map(|(s, b)| (s, b.unwrap_or(0))),
     };
     ec.validate()
         .map_err(|e| EngineConfigError::Unsupported(e.to_string()))?;

@@ -29,8 +29,6 @@
 //! * Audit: every command line produces one [`AuditRecord`] (peer identity, role, the command
 //!   with secrets redacted by [`redact_command`], outcome) that the integrator ships to the parent.
 
-use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 use thiserror::Error;
 
 /// Errors of this module.
@@ -44,119 +42,13 @@ pub enum AccessError {
     Rejected(String),
 }
 
-/// Access role of a management connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Hash)]
-pub enum Role {
-    /// Read-only.
-    Monitor,
-    /// Monitor + kill/client-kill/hold release/SIGUSR2.
-    Operator,
-    /// Operator + client-auth family; sees secrets.
-    Auth,
-    /// Everything (secrets redacted).
-    Admin,
-}
+pub use bulwark_ipc::msg::mgmt::{
+    AuditOutcome, AuditRecord, ListenerKind, ListenerPolicy, Peer, Role,
+};
 
-impl Role {
-    /// Parse a role name.
-    pub fn parse(s: &str) -> Result<Self, AccessError> {
-        match s {
-            "monitor" => Ok(Role::Monitor),
-            "operator" => Ok(Role::Operator),
-            "auth" => Ok(Role::Auth),
-            "admin" => Ok(Role::Admin),
-            other => Err(AccessError::UnknownRole(other.to_string())),
-        }
-    }
-
-    /// Role name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Monitor => "monitor",
-            Role::Operator => "operator",
-            Role::Auth => "auth",
-            Role::Admin => "admin",
-        }
-    }
-
-    /// Whether this role may run a command that requires `needed`.
-    pub fn allows(self, needed: Role) -> bool {
-        self >= needed
-    }
-
-    /// Whether secrets are shown to this role.
-    pub fn sees_secrets(self) -> bool {
-        self == Role::Auth
-    }
-
-    /// Whether `>CLIENT:CONNECT|REAUTH|CR_RESPONSE` (which need an answer) are delivered.
-    pub fn receives_auth_requests(self) -> bool {
-        self >= Role::Auth
-    }
-}
-
-/// Identity of a management peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Peer {
-    /// Unix socket peer with its credentials.
-    Unix {
-        /// Peer uid.
-        uid: u32,
-        /// Peer (primary) gid.
-        gid: u32,
-        /// Peer pid, if known.
-        pid: Option<i32>,
-    },
-    /// TCP peer.
-    Tcp(SocketAddr),
-    /// Unix socket peer whose credentials could not be read.
-    UnixUnknown,
-}
-
-/// Where a listener listens (used for log texts).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ListenerKind {
-    /// Unix socket at this path.
-    Unix(String),
-    /// TCP socket.
-    Tcp,
-}
-
-/// Access policy of one listener.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListenerPolicy {
-    /// Kind (for log texts).
-    pub kind: ListenerKind,
-    /// pw-file password (first line); `None` = no password prompt.
-    pub password: Option<String>,
-    /// Every connection is `monitor`.
-    pub read_only: bool,
-    /// Role when no mapping applies.
-    pub default_role: Role,
-    /// uid → role mappings (unix only), checked first.
-    pub uid_roles: Vec<(u32, Role)>,
-    /// gid → role mappings (unix only; the peer's primary gid).
-    pub gid_roles: Vec<(u32, Role)>,
-    /// `--management-client-user` uid.
-    pub required_uid: Option<u32>,
-    /// `--management-client-group` gid.
-    pub required_gid: Option<u32>,
-}
-
-impl ListenerPolicy {
-    /// An OpenVPN-compatible policy: no mappings, `admin` role for everyone.
-    pub fn openvpn_compatible(kind: ListenerKind, password: Option<String>) -> Self {
-        ListenerPolicy {
-            kind,
-            password,
-            read_only: false,
-            default_role: Role::Admin,
-            uid_roles: Vec::new(),
-            gid_roles: Vec::new(),
-            required_uid: None,
-            required_gid: None,
-        }
-    }
+/// Parse a role name as the configuration spells it.
+pub fn parse_role(s: &str) -> Result<Role, AccessError> {
+    Role::from_name(s).ok_or_else(|| AccessError::UnknownRole(s.to_string()))
 }
 
 const REJECT_PREFIX: &str = "MANAGEMENT: unix domain socket client connection rejected --";
@@ -250,35 +142,6 @@ pub fn redact_command(p: &[String]) -> String {
     }
 }
 
-/// Outcome of one command line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AuditOutcome {
-    /// Executed; `ok` is false when the reply was an `ERROR:`.
-    Executed {
-        /// Reply was not an error.
-        ok: bool,
-    },
-    /// Refused by access control; nothing ran.
-    Denied,
-    /// Rejected before dispatch (lexer error, binary input).
-    Rejected,
-}
-
-/// One audit record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    /// Unix time.
-    pub time: i64,
-    /// Peer identity.
-    pub peer: Peer,
-    /// Role of the connection.
-    pub role: Role,
-    /// Command with secrets redacted.
-    pub command: String,
-    /// Outcome.
-    pub outcome: AuditOutcome,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,8 +206,8 @@ mod tests {
         assert!(Role::Auth.sees_secrets());
         assert!(!Role::Admin.sees_secrets());
         assert!(!Role::Operator.receives_auth_requests());
-        assert_eq!(Role::parse("auth"), Ok(Role::Auth));
-        assert!(Role::parse("root").is_err());
+        assert_eq!(parse_role("auth"), Ok(Role::Auth));
+        assert!(parse_role("root").is_err());
     }
 
     #[test]

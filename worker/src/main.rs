@@ -390,7 +390,10 @@ async fn serve(
                             })))
                             .await;
                     }
-                    other @ (ParentToWorker::Hello { .. } | ParentToWorker::Init(_)) => {
+                    other @ (ParentToWorker::Hello { .. }
+                    | ParentToWorker::Init(_)
+                    | ParentToWorker::Query { .. }
+                    | ParentToWorker::AuthVerdict { .. }) => {
                         let e = WorkerError::Unexpected {
                             expected: "Shutdown/SetVerb/CrlUpdate",
                             got: other_name(&other),

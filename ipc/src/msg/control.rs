@@ -9,12 +9,16 @@
 //! 3. the worker sandboxes itself, builds its runtime, converts the channel to async and sends
 //!    `Ready` (or `Fatal { reason }` at any point, then exits).
 //!
-//! After start-up the parent may send `SetVerb`, `CrlUpdate` and `Shutdown`.
+//! After start-up the parent may send `SetVerb`, `CrlUpdate`, `Shutdown`, `Query` (answered by
+//! exactly one `Reply` with the same id) and `AuthVerdict` (answering an `AuthRequest`); the
+//! worker may send `Reply`, `AuthRequest` (only when the engine was configured with
+//! `defer_auth`) and `Client` events. See [`super::clients`].
 
 use std::os::fd::OwnedFd;
 
 use serde::{Deserialize, Serialize};
 
+use super::clients::{AuthVerdict, ClientAuthRequest, ClientEvent, WorkerQuery, WorkerReply};
 use super::common::{check_pid, check_reason, check_roles, check_version, FdRole};
 use super::worker_config::WorkerConfig;
 use crate::fdcheck::{self, FdCheckError};
@@ -38,6 +42,16 @@ pub const KIND_P2W_SHUTDOWN: u16 = 0x0103;
 pub const KIND_P2W_SET_VERB: u16 = 0x0104;
 /// `ParentToWorker::CrlUpdate`.
 pub const KIND_P2W_CRL_UPDATE: u16 = 0x0105;
+/// `ParentToWorker::Query`.
+pub const KIND_P2W_QUERY: u16 = 0x0106;
+/// `ParentToWorker::AuthVerdict`.
+pub const KIND_P2W_AUTH_VERDICT: u16 = 0x0107;
+/// `WorkerToParent::Reply`.
+pub const KIND_W2P_REPLY: u16 = 0x0184;
+/// `WorkerToParent::AuthRequest`.
+pub const KIND_W2P_AUTH_REQUEST: u16 = 0x0185;
+/// `WorkerToParent::Client`.
+pub const KIND_W2P_CLIENT: u16 = 0x0186;
 /// `WorkerToParent::Hello`.
 pub const KIND_W2P_HELLO: u16 = 0x0181;
 /// `WorkerToParent::Ready`.
@@ -66,6 +80,22 @@ pub enum ParentToWorker {
     CrlUpdate {
         /// PEM text holding at least one `X509 CRL` block.
         pem: Vec<u8>,
+    },
+    /// A query for the management interface; answered by `WorkerToParent::Reply` with this id.
+    Query {
+        /// Correlation id (chosen by the parent, unique among outstanding queries).
+        id: u64,
+        /// The query.
+        query: WorkerQuery,
+    },
+    /// The parent's decision about an `AuthRequest`.
+    AuthVerdict {
+        /// Client id of the request.
+        cid: u64,
+        /// Key id of the request.
+        kid: u32,
+        /// The decision.
+        verdict: AuthVerdict,
     },
 }
 
@@ -121,6 +151,8 @@ impl Message for ParentToWorker {
             ParentToWorker::Shutdown => KIND_P2W_SHUTDOWN,
             ParentToWorker::SetVerb { .. } => KIND_P2W_SET_VERB,
             ParentToWorker::CrlUpdate { .. } => KIND_P2W_CRL_UPDATE,
+            ParentToWorker::Query { .. } => KIND_P2W_QUERY,
+            ParentToWorker::AuthVerdict { .. } => KIND_P2W_AUTH_VERDICT,
         }
     }
 
@@ -131,6 +163,8 @@ impl Message for ParentToWorker {
             ParentToWorker::Shutdown => "ParentToWorker::Shutdown",
             ParentToWorker::SetVerb { .. } => "ParentToWorker::SetVerb",
             ParentToWorker::CrlUpdate { .. } => "ParentToWorker::CrlUpdate",
+            ParentToWorker::Query { .. } => "ParentToWorker::Query",
+            ParentToWorker::AuthVerdict { .. } => "ParentToWorker::AuthVerdict",
         }
     }
 
@@ -140,7 +174,9 @@ impl Message for ParentToWorker {
             ParentToWorker::Hello { .. }
             | ParentToWorker::Shutdown
             | ParentToWorker::SetVerb { .. }
-            | ParentToWorker::CrlUpdate { .. } => 0,
+            | ParentToWorker::CrlUpdate { .. }
+            | ParentToWorker::Query { .. }
+            | ParentToWorker::AuthVerdict { .. } => 0,
         }
     }
 
@@ -151,6 +187,8 @@ impl Message for ParentToWorker {
             ParentToWorker::Shutdown => Ok(()),
             ParentToWorker::SetVerb { level } => check_verb(*level),
             ParentToWorker::CrlUpdate { pem } => check_crl_pem(pem),
+            ParentToWorker::Query { query, .. } => query.validate(),
+            ParentToWorker::AuthVerdict { verdict, .. } => verdict.validate(),
         }
     }
 }
@@ -188,6 +226,17 @@ pub enum WorkerToParent {
         /// Why (1..=1024 bytes, no control characters).
         reason: String,
     },
+    /// The answer to `ParentToWorker::Query` with the same id.
+    Reply {
+        /// The query's id.
+        id: u64,
+        /// The answer.
+        reply: WorkerReply,
+    },
+    /// A client waits for the parent's decision (`ParentToWorker::AuthVerdict`).
+    AuthRequest(Box<ClientAuthRequest>),
+    /// A client lifecycle event.
+    Client(ClientEvent),
 }
 
 impl Message for WorkerToParent {
@@ -196,6 +245,9 @@ impl Message for WorkerToParent {
             WorkerToParent::Hello { .. } => KIND_W2P_HELLO,
             WorkerToParent::Ready => KIND_W2P_READY,
             WorkerToParent::Fatal { .. } => KIND_W2P_FATAL,
+            WorkerToParent::Reply { .. } => KIND_W2P_REPLY,
+            WorkerToParent::AuthRequest(_) => KIND_W2P_AUTH_REQUEST,
+            WorkerToParent::Client(_) => KIND_W2P_CLIENT,
         }
     }
 
@@ -204,14 +256,20 @@ impl Message for WorkerToParent {
             WorkerToParent::Hello { .. } => "WorkerToParent::Hello",
             WorkerToParent::Ready => "WorkerToParent::Ready",
             WorkerToParent::Fatal { .. } => "WorkerToParent::Fatal",
+            WorkerToParent::Reply { .. } => "WorkerToParent::Reply",
+            WorkerToParent::AuthRequest(_) => "WorkerToParent::AuthRequest",
+            WorkerToParent::Client(_) => "WorkerToParent::Client",
         }
     }
 
     fn fd_count(&self) -> usize {
         match self {
-            WorkerToParent::Hello { .. } | WorkerToParent::Ready | WorkerToParent::Fatal { .. } => {
-                0
-            }
+            WorkerToParent::Hello { .. }
+            | WorkerToParent::Ready
+            | WorkerToParent::Fatal { .. }
+            | WorkerToParent::Reply { .. }
+            | WorkerToParent::AuthRequest(_)
+            | WorkerToParent::Client(_) => 0,
         }
     }
 
@@ -223,6 +281,9 @@ impl Message for WorkerToParent {
             }
             WorkerToParent::Ready => Ok(()),
             WorkerToParent::Fatal { reason } => check_reason(reason),
+            WorkerToParent::Reply { reply, .. } => reply.validate(),
+            WorkerToParent::AuthRequest(r) => r.validate(),
+            WorkerToParent::Client(e) => e.validate(),
         }
     }
 }
@@ -349,9 +410,14 @@ mod tests {
             KIND_P2W_SHUTDOWN,
             KIND_P2W_SET_VERB,
             KIND_P2W_CRL_UPDATE,
+            KIND_P2W_QUERY,
+            KIND_P2W_AUTH_VERDICT,
             KIND_W2P_HELLO,
             KIND_W2P_READY,
             KIND_W2P_FATAL,
+            KIND_W2P_REPLY,
+            KIND_W2P_AUTH_REQUEST,
+            KIND_W2P_CLIENT,
         ];
         let set: std::collections::HashSet<_> = all.iter().collect();
         assert_eq!(set.len(), all.len());

@@ -159,6 +159,16 @@ pub struct EngineConfig {
     pub username_as_common_name: bool,
     /// `explicit-exit-notify` on the server
     pub explicit_exit_notify: bool,
+    /// Ask the parent before admitting a client (`WorkerToParent::AuthRequest`): set when any
+    /// hook is configured (auth-user-pass-verify, client-connect, client-config-dir,
+    /// management-client-auth, ifconfig-pool-persist). Without it the engine admits every client
+    /// whose certificate verifies and reports only `Client` events.
+    pub defer_auth: bool,
+    /// `connect-freq N SECONDS`: at most N new client sessions per SECONDS.
+    pub connect_freq: Option<(u32, u32)>,
+    /// `inactive SECONDS [BYTES]`: end a session after SECONDS with fewer than BYTES (default 0:
+    /// any traffic) of tunnel traffic in that time.
+    pub inactive: Option<(u32, u64)>,
 }
 
 impl EngineConfig {
@@ -212,6 +222,9 @@ impl EngineConfig {
             options_string: "V4,dev-type tun".into(),
             username_as_common_name: false,
             explicit_exit_notify: false,
+            defer_auth: false,
+            connect_freq: None,
+            inactive: None,
         }
     }
 }
@@ -313,6 +326,12 @@ impl EngineConfig {
         }
         if self.options_string.len() >= 512 {
             return Err(bad("options_string", "512 bytes or more".into()));
+        }
+        if self.connect_freq.is_some_and(|(n, s)| n == 0 || s == 0) {
+            return Err(bad("connect_freq", "both values must be positive".into()));
+        }
+        if self.inactive.is_some_and(|(s, _)| s == 0) {
+            return Err(bad("inactive", "seconds must be positive".into()));
         }
         if self.replay_window.0 == 0 || self.replay_window.0 > 65536 {
             return Err(bad("replay_window", "window out of range".into()));

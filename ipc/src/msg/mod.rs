@@ -14,10 +14,12 @@
 //! each `match` in its `Message` impl (the compiler lists them); give it a real `validate()`.
 
 pub mod broker;
+pub mod clients;
 pub mod common;
 pub mod control;
 pub mod engine;
 pub mod log;
+pub mod mgmt;
 pub mod signer;
 pub mod worker_config;
 
