@@ -225,8 +225,14 @@ pub struct WorkerResources<'a> {
 
 /// What the broker is handed.
 pub struct BrokerResources<'a> {
-    /// The management listeners with their roles.
-    pub listeners: Vec<(BorrowedFd<'a>, FdRole)>,
+    /// The management listeners with their roles and access policies.
+    pub listeners: Vec<(
+        BorrowedFd<'a>,
+        FdRole,
+        bulwark_ipc::msg::mgmt::ListenerPolicy,
+    )>,
+    /// Management settings.
+    pub mgmt: bulwark_ipc::msg::MgmtSettings,
     /// Identity to demote to.
     pub identity: Identity,
     /// The empty chroot directory.
@@ -507,10 +513,12 @@ async fn handshake_broker(
             chroot_dir: res.chroot_dir.to_owned(),
             verb: res.verb,
             seccomp: res.seccomp,
+            mgmt: res.mgmt.clone(),
         },
-        fds: res.listeners.iter().map(|(_, r)| *r).collect(),
+        fds: res.listeners.iter().map(|(_, r, _)| *r).collect(),
+        policies: res.listeners.iter().map(|(_, _, p)| p.clone()).collect(),
     };
-    let fds: Vec<BorrowedFd<'_>> = res.listeners.iter().map(|(f, _)| *f).collect();
+    let fds: Vec<BorrowedFd<'_>> = res.listeners.iter().map(|(f, _, _)| *f).collect();
     step(C, "init", ctl.send(&ParentToBroker::Init(init), &fds)).await?;
     match step(C, "ready", ctl.recv()).await?.into_parts().0 {
         BrokerToParent::Ready => Ok(()),

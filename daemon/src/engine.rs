@@ -399,3 +399,27 @@ pub fn load_key_signer(cfg: &Config) -> Result<crate::signer::ServerKeySigner, E
     crate::signer::ServerKeySigner::from_pem(&key_pem, &cert_pem, limit, std::time::Instant::now())
         .map_err(|e| invalid(key, "private key", e))
 }
+
+/// The per-client settings of a parsed client-connect config (CCD file, client-connect script
+/// output, management `client-auth` lines). `disable` is not represented: callers deny first.
+pub fn overrides_from_ccd(
+    ccd: &bulwark_config::CcdConfig,
+) -> bulwark_ipc::msg::clients::ClientOverrides {
+    let prefix =
+        |mask: std::net::Ipv4Addr| u8::try_from(u32::from(mask).leading_ones()).unwrap_or(32);
+    bulwark_ipc::msg::clients::ClientOverrides {
+        ifconfig_push: ccd.ifconfig_push,
+        ifconfig_ipv6_push: ccd.ifconfig_ipv6_push.map(|(a, b, _)| (a, b)),
+        iroutes: ccd
+            .iroutes
+            .iter()
+            .map(|(net, mask)| (*net, prefix(*mask)))
+            .collect(),
+        iroutes_v6: ccd.iroutes_v6.clone(),
+        push_reset: ccd.push_reset,
+        push_remove: ccd.push_remove.clone(),
+        push: ccd.push.clone(),
+        pool_hint: None,
+        pool_hint_v6: None,
+    }
+}

@@ -318,7 +318,15 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
         transport.addr
     );
     let mut mgmt = Vec::new();
+    let mut policies = Vec::new();
     for m in &settings.management {
+        match crate::mgmt_setup::listener_policy(&config, m) {
+            Ok(p) => policies.push(p),
+            Err(e) => {
+                finish_tun(tun, false);
+                return Err(Failure::Config(vec![e.to_string()]));
+            }
+        }
         match bind_management(m) {
             Ok(s) => mgmt.push(s),
             Err(e) => {
@@ -327,6 +335,20 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
             }
         }
     }
+    let (mgmt_settings, status_targets) = crate::mgmt_setup::settings(&config);
+    let mgmt_client_auth = config.management.as_ref().is_some_and(|m| m.client_auth);
+    let mut engine_cfg = engine_cfg;
+    engine_cfg.defer_auth = mgmt_client_auth;
+    let router_cfg = crate::router::RouterConfig {
+        defer_auth: engine_cfg.defer_auth,
+        mgmt_client_auth,
+        pool: engine_cfg.pool.clone(),
+        utc_offset_secs: offset.whole_seconds(),
+        daemon_env: daemon_env(&config, &settings, &transport, tun.name()),
+        verb,
+        mute: config.logging.mute.unwrap_or(0),
+        hold: config.management.as_ref().is_some_and(|m| m.hold),
+    };
 
     if settings.daemon.is_some() {
         // INVARIANT: daemonize while still single-threaded (before the runtime exists).
@@ -355,6 +377,10 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
                 tun: &tun,
                 transport: &transport,
                 mgmt: &mgmt,
+                policies: &policies,
+                mgmt_settings: &mgmt_settings,
+                status_targets: &status_targets,
+                router_cfg: &router_cfg,
                 identity: ident.identity,
                 sandbox: &sandbox,
                 verb,
@@ -388,6 +414,58 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
     }
 }
 
+/// The variables every client environment ends with (as OpenVPN's env set inherited from the
+/// daemon), in emission order.
+fn daemon_env(
+    config: &bulwark_config::Config,
+    settings: &crate::settings::Settings,
+    transport: &TransportSocket,
+    dev: &str,
+) -> Vec<(String, String)> {
+    let mut v = vec![
+        (
+            "remote_port_1".to_string(),
+            transport.addr.port().to_string(),
+        ),
+        (
+            "local_port_1".to_string(),
+            transport.addr.port().to_string(),
+        ),
+    ];
+    if !transport.addr.ip().is_unspecified() {
+        v.push(("local_1".to_string(), transport.addr.ip().to_string()));
+    }
+    v.push((
+        "proto_1".to_string(),
+        if transport.tcp { "tcp-server" } else { "udp" }.to_string(),
+    ));
+    v.push(("daemon_pid".to_string(), std::process::id().to_string()));
+    v.push((
+        "daemon_start_time".to_string(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            .to_string(),
+    ));
+    v.push((
+        "daemon_log_redirect".to_string(),
+        u8::from(settings.log.is_some()).to_string(),
+    ));
+    v.push((
+        "daemon".to_string(),
+        u8::from(settings.daemon.is_some()).to_string(),
+    ));
+    v.push(("verb".to_string(), config.logging.verb.to_string()));
+    if let Some(f) = config.files.first() {
+        v.push(("config".to_string(), f.display().to_string()));
+    }
+    v.push(("tun_mtu".to_string(), settings.mtu.to_string()));
+    v.push(("dev".to_string(), dev.to_string()));
+    v.push(("dev_type".to_string(), "tun".to_string()));
+    v
+}
+
 fn finish_tun(tun: TunDevice, persist: bool) {
     let name = tun.name().to_owned();
     match tun.finish(persist) {
@@ -402,6 +480,10 @@ struct Ctx<'a> {
     tun: &'a TunDevice,
     transport: &'a TransportSocket,
     mgmt: &'a [ManagementSocket],
+    policies: &'a [bulwark_ipc::msg::mgmt::ListenerPolicy],
+    mgmt_settings: &'a bulwark_ipc::msg::MgmtSettings,
+    status_targets: &'a [crate::mgmt_setup::StatusTarget],
+    router_cfg: &'a crate::router::RouterConfig,
     identity: bulwark_policy::Identity,
     sandbox: &'a Path,
     verb: u8,
@@ -444,14 +526,16 @@ impl Ctx<'_> {
             listeners: self
                 .mgmt
                 .iter()
-                .map(|m| {
+                .zip(self.policies)
+                .map(|(m, p)| {
                     let role = match m.spec {
                         Management::Unix(_) => FdRole::UnixListener,
                         Management::Tcp(..) => FdRole::TcpListener,
                     };
-                    (m.fd.as_fd(), role)
+                    (m.fd.as_fd(), role, p.clone())
                 })
                 .collect(),
+            mgmt: self.mgmt_settings.clone(),
             identity: self.identity,
             chroot_dir: self.sandbox,
             verb: self.verb,
@@ -476,6 +560,17 @@ impl<T> Slot<T> {
             name,
             running: Some(running),
             ctl_open: true,
+            violation: None,
+            budget: RestartBudget::default(),
+            restart_at: None,
+        }
+    }
+
+    fn empty(name: &'static str) -> Self {
+        Slot {
+            name,
+            running: None,
+            ctl_open: false,
             violation: None,
             budget: RestartBudget::default(),
             restart_at: None,
@@ -508,6 +603,56 @@ impl Child for Running<ParentToBroker, BrokerToParent> {
 
 type BrokerProc = Running<ParentToBroker, BrokerToParent>;
 
+/// A management decision about a client waiting for `client-auth`.
+#[derive(Debug)]
+enum MgmtDecision {
+    /// `client-auth` (with config lines) / `client-auth-nt` (none).
+    Accept(Vec<String>),
+    /// `client-deny`.
+    Deny {
+        reason: String,
+        client_reason: Option<String>,
+    },
+    /// `client-pending-auth`.
+    Pending { extra: String, timeout: u32 },
+}
+
+/// Clients waiting for a management decision, by (cid, kid).
+type MgmtWaits = std::sync::Arc<
+    std::sync::Mutex<
+        std::collections::HashMap<(u64, u32), tokio::sync::mpsc::UnboundedSender<MgmtDecision>>,
+    >,
+>;
+
+/// What authorisation tasks send back to the loop.
+#[derive(Debug)]
+enum AuthMsg {
+    /// A verdict for the worker.
+    Verdict {
+        cid: u64,
+        kid: u32,
+        verdict: bulwark_ipc::msg::clients::AuthVerdict,
+    },
+    /// An event for the broker (`>CLIENT:CONNECT` ...).
+    Broker(ParentToBroker),
+}
+
+/// What the supervision loop does next after a signal (OS or management).
+enum SignalAction {
+    Exit(&'static str),
+    Continue,
+}
+
+struct Sup<'c, 'a> {
+    ctx: &'c Ctx<'a>,
+    worker: Slot<RunningWorker>,
+    broker: Slot<BrokerProc>,
+    router: crate::router::Router,
+    waits: MgmtWaits,
+    auth_tx: tokio::sync::mpsc::UnboundedSender<AuthMsg>,
+    status_failed: Vec<bool>,
+}
+
 async fn supervise(ctx: &Ctx<'_>) -> Result<&'static str, RunError> {
     let sig = |k| signal(k).map_err(RunError::Signal);
     let mut sigterm = sig(SignalKind::terminate())?;
@@ -517,88 +662,561 @@ async fn supervise(ctx: &Ctx<'_>) -> Result<&'static str, RunError> {
     let mut sigusr2 = sig(SignalKind::user_defined2())?;
     let mut sigchld = sig(SignalKind::child())?;
 
-    let worker = ctx.start_worker().await?;
-    tracing::info!("worker process {} ready", worker.proc.pid);
-    let mut worker = Slot::new("worker", worker);
-    let broker = match start_broker(ctx.bins, &ctx.broker_res()).await {
-        Ok(b) => b,
-        Err(e) => {
-            stop_children(worker.running.take(), None).await;
-            return Err(e.into());
-        }
+    let (auth_tx, mut auth_rx) = tokio::sync::mpsc::unbounded_channel::<AuthMsg>();
+    let mut sup = Sup {
+        ctx,
+        worker: Slot::empty("worker"),
+        broker: Slot::empty("broker"),
+        router: crate::router::Router::new(ctx.router_cfg.clone(), std::process::id()),
+        waits: MgmtWaits::default(),
+        auth_tx,
+        status_failed: vec![false; ctx.status_targets.len()],
     };
+    // INVARIANT: the broker starts first, so that `management-hold` can hold the worker back and
+    // the management interface reports the start-up states.
+    let broker = start_broker(ctx.bins, &ctx.broker_res()).await?;
     tracing::info!("management broker process {} ready", broker.pid);
-    let mut broker = Slot::new("broker", broker);
-    if let Err(e) = ctx.notifier.notify("READY=1") {
-        tracing::warn!("{}", error_chain(&e));
+    sup.broker = Slot::new("broker", broker);
+    sup.state("CONNECTING", "").await;
+    if sup.router.holding() {
+        sup.send_broker(ParentToBroker::Event(Box::new(
+            bulwark_ipc::msg::mgmt::MgmtEvent::Hold { wait_secs: 0 },
+        )))
+        .await;
+        tracing::info!("Need hold release from management interface, waiting...");
+    } else if let Err(e) = sup.start_worker_now().await {
+        stop_children(None, sup.broker.running.take()).await;
+        return Err(e.into());
     }
-    tracing::info!("Initialization Sequence Completed");
     let mut watchdog = ctx
         .watchdog
         .filter(|_| ctx.notifier.enabled())
         .map(tokio::time::interval);
 
     let outcome: Result<&'static str, RunError> = loop {
-        let next = [worker.restart_at, broker.restart_at]
+        let next = [sup.worker.restart_at, sup.broker.restart_at]
             .into_iter()
             .flatten()
             .min();
-        tokio::select! {
-            _ = sigterm.recv() => break Ok("SIGTERM"),
-            _ = sigint.recv() => break Ok("SIGINT"),
-            _ = sighup.recv() => tracing::info!("SIGHUP received: reload is not implemented yet, ignored"),
-            _ = sigusr1.recv() => tracing::info!("SIGUSR1 received: soft restart is not implemented yet, ignored"),
-            _ = sigusr2.recv() => tracing::info!("SIGUSR2 received: statistics output is not implemented yet, ignored"),
+        let action = tokio::select! {
+            _ = sigterm.recv() => SignalAction::Exit("SIGTERM"),
+            _ = sigint.recv() => SignalAction::Exit("SIGINT"),
+            _ = sighup.recv() => sup.on_signal(bulwark_ipc::msg::mgmt::MgmtSignal::Hup).await,
+            _ = sigusr1.recv() => sup.on_signal(bulwark_ipc::msg::mgmt::MgmtSignal::Usr1).await,
+            _ = sigusr2.recv() => sup.on_signal(bulwark_ipc::msg::mgmt::MgmtSignal::Usr2).await,
             _ = watchdog_tick(&mut watchdog) => {
                 if let Err(e) = ctx.notifier.notify("WATCHDOG=1") {
                     tracing::warn!("{}", error_chain(&e));
                 }
+                SignalAction::Continue
             }
             _ = sigchld.recv() => {
-                if let Err(e) = reap(&mut worker, ctx.policy) { break Err(e); }
-                if let Err(e) = reap(&mut broker, ctx.policy) { break Err(e); }
+                let had_worker = sup.worker.running.is_some();
+                if let Err(e) = reap(&mut sup.worker, ctx.policy) { break Err(e); }
+                if had_worker && sup.worker.running.is_none() {
+                    let fx = sup.router.worker_gone();
+                    sup.apply(fx).await;
+                }
+                if let Err(e) = reap(&mut sup.broker, ctx.policy) { break Err(e); }
+                SignalAction::Continue
             }
-            m = recv_worker(&mut worker) => on_worker_message(&mut worker, m),
-            m = recv_broker(&mut broker) => on_broker_message(&mut broker, m),
+            m = recv_worker(&mut sup.worker) => sup.on_worker_message(m).await,
+            m = recv_broker(&mut sup.broker) => sup.on_broker_message(m).await,
+            Some(m) = auth_rx.recv() => {
+                match m {
+                    AuthMsg::Verdict { cid, kid, verdict } => {
+                        let fx = sup.router.auth_decided(cid, kid, verdict);
+                        sup.apply(fx).await;
+                    }
+                    AuthMsg::Broker(msg) => sup.send_broker(msg).await,
+                }
+                SignalAction::Continue
+            }
             _ = sleep_until_opt(next) => {
                 let now = Instant::now();
-                if worker.restart_at.is_some_and(|t| t <= now) {
-                    worker.restart_at = None;
-                    match ctx.start_worker().await {
+                if sup.worker.restart_at.is_some_and(|t| t <= now) {
+                    sup.worker.restart_at = None;
+                    match sup.ctx.start_worker().await {
                         Ok(w) => {
                             tracing::info!("worker process {} restarted and ready", w.proc.pid);
-                            worker.running = Some(w);
-                            worker.ctl_open = true;
+                            sup.worker.running = Some(w);
+                            sup.worker.ctl_open = true;
+                            sup.router.worker_started();
                         }
                         Err(e) => {
                             tracing::error!("worker restart failed: {}", error_chain(&e));
-                            if let Err(e) = schedule_restart(&mut worker, e.is_protocol_violation().then(|| error_chain(&e)), ctx.policy) {
+                            if let Err(e) = schedule_restart(&mut sup.worker, e.is_protocol_violation().then(|| error_chain(&e)), ctx.policy) {
                                 break Err(e);
                             }
                         }
                     }
                 }
-                if broker.restart_at.is_some_and(|t| t <= now) {
-                    broker.restart_at = None;
+                if sup.broker.restart_at.is_some_and(|t| t <= now) {
+                    sup.broker.restart_at = None;
                     match start_broker(ctx.bins, &ctx.broker_res()).await {
                         Ok(b) => {
                             tracing::info!("management broker process {} restarted and ready", b.pid);
-                            broker.running = Some(b);
-                            broker.ctl_open = true;
+                            sup.broker.running = Some(b);
+                            sup.broker.ctl_open = true;
                         }
                         Err(e) => {
                             tracing::error!("broker restart failed: {}", error_chain(&e));
-                            if let Err(e) = schedule_restart(&mut broker, e.is_protocol_violation().then(|| error_chain(&e)), ctx.policy) {
+                            if let Err(e) = schedule_restart(&mut sup.broker, e.is_protocol_violation().then(|| error_chain(&e)), ctx.policy) {
                                 break Err(e);
                             }
                         }
                     }
                 }
+                SignalAction::Continue
             }
+        };
+        match action {
+            SignalAction::Exit(name) => {
+                sup.state("EXITING", name).await;
+                break Ok(name);
+            }
+            SignalAction::Continue => {}
         }
     };
-    stop_children(worker.running.take(), broker.running.take()).await;
+    stop_children(sup.worker.running.take(), sup.broker.running.take()).await;
     outcome
+}
+
+impl Sup<'_, '_> {
+    /// Starts the worker for the first time (after start-up or `hold release`).
+    async fn start_worker_now(&mut self) -> Result<(), ChildError> {
+        sup_state_assign(self).await;
+        let worker = self.ctx.start_worker().await?;
+        tracing::info!("worker process {} ready", worker.proc.pid);
+        self.worker = Slot::new("worker", worker);
+        self.router.worker_started();
+        if let Err(e) = self.ctx.notifier.notify("READY=1") {
+            tracing::warn!("{}", error_chain(&e));
+        }
+        tracing::info!("Initialization Sequence Completed");
+        self.state("CONNECTED", "SUCCESS").await;
+        Ok(())
+    }
+
+    /// Records a state transition for the management interface.
+    async fn state(&mut self, name: &str, detail: &str) {
+        let tun_v4 = self.ctx.router_cfg.pool.server_ip;
+        let local = Some(self.ctx.transport.addr).filter(|a| !a.ip().is_unspecified());
+        let entry = bulwark_ipc::msg::mgmt::StateEntry {
+            time: i64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            )
+            .unwrap_or(0),
+            name: name.to_string(),
+            detail: detail.to_string(),
+            tun_v4: matches!(name, "ASSIGN_IP" | "ADD_ROUTES" | "CONNECTED").then_some(tun_v4),
+            remote: None,
+            local: if name == "CONNECTED" { local } else { None },
+            tun_v6: None,
+        };
+        self.send_broker(ParentToBroker::Event(Box::new(
+            bulwark_ipc::msg::mgmt::MgmtEvent::State(entry),
+        )))
+        .await;
+    }
+
+    async fn send_broker(&mut self, msg: ParentToBroker) {
+        if let (Some(b), true) = (&self.broker.running, self.broker.ctl_open) {
+            if let Err(e) = b.control.send(&msg, &[]).await {
+                tracing::warn!(
+                    "management broker: cannot deliver {}: {}",
+                    msg.name(),
+                    error_chain(&e)
+                );
+            }
+        }
+    }
+
+    async fn send_worker(&mut self, msg: ParentToWorker) {
+        if let (Some(w), true) = (&self.worker.running, self.worker.ctl_open) {
+            if let Err(e) = w.proc.control.send(&msg, &[]).await {
+                tracing::warn!("worker: cannot deliver {}: {}", msg.name(), error_chain(&e));
+            }
+        }
+    }
+
+    /// Delivers what the router produced and acts on it.
+    async fn apply(&mut self, fx: crate::router::Effects) {
+        let crate::router::Effects {
+            out,
+            signal,
+            verb,
+            mute: _,
+            hold_released,
+            auth,
+            gone: _,
+            established: _,
+        } = fx;
+        for o in out {
+            match o {
+                crate::router::Out::Worker(m) => self.send_worker(m).await,
+                crate::router::Out::Broker(m) => self.send_broker(m).await,
+            }
+        }
+        if let Some(v) = verb {
+            self.send_worker(ParentToWorker::SetVerb { level: v }).await;
+            self.send_broker(ParentToBroker::SetVerb { level: v }).await;
+        }
+        for req in auth {
+            self.spawn_auth(req);
+        }
+        if hold_released && self.worker.running.is_none() && self.worker.restart_at.is_none() {
+            tracing::info!("Hold released, starting");
+            if let Err(e) = self.start_worker_now().await {
+                tracing::error!("worker start failed: {}", error_chain(&e));
+                let _ = schedule_restart(&mut self.worker, None, self.ctx.policy);
+            }
+        }
+        if let Some(sig) = signal {
+            // Management-thrown signals act as the OS signal would; exits are delivered through
+            // the loop by raising the real signal (so the exit path is the same).
+            let raw = match sig {
+                bulwark_ipc::msg::mgmt::MgmtSignal::Term => libc::SIGTERM,
+                bulwark_ipc::msg::mgmt::MgmtSignal::Int => libc::SIGINT,
+                bulwark_ipc::msg::mgmt::MgmtSignal::Hup => libc::SIGHUP,
+                bulwark_ipc::msg::mgmt::MgmtSignal::Usr1 => libc::SIGUSR1,
+                bulwark_ipc::msg::mgmt::MgmtSignal::Usr2 => libc::SIGUSR2,
+            };
+            if let Err(e) = nix::sys::signal::raise(
+                nix::sys::signal::Signal::try_from(raw)
+                    .unwrap_or(nix::sys::signal::Signal::SIGTERM),
+            ) {
+                tracing::error!("cannot raise {}: {e}", sig.name());
+            }
+        }
+    }
+
+    /// Runs the authorisation of one client (hooks, management client-auth) in a task; the
+    /// verdict comes back through the loop.
+    fn spawn_auth(&mut self, req: bulwark_ipc::msg::clients::ClientAuthRequest) {
+        let env = self.router.connect_env(&req);
+        let n_clients = u32::try_from(self.router.nclients()).unwrap_or(u32::MAX);
+        let mgmt = self.ctx.router_cfg.mgmt_client_auth;
+        let hand_window = Duration::from_secs(u64::from(self.ctx.engine.hand_window));
+        let waits = std::sync::Arc::clone(&self.waits);
+        let tx = self.auth_tx.clone();
+        tokio::spawn(async move {
+            authorize(req, env, n_clients, mgmt, hand_window, waits, tx).await;
+        });
+    }
+
+    async fn on_signal(&mut self, sig: bulwark_ipc::msg::mgmt::MgmtSignal) -> SignalAction {
+        use bulwark_ipc::msg::mgmt::MgmtSignal;
+        match sig {
+            MgmtSignal::Term => SignalAction::Exit("SIGTERM"),
+            MgmtSignal::Int => SignalAction::Exit("SIGINT"),
+            MgmtSignal::Hup | MgmtSignal::Usr1 | MgmtSignal::Usr2 => {
+                tracing::warn!(
+                    "{} received: not implemented in this build yet, ignored",
+                    sig.name()
+                );
+                SignalAction::Continue
+            }
+        }
+    }
+
+    async fn on_worker_message(&mut self, m: Result<WorkerToParent, ChannelError>) -> SignalAction {
+        let res = match m {
+            Ok(WorkerToParent::Fatal { reason }) => {
+                tracing::error!("worker fatal error: {reason}");
+                return SignalAction::Continue;
+            }
+            Ok(WorkerToParent::Reply { id, reply }) => self.router.on_worker_reply(id, reply),
+            Ok(WorkerToParent::AuthRequest(req)) => self.router.on_auth_request(*req),
+            Ok(WorkerToParent::Client(ev)) => self.router.on_client_event(ev),
+            Ok(other) => Err(crate::router::RouterError::Worker(format!(
+                "unexpected {} after start-up",
+                other.name()
+            ))),
+            Err(e) => {
+                channel_failure(&mut self.worker, e);
+                return SignalAction::Continue;
+            }
+        };
+        match res {
+            Ok(fx) => self.apply(fx).await,
+            Err(e) => violation(&mut self.worker, e.to_string()),
+        }
+        SignalAction::Continue
+    }
+
+    async fn on_broker_message(&mut self, m: Result<BrokerToParent, ChannelError>) -> SignalAction {
+        match m {
+            Ok(BrokerToParent::Fatal { reason }) => {
+                tracing::error!("management broker fatal error: {reason}")
+            }
+            Ok(BrokerToParent::Request { id, request }) => {
+                if let Some(result) = self.client_auth_command(&request) {
+                    self.send_broker(ParentToBroker::Response {
+                        id,
+                        result: Ok(bulwark_ipc::msg::mgmt::Response::Done(result)),
+                    })
+                    .await;
+                } else {
+                    let fx = self.router.on_broker_request(id, request);
+                    self.apply(fx).await;
+                }
+            }
+            Ok(BrokerToParent::Audit(rec)) => audit(&rec),
+            Ok(BrokerToParent::StatusFile { index, text }) => self.write_status(index, &text),
+            Ok(other) => violation(
+                &mut self.broker,
+                format!("unexpected {} after start-up", other.name()),
+            ),
+            Err(e) => channel_failure(&mut self.broker, e),
+        }
+        SignalAction::Continue
+    }
+
+    /// The client-auth family: delivered to the waiting authorisation, if any.
+    fn client_auth_command(&mut self, req: &bulwark_ipc::msg::mgmt::Request) -> Option<bool> {
+        use bulwark_ipc::msg::mgmt::Request;
+        let (key, decision, last) = match req {
+            Request::ClientAuth { cid, kid, config } => {
+                ((*cid, *kid), MgmtDecision::Accept(config.clone()), true)
+            }
+            Request::ClientAuthNt { cid, kid } => {
+                ((*cid, *kid), MgmtDecision::Accept(Vec::new()), true)
+            }
+            Request::ClientDeny {
+                cid,
+                kid,
+                reason,
+                client_reason,
+            } => (
+                (*cid, *kid),
+                MgmtDecision::Deny {
+                    reason: reason.clone(),
+                    client_reason: client_reason.clone(),
+                },
+                true,
+            ),
+            Request::ClientPendingAuth {
+                cid,
+                kid,
+                extra,
+                timeout,
+            } => (
+                (*cid, *kid),
+                MgmtDecision::Pending {
+                    extra: extra.clone(),
+                    timeout: *timeout,
+                },
+                false,
+            ),
+            _ => return None,
+        };
+        let mut waits = self.waits.lock().unwrap_or_else(|e| e.into_inner());
+        let delivered = match if last {
+            waits.remove(&key)
+        } else {
+            waits.get(&key).cloned()
+        } {
+            Some(tx) => tx.send(decision).is_ok(),
+            None => false,
+        };
+        Some(delivered)
+    }
+
+    /// Writes a status file the broker rendered: temporary file in the same directory, then
+    /// rename, so a reader never sees a torn file. A failure is reported once until it works
+    /// again; it never stops the daemon.
+    fn write_status(&mut self, index: u8, text: &str) {
+        let Some(t) = self.ctx.status_targets.get(usize::from(index)) else {
+            violation(
+                &mut self.broker,
+                format!("StatusFile for index {index}, which does not exist"),
+            );
+            return;
+        };
+        let res = write_atomic(&t.path, text.as_bytes());
+        let failed = &mut self.status_failed[usize::from(index)];
+        match res {
+            Ok(()) => {
+                if *failed {
+                    tracing::info!("status file {} written again", t.path.display());
+                }
+                *failed = false;
+            }
+            Err(e) => {
+                if !*failed {
+                    tracing::error!("cannot write status file {}: {e}", t.path.display());
+                }
+                *failed = true;
+            }
+        }
+    }
+}
+
+/// The ASSIGN_IP/ADD_ROUTES states of the start-up sequence (the TUN was configured before the
+/// runtime existed; the states are reported when the management interface can see them).
+async fn sup_state_assign(sup: &mut Sup<'_, '_>) {
+    sup.state("ASSIGN_IP", "").await;
+    sup.state("ADD_ROUTES", "").await;
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "status".into());
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let res = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Writes one management audit record to the log.
+fn audit(rec: &bulwark_ipc::msg::mgmt::AuditRecord) {
+    use bulwark_ipc::msg::mgmt::{AuditOutcome, Peer};
+    let peer = match &rec.peer {
+        Peer::Unix { uid, gid, pid } => format!(
+            "unix uid={uid} gid={gid} pid={}",
+            pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
+        ),
+        Peer::Tcp(a) => format!("tcp {a}"),
+        Peer::UnixUnknown => "unix (credentials unknown)".into(),
+    };
+    let outcome = match rec.outcome {
+        AuditOutcome::Executed { ok: true } => "ok",
+        AuditOutcome::Executed { ok: false } => "error",
+        AuditOutcome::Denied => "DENIED",
+        AuditOutcome::Rejected => "rejected",
+    };
+    tracing::info!(
+        "MANAGEMENT AUDIT: {peer} role={} outcome={outcome} command={:?}",
+        rec.role.name(),
+        rec.command
+    );
+}
+
+/// One client's authorisation: management `client-auth` when configured. The verdict goes back
+/// to the loop, which forwards it to the worker.
+async fn authorize(
+    req: bulwark_ipc::msg::clients::ClientAuthRequest,
+    env: bulwark_ipc::msg::mgmt::EnvBlock,
+    n_clients: u32,
+    mgmt: bool,
+    hand_window: Duration,
+    waits: MgmtWaits,
+    tx: tokio::sync::mpsc::UnboundedSender<AuthMsg>,
+) {
+    use bulwark_ipc::msg::clients::{AuthVerdict, ClientOverrides};
+    use bulwark_ipc::msg::mgmt::{ClientEventKind, MgmtEvent};
+    let (cid, kid) = (req.cid, req.kid);
+    let verdict = |verdict| AuthMsg::Verdict { cid, kid, verdict };
+    if !mgmt {
+        let _ = tx.send(verdict(AuthVerdict::Accept(Box::default())));
+        return;
+    }
+    let (dtx, mut drx) = tokio::sync::mpsc::unbounded_channel();
+    waits
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert((cid, kid), dtx);
+    let kind = if req.reauth {
+        ClientEventKind::Reauth { kid }
+    } else {
+        ClientEventKind::Connect { kid }
+    };
+    let _ = tx.send(AuthMsg::Broker(ParentToBroker::Event(Box::new(
+        MgmtEvent::Client {
+            cid,
+            kind,
+            n_clients,
+            env,
+        },
+    ))));
+    let deadline = tokio::time::Instant::now() + hand_window;
+    loop {
+        match tokio::time::timeout_at(deadline, drx.recv()).await {
+            Ok(Some(MgmtDecision::Accept(lines))) => {
+                let o = match overrides_from_lines(&lines) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::error!(
+                            "MANAGEMENT: client-auth config for client {cid} rejected: {e}"
+                        );
+                        let _ = tx.send(verdict(AuthVerdict::Deny {
+                            reason: format!("client-auth config rejected: {e}"),
+                            client_reason: None,
+                        }));
+                        break;
+                    }
+                };
+                let _: &ClientOverrides = &o;
+                let _ = tx.send(verdict(AuthVerdict::Accept(Box::new(o))));
+                break;
+            }
+            Ok(Some(MgmtDecision::Deny {
+                reason,
+                client_reason,
+            })) => {
+                let _ = tx.send(verdict(AuthVerdict::Deny {
+                    reason,
+                    client_reason,
+                }));
+                break;
+            }
+            Ok(Some(MgmtDecision::Pending { extra, timeout })) => {
+                let _ = tx.send(verdict(AuthVerdict::Pending {
+                    extra,
+                    timeout_secs: timeout,
+                }));
+            }
+            // The worker applies hand-window itself; nothing more to wait for.
+            Ok(None) | Err(_) => break,
+        }
+    }
+    waits
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&(cid, kid));
+}
+
+/// The settings in `client-auth` config lines (client-connect config syntax).
+fn overrides_from_lines(
+    lines: &[String],
+) -> Result<bulwark_ipc::msg::clients::ClientOverrides, String> {
+    let mut text = String::new();
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    let (ccd, _warnings) =
+        bulwark_config::parse_ccd(Path::new("management client-auth"), text.as_bytes()).map_err(
+            |errs| {
+                errs.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
+        )?;
+    Ok(crate::engine::overrides_from_ccd(&ccd))
 }
 
 /// Half of systemd's watchdog timeout (`$WATCHDOG_USEC`), unless `$WATCHDOG_PID` names another
@@ -641,24 +1259,6 @@ async fn recv_broker(slot: &mut Slot<BrokerProc>) -> Result<BrokerToParent, Chan
     match &mut slot.running {
         Some(b) if slot.ctl_open => b.control.recv().await.map(|r| r.into_parts().0),
         _ => std::future::pending().await,
-    }
-}
-
-fn on_worker_message(slot: &mut Slot<RunningWorker>, m: Result<WorkerToParent, ChannelError>) {
-    match m {
-        Ok(WorkerToParent::Fatal { reason }) => tracing::error!("worker fatal error: {reason}"),
-        Ok(other) => violation(slot, format!("unexpected {} after start-up", other.name())),
-        Err(e) => channel_failure(slot, e),
-    }
-}
-
-fn on_broker_message(slot: &mut Slot<BrokerProc>, m: Result<BrokerToParent, ChannelError>) {
-    match m {
-        Ok(BrokerToParent::Fatal { reason }) => {
-            tracing::error!("management broker fatal error: {reason}")
-        }
-        Ok(other) => violation(slot, format!("unexpected {} after start-up", other.name())),
-        Err(e) => channel_failure(slot, e),
     }
 }
 

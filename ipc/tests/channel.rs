@@ -43,6 +43,7 @@ fn broker_config() -> BrokerConfig {
         chroot_dir: PathBuf::from("/run/bulwark/mgmt-empty"),
         verb: 3,
         seccomp: bulwark_ipc::msg::SeccompMode::Kill,
+        mgmt: bulwark_ipc::msg::MgmtSettings::default(),
     }
 }
 
@@ -171,6 +172,7 @@ fn all_parent_to_broker() -> Vec<ParentToBroker> {
         ParentToBroker::Init(BrokerInit {
             config: broker_config(),
             fds: vec![],
+            policies: vec![],
         }),
         ParentToBroker::Shutdown,
         ParentToBroker::SetVerb { level: 7 },
@@ -334,6 +336,16 @@ fn broker_init_listeners_work_on_the_receiving_side() {
     let init = BrokerInit {
         config: broker_config(),
         fds: vec![FdRole::TcpListener, FdRole::UnixListener],
+        policies: vec![
+            bulwark_ipc::msg::mgmt::ListenerPolicy::openvpn_compatible(
+                bulwark_ipc::msg::mgmt::ListenerKind::Tcp,
+                None,
+            ),
+            bulwark_ipc::msg::mgmt::ListenerPolicy::openvpn_compatible(
+                bulwark_ipc::msg::mgmt::ListenerKind::Unix("/run/x.sock".into()),
+                None,
+            ),
+        ],
     };
     let fds: Vec<OwnedFd> = vec![tcp.into(), unix.into()];
     let got = round_trip(&pb, &mut broker, ParentToBroker::Init(init.clone()), &fds);

@@ -11,7 +11,7 @@
 //!
 //! Logging: records go to the parent over the log channel (fd 4); the parent is the only sink.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -65,6 +65,9 @@ enum BrokerError {
     /// The seccomp filter could not be installed.
     #[error("seccomp: {0}")]
     Seccomp(String),
+    /// The management service could not be set up.
+    #[error("management service: {0}")]
+    Serve(String),
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -252,67 +255,193 @@ fn run(boot: Bootstrapped, log: &LogForwarder) -> Result<(), (Option<BrokerContr
     rt.block_on(serve(control, init, fds, log))
 }
 
-// ==== INTEGRATION POINT ======================================================================
-// `serve` is the broker's serving part; it is replaced by the management engineer's serving
-// function (`bulwark_mgmt`) once that exists: accept on the listeners in `fds` (order of
-// `init.fds`), check peer credentials, speak the management protocol. Until then it holds the
-// listeners and waits for Shutdown on the control channel; it serves no management clients and
-// says so in the log.
-// =============================================================================================
+/// Serves the management interface: the listeners from `fds` (with the policies of `init`), the
+/// requests of management commands forwarded to the parent, the parent's events fed into the
+/// notification hub, audit records and rendered status files sent to the parent.
+///
+/// One loop owns the control channel: everything that goes to the parent passes through it, so
+/// messages are never interleaved mid-frame and the order of audit records is preserved.
 async fn serve(
     control: BrokerControl,
     init: BrokerInit,
     fds: Vec<OwnedFd>,
     log: &LogForwarder,
 ) -> Result<(), (Option<BrokerControl>, BrokerError)> {
-    log.log(
-        Severity::Warning,
-        1,
-        "broker: the management interface is not wired into this build; holding listeners, serving no clients",
-    );
-    let _held: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-    let _ = &init;
-    let mut control = control.into_async().map_err(|source| {
-        (
-            None,
-            BrokerError::Ipc {
-                step: "async control",
-                source,
-            },
-        )
-    })?;
-    loop {
-        match control.recv().await {
-            Ok(r) => match r.into_parts().0 {
-                ParentToBroker::Shutdown => {
-                    log.log(Severity::Info, 3, "broker: shutdown requested");
-                    return Ok(());
-                }
-                ParentToBroker::SetVerb { level } => {
-                    log.log(
-                        Severity::Info,
-                        3,
-                        &format!("broker: verb {level} requested"),
-                    );
-                }
-                other @ (ParentToBroker::Hello { .. } | ParentToBroker::Init(_)) => {
-                    let e = BrokerError::Unexpected {
-                        expected: "Shutdown/SetVerb",
-                        got: other_name(&other),
-                    };
-                    return Err((control.into_blocking().ok(), e));
-                }
-            },
-            Err(bulwark_ipc::ChannelError::PeerClosed) => return Ok(()),
-            Err(source) => {
-                return Err((
-                    None,
-                    BrokerError::Ipc {
-                        step: "serve",
-                        source,
-                    },
-                ))
+    use bulwark_ipc::msg::mgmt::{MgmtEvent, Response};
+    use bulwark_ipc::msg::StatusFileSpec;
+    use bulwark_mgmt::backend::{BackendCall, BackendError, ChannelBackend};
+    use bulwark_mgmt::hub::{system_clock, BrokerOutput, EngineConfig, Hub};
+    use bulwark_mgmt::serve::Listener;
+    use bulwark_mgmt::session::Limits;
+    use bulwark_mgmt::status::StatusVersion;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+    let ipc_err = |step| move |source| (None, BrokerError::Ipc { step, source });
+    let mut control = control.into_async().map_err(ipc_err("async control"))?;
+    let m = &init.config.mgmt;
+    let status_version = StatusVersion::from_number(u32::from(m.status_version))
+        .map_err(|e| (None, BrokerError::Serve(e.to_string())))?;
+    let cfg = EngineConfig {
+        log_cache: m.log_cache as usize,
+        status_version,
+        verb: init.config.verb,
+        limits: Limits {
+            max_clients: m.max_sessions as usize,
+            ..Limits::default()
+        },
+    };
+    let (backend, mut calls) = ChannelBackend::new(256);
+    let (hub, mut outputs) = Hub::new(cfg, Arc::new(backend), system_clock());
+    let mut listeners = Vec::new();
+    for (fd, policy) in fds.into_iter().zip(init.policies.iter().cloned()) {
+        let l =
+            Listener::from_fd(fd, policy).map_err(|e| (None, BrokerError::Serve(e.to_string())))?;
+        listeners.push(l);
+    }
+    let (ev_tx, ev_rx) = broadcast::channel::<MgmtEvent>(4096);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    if !listeners.is_empty() {
+        let h = hub.clone();
+        tasks.spawn(async move {
+            if let Err(e) = bulwark_mgmt::serve::serve(h, listeners, ev_rx, stop_rx).await {
+                tracing::error!("management service: {e}");
             }
+        });
+    } else {
+        drop(ev_rx);
+    }
+    // Status files: rendered here (the broker owns the formats), written by the parent.
+    let (file_tx, mut file_rx) = mpsc::channel::<(u8, String)>(8);
+    for (index, spec) in m.status_files.iter().enumerate() {
+        let StatusFileSpec {
+            format,
+            interval_secs,
+        } = *spec;
+        let Ok(index) = u8::try_from(index) else {
+            break;
+        };
+        let h = hub.clone();
+        let tx = file_tx.clone();
+        tasks.spawn(async move {
+            status_file_loop(h, index, format, interval_secs, tx).await;
+        });
+    }
+    drop(file_tx);
+
+    let mut pending: HashMap<u64, oneshot::Sender<Result<Response, BackendError>>> = HashMap::new();
+    let mut next_id: u64 = 0;
+    let outcome = loop {
+        tokio::select! {
+            msg = control.recv() => match msg {
+                Ok(r) => match r.into_parts().0 {
+                    ParentToBroker::Shutdown => {
+                        log.log(Severity::Info, 3, "broker: shutdown requested");
+                        break Ok(());
+                    }
+                    ParentToBroker::SetVerb { level } => hub.set_verb(level),
+                    ParentToBroker::Response { id, result } => match pending.remove(&id) {
+                        // The session may have gone away meanwhile: nothing to deliver then.
+                        Some(tx) => { let _ = tx.send(result); }
+                        None => {
+                            let e = BrokerError::Unexpected { expected: "Response to an outstanding request", got: "Response with an unknown id" };
+                            break Err((control.into_blocking().ok(), e));
+                        }
+                    },
+                    ParentToBroker::Event(ev) => {
+                        // No receiver only means no listener is configured; histories still matter.
+                        if ev_tx.send(*ev.clone()).is_err() {
+                            hub.ingest(*ev);
+                        }
+                    }
+                    other @ (ParentToBroker::Hello { .. } | ParentToBroker::Init(_)) => {
+                        let e = BrokerError::Unexpected {
+                            expected: "Shutdown/SetVerb/Response/Event",
+                            got: other_name(&other),
+                        };
+                        break Err((control.into_blocking().ok(), e));
+                    }
+                },
+                Err(bulwark_ipc::ChannelError::PeerClosed) => break Ok(()),
+                Err(source) => break Err((None, BrokerError::Ipc { step: "serve", source })),
+            },
+            Some(BackendCall { request, reply }) = calls.recv() => {
+                next_id += 1;
+                let id = next_id;
+                if let Err(source) = control.send(&BrokerToParent::Request { id, request }, &[]).await {
+                    break Err((None, BrokerError::Ipc { step: "request", source }));
+                }
+                pending.insert(id, reply);
+            }
+            Some(out) = outputs.recv() => match out {
+                BrokerOutput::Audit(rec) => {
+                    if let Err(source) = control.send(&BrokerToParent::Audit(rec), &[]).await {
+                        break Err((None, BrokerError::Ipc { step: "audit", source }));
+                    }
+                }
+                BrokerOutput::Log(rec) => {
+                    let sev = if rec.flags.fatal {
+                        Severity::Fatal
+                    } else if rec.flags.nonfatal {
+                        Severity::Error
+                    } else if rec.flags.warn {
+                        Severity::Warning
+                    } else if rec.flags.debug {
+                        Severity::Debug
+                    } else {
+                        Severity::Info
+                    };
+                    log.log(sev, 3, &rec.message);
+                }
+            },
+            Some((index, text)) = file_rx.recv() => {
+                if let Err(source) = control.send(&BrokerToParent::StatusFile { index, text }, &[]).await {
+                    break Err((None, BrokerError::Ipc { step: "status file", source }));
+                }
+            }
+        }
+    };
+    let _ = stop_tx.send(true);
+    tasks.abort_all();
+    outcome
+}
+
+/// Renders one status file every `interval_secs` and hands the text to the control loop.
+async fn status_file_loop(
+    hub: std::sync::Arc<bulwark_mgmt::hub::Hub>,
+    index: u8,
+    format: bulwark_ipc::msg::StatusFormat,
+    interval_secs: u32,
+    tx: tokio::sync::mpsc::Sender<(u8, String)>,
+) {
+    use bulwark_ipc::msg::mgmt::{Request, Response};
+    use bulwark_ipc::msg::StatusFormat;
+    use bulwark_mgmt::status::{render, LineEnding, StatusVersion};
+    let mut timer = tokio::time::interval(Duration::from_secs(u64::from(interval_secs.max(1))));
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        timer.tick().await;
+        let snap = match hub.backend().call(Request::Status).await {
+            Ok(Response::Status(s)) => s,
+            // The worker may be restarting: keep the previous file, try again next tick.
+            Ok(_) | Err(_) => continue,
+        };
+        let text = match format {
+            StatusFormat::V1 => render(&snap, StatusVersion::V1, LineEnding::Lf),
+            StatusFormat::V2 => render(&snap, StatusVersion::V2, LineEnding::Lf),
+            StatusFormat::V3 => render(&snap, StatusVersion::V3, LineEnding::Lf),
+            StatusFormat::Json => match bulwark_mgmt::model::StatusJson::encode(&snap) {
+                Ok(mut j) => {
+                    j.push('\n');
+                    j
+                }
+                Err(_) => continue,
+            },
+        };
+        if tx.send((index, text)).await.is_err() {
+            return;
         }
     }
 }

@@ -3,7 +3,10 @@
 //! Start-up protocol, as for the worker: `Hello` both ways (versions must match), then
 //! `Init(BrokerInit)` with the management listeners (0..=16: the broker also runs without a
 //! management interface, to render status files), then `Ready` or `Fatal`. Afterwards the parent
-//! may send `SetVerb` and `Shutdown`.
+//! may send `SetVerb`, `Shutdown`, `Response` (answering a broker `Request` with the same id) and
+//! `Event` (log lines, states, `>CLIENT:` events for the notification streams). The broker sends
+//! `Request` (one per management command that needs the daemon), `Audit` (one per command line)
+//! and `StatusFile` (rendered status file content for the parent to write).
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -11,6 +14,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::common::{check_pid, check_reason, check_roles, check_sandbox, check_version, FdRole};
+use super::mgmt::{AuditRecord, BackendError, ListenerPolicy, MgmtEvent, Request, Response};
 use crate::fdcheck::{self, FdCheckError};
 use crate::message::Message;
 use crate::validate::{check_verb, ValidationError};
@@ -23,6 +27,16 @@ pub const KIND_P2B_INIT: u16 = 0x0202;
 pub const KIND_P2B_SHUTDOWN: u16 = 0x0203;
 /// `ParentToBroker::SetVerb`.
 pub const KIND_P2B_SET_VERB: u16 = 0x0204;
+/// `ParentToBroker::Response`.
+pub const KIND_P2B_RESPONSE: u16 = 0x0205;
+/// `ParentToBroker::Event`.
+pub const KIND_P2B_EVENT: u16 = 0x0206;
+/// `BrokerToParent::Request`.
+pub const KIND_B2P_REQUEST: u16 = 0x0284;
+/// `BrokerToParent::Audit`.
+pub const KIND_B2P_AUDIT: u16 = 0x0285;
+/// `BrokerToParent::StatusFile`.
+pub const KIND_B2P_STATUS_FILE: u16 = 0x0286;
 /// `BrokerToParent::Hello`.
 pub const KIND_B2P_HELLO: u16 = 0x0281;
 /// `BrokerToParent::Ready`.
@@ -44,13 +58,80 @@ pub struct BrokerConfig {
     pub verb: u8,
     /// Seccomp enforcement.
     pub seccomp: super::worker_config::SeccompMode,
+    /// Management interface settings.
+    pub mgmt: MgmtSettings,
+}
+
+/// Format of a rendered status file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StatusFormat {
+    /// `status-version 1`.
+    V1,
+    /// `status-version 2`.
+    V2,
+    /// `status-version 3`.
+    V3,
+    /// The versioned JSON document (`bulwark.status.v1`).
+    Json,
+}
+
+/// One status file the broker renders periodically (the parent knows the path by index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusFileSpec {
+    /// Format.
+    pub format: StatusFormat,
+    /// Seconds between renders (≥ 1).
+    pub interval_secs: u32,
+}
+
+/// Management settings of the broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MgmtSettings {
+    /// `management-log-cache` (1..=1_000_000).
+    pub log_cache: u32,
+    /// `status-version` used by `status` without argument (1..=3).
+    pub status_version: u8,
+    /// Concurrent management sessions (1..=1024).
+    pub max_sessions: u32,
+    /// Status files to render, in the parent's order.
+    pub status_files: Vec<StatusFileSpec>,
+}
+
+impl Default for MgmtSettings {
+    /// OpenVPN's defaults: log cache 250, status-version 1; 16 sessions; no status files.
+    fn default() -> Self {
+        MgmtSettings {
+            log_cache: 250,
+            status_version: 1,
+            max_sessions: 16,
+            status_files: Vec::new(),
+        }
+    }
 }
 
 impl BrokerConfig {
     /// Check every field.
     pub fn validate(&self) -> Result<(), ValidationError> {
         check_sandbox(self.uid, self.gid, &self.chroot_dir)?;
-        check_verb(self.verb)
+        check_verb(self.verb)?;
+        let m = &self.mgmt;
+        let bad = |field, why: &str| ValidationError::Field {
+            field,
+            why: why.to_string(),
+        };
+        if !(1..=1_000_000).contains(&m.log_cache) {
+            return Err(bad("mgmt.log_cache", "outside 1..=1000000"));
+        }
+        if !(1..=3).contains(&m.status_version) {
+            return Err(bad("mgmt.status_version", "outside 1..=3"));
+        }
+        if !(1..=1024).contains(&m.max_sessions) {
+            return Err(bad("mgmt.max_sessions", "outside 1..=1024"));
+        }
+        if m.status_files.len() > 8 || m.status_files.iter().any(|f| f.interval_secs == 0) {
+            return Err(bad("mgmt.status_files", "at most 8, intervals ≥ 1 s"));
+        }
+        Ok(())
     }
 }
 
@@ -62,6 +143,8 @@ pub struct BrokerInit {
     /// What each passed descriptor is, in order: 0..=16 management listeners
     /// ([`FdRole::TcpListener`] or [`FdRole::UnixListener`]).
     pub fds: Vec<FdRole>,
+    /// The access policy of each listener, in the order of `fds`.
+    pub policies: Vec<ListenerPolicy>,
 }
 
 impl BrokerInit {
@@ -70,7 +153,18 @@ impl BrokerInit {
     /// Check the configuration and the role list.
     pub fn validate(&self) -> Result<(), ValidationError> {
         self.config.validate()?;
-        check_roles("BrokerInit", &self.fds, 0, &Self::ALLOWED)
+        check_roles("BrokerInit", &self.fds, 0, &Self::ALLOWED)?;
+        if self.policies.len() != self.fds.len() {
+            return Err(ValidationError::Field {
+                field: "BrokerInit.policies",
+                why: format!(
+                    "{} policies for {} listeners",
+                    self.policies.len(),
+                    self.fds.len()
+                ),
+            });
+        }
+        self.policies.iter().try_for_each(ListenerPolicy::validate)
     }
 
     /// Check that the received descriptors are what [`BrokerInit::fds`] says.
@@ -96,6 +190,15 @@ pub enum ParentToBroker {
         /// New level.
         level: u8,
     },
+    /// The answer to `BrokerToParent::Request` with the same id.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        result: Result<Response, BackendError>,
+    },
+    /// A real-time event for the notification streams and histories.
+    Event(Box<MgmtEvent>),
 }
 
 impl Message for ParentToBroker {
@@ -105,6 +208,8 @@ impl Message for ParentToBroker {
             ParentToBroker::Init(_) => KIND_P2B_INIT,
             ParentToBroker::Shutdown => KIND_P2B_SHUTDOWN,
             ParentToBroker::SetVerb { .. } => KIND_P2B_SET_VERB,
+            ParentToBroker::Response { .. } => KIND_P2B_RESPONSE,
+            ParentToBroker::Event(_) => KIND_P2B_EVENT,
         }
     }
 
@@ -114,6 +219,8 @@ impl Message for ParentToBroker {
             ParentToBroker::Init(_) => "ParentToBroker::Init",
             ParentToBroker::Shutdown => "ParentToBroker::Shutdown",
             ParentToBroker::SetVerb { .. } => "ParentToBroker::SetVerb",
+            ParentToBroker::Response { .. } => "ParentToBroker::Response",
+            ParentToBroker::Event(_) => "ParentToBroker::Event",
         }
     }
 
@@ -122,7 +229,9 @@ impl Message for ParentToBroker {
             ParentToBroker::Init(init) => init.fds.len(),
             ParentToBroker::Hello { .. }
             | ParentToBroker::Shutdown
-            | ParentToBroker::SetVerb { .. } => 0,
+            | ParentToBroker::SetVerb { .. }
+            | ParentToBroker::Response { .. }
+            | ParentToBroker::Event(_) => 0,
         }
     }
 
@@ -132,6 +241,11 @@ impl Message for ParentToBroker {
             ParentToBroker::Init(init) => init.validate(),
             ParentToBroker::Shutdown => Ok(()),
             ParentToBroker::SetVerb { level } => check_verb(*level),
+            ParentToBroker::Response { result, .. } => match result {
+                Ok(r) => r.validate(),
+                Err(_) => Ok(()),
+            },
+            ParentToBroker::Event(e) => e.validate(),
         }
     }
 }
@@ -153,6 +267,22 @@ pub enum BrokerToParent {
         /// Why (1..=1024 bytes, no control characters).
         reason: String,
     },
+    /// A management command needs the daemon; answered by `ParentToBroker::Response`.
+    Request {
+        /// Correlation id (unique among the broker's outstanding requests).
+        id: u64,
+        /// The request.
+        request: Request,
+    },
+    /// One audit record (one per management command line).
+    Audit(AuditRecord),
+    /// Rendered content of the status file with this index (`MgmtSettings::status_files`).
+    StatusFile {
+        /// Index into `status_files`.
+        index: u8,
+        /// The file's content.
+        text: String,
+    },
 }
 
 impl Message for BrokerToParent {
@@ -161,6 +291,9 @@ impl Message for BrokerToParent {
             BrokerToParent::Hello { .. } => KIND_B2P_HELLO,
             BrokerToParent::Ready => KIND_B2P_READY,
             BrokerToParent::Fatal { .. } => KIND_B2P_FATAL,
+            BrokerToParent::Request { .. } => KIND_B2P_REQUEST,
+            BrokerToParent::Audit(_) => KIND_B2P_AUDIT,
+            BrokerToParent::StatusFile { .. } => KIND_B2P_STATUS_FILE,
         }
     }
 
@@ -169,14 +302,20 @@ impl Message for BrokerToParent {
             BrokerToParent::Hello { .. } => "BrokerToParent::Hello",
             BrokerToParent::Ready => "BrokerToParent::Ready",
             BrokerToParent::Fatal { .. } => "BrokerToParent::Fatal",
+            BrokerToParent::Request { .. } => "BrokerToParent::Request",
+            BrokerToParent::Audit(_) => "BrokerToParent::Audit",
+            BrokerToParent::StatusFile { .. } => "BrokerToParent::StatusFile",
         }
     }
 
     fn fd_count(&self) -> usize {
         match self {
-            BrokerToParent::Hello { .. } | BrokerToParent::Ready | BrokerToParent::Fatal { .. } => {
-                0
-            }
+            BrokerToParent::Hello { .. }
+            | BrokerToParent::Ready
+            | BrokerToParent::Fatal { .. }
+            | BrokerToParent::Request { .. }
+            | BrokerToParent::Audit(_)
+            | BrokerToParent::StatusFile { .. } => 0,
         }
     }
 
@@ -188,6 +327,29 @@ impl Message for BrokerToParent {
             }
             BrokerToParent::Ready => Ok(()),
             BrokerToParent::Fatal { reason } => check_reason(reason),
+            BrokerToParent::Request { request, .. } => request.validate(),
+            BrokerToParent::Audit(a) => a.validate(),
+            BrokerToParent::StatusFile { index, text } => {
+                if *index >= 8 {
+                    return Err(ValidationError::Field {
+                        field: "StatusFile.index",
+                        why: format!("{index} out of range"),
+                    });
+                }
+                // Status files are multi-line text: no NUL, no control characters but newlines
+                // and TAB (status-version 3).
+                match text
+                    .char_indices()
+                    .find(|(_, c)| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+                {
+                    Some((offset, c)) => Err(ValidationError::ControlCharacter {
+                        field: "StatusFile.text",
+                        code: u32::from(c),
+                        offset,
+                    }),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -205,7 +367,19 @@ mod tests {
                 chroot_dir: PathBuf::from("/run/bulwark/empty"),
                 verb: 4,
                 seccomp: crate::msg::SeccompMode::Kill,
+                mgmt: MgmtSettings {
+                    log_cache: 250,
+                    status_version: 1,
+                    max_sessions: 16,
+                    status_files: vec![],
+                },
             },
+            policies: fds
+                .iter()
+                .map(|_| {
+                    ListenerPolicy::openvpn_compatible(super::super::mgmt::ListenerKind::Tcp, None)
+                })
+                .collect(),
             fds,
         }
     }

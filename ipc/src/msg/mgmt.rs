@@ -367,7 +367,7 @@ pub enum BackendError {
     #[error("unexpected backend response to {request}")]
     UnexpectedResponse {
         /// Name of the request.
-        request: &'static str,
+        request: String,
     },
 }
 
@@ -754,4 +754,148 @@ pub struct AuditRecord {
     pub command: String,
     /// Outcome.
     pub outcome: AuditOutcome,
+}
+
+// ---- validation -------------------------------------------------------------------------------
+
+use crate::validate::{check_len, check_text, ValidationError};
+
+/// Longest name, message or reason text in a management message.
+pub const MAX_MGMT_TEXT: usize = 4096;
+/// Most config lines in one `client-auth` block.
+pub const MAX_CLIENT_AUTH_LINES: usize = 1024;
+/// Most entries in a status snapshot or env block.
+pub const MAX_MGMT_ENTRIES: usize = 65_536;
+
+fn text(field: &'static str, s: &str) -> Result<(), ValidationError> {
+    check_text(field, s, MAX_MGMT_TEXT)
+}
+
+impl Request {
+    /// Check sizes and characters (requests come from the broker, which faces local users).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        match self {
+            Request::KillCommonName(cn) => text("request.common_name", cn),
+            Request::ClientKill { message, .. } => text("request.message", message),
+            Request::SetVerb(v) if *v > 15 => Err(ValidationError::Field {
+                field: "request.verb",
+                why: format!("{v} out of range"),
+            }),
+            Request::ClientAuth { kid, config, .. } => {
+                check_kid(*kid)?;
+                check_len("request.config", config.len(), 0, MAX_CLIENT_AUTH_LINES)?;
+                config.iter().try_for_each(|l| text("request.config", l))
+            }
+            Request::ClientAuthNt { kid, .. } => check_kid(*kid),
+            Request::ClientDeny {
+                kid,
+                reason,
+                client_reason,
+                ..
+            } => {
+                check_kid(*kid)?;
+                text("request.reason", reason)?;
+                client_reason
+                    .as_deref()
+                    .map_or(Ok(()), |c| text("request.client_reason", c))
+            }
+            Request::ClientPendingAuth { kid, extra, .. } => {
+                check_kid(*kid)?;
+                text("request.extra", extra)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn check_kid(kid: u32) -> Result<(), ValidationError> {
+    if kid > 7 {
+        return Err(ValidationError::Field {
+            field: "request.kid",
+            why: format!("{kid} is not a key id (0..=7)"),
+        });
+    }
+    Ok(())
+}
+
+impl StatusSnapshot {
+    /// Check sizes and characters.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        text("status.title", &self.title)?;
+        check_len("status.clients", self.clients.len(), 0, MAX_MGMT_ENTRIES)?;
+        check_len("status.routes", self.routes.len(), 0, MAX_MGMT_ENTRIES)?;
+        for c in &self.clients {
+            if let Some(cn) = &c.common_name {
+                text("status.common_name", cn)?;
+            }
+            if let Some(u) = &c.username {
+                text("status.username", u)?;
+            }
+            text("status.cipher", &c.data_cipher)?;
+        }
+        Ok(())
+    }
+}
+
+impl Response {
+    /// Check sizes and characters.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        match self {
+            Response::Info { title, .. } => text("response.title", title),
+            Response::Status(s) => s.validate(),
+            Response::ByteCounts(v) => {
+                check_len("response.bytecounts", v.len(), 0, MAX_MGMT_ENTRIES)
+            }
+            Response::Signal(SignalOutcome::Thrown(name)) => text("response.signal", name),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl MgmtEvent {
+    /// Check sizes and characters.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        match self {
+            MgmtEvent::Log(r) => text("event.log", &r.message),
+            MgmtEvent::State(s) => {
+                text("event.state.name", &s.name)?;
+                text("event.state.detail", &s.detail)
+            }
+            MgmtEvent::Echo(e) => text("event.echo", &e.text),
+            MgmtEvent::Hold { .. } | MgmtEvent::HoldReleased => Ok(()),
+            MgmtEvent::Client { env, .. } => {
+                check_len("event.env", env.vars.len(), 0, MAX_MGMT_ENTRIES)?;
+                for (k, v) in &env.vars {
+                    text("event.env.name", k)?;
+                    text("event.env.value", v)?;
+                }
+                env.peer_info
+                    .iter()
+                    .try_for_each(|l| text("event.env.peer_info", l))
+            }
+            MgmtEvent::ClientAddress { addr, .. } => text("event.address", addr),
+            MgmtEvent::Notify(t) | MgmtEvent::Fatal(t) => text("event.text", t),
+        }
+    }
+}
+
+impl ListenerPolicy {
+    /// Check sizes and characters.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if let ListenerKind::Unix(p) = &self.kind {
+            text("policy.path", p)?;
+        }
+        if let Some(p) = &self.password {
+            check_text("policy.password", p, 1024)?;
+        }
+        check_len("policy.uid_roles", self.uid_roles.len(), 0, 1024)?;
+        check_len("policy.gid_roles", self.gid_roles.len(), 0, 1024)
+    }
+}
+
+impl AuditRecord {
+    /// Check sizes and characters.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        text("audit.command", &self.command)
+    }
 }

@@ -23,7 +23,10 @@ pub mod mgmt;
 pub mod signer;
 pub mod worker_config;
 
-pub use broker::{BrokerConfig, BrokerInit, BrokerToParent, ParentToBroker};
+pub use broker::{
+    BrokerConfig, BrokerInit, BrokerToParent, MgmtSettings, ParentToBroker, StatusFileSpec,
+    StatusFormat,
+};
 pub use common::{FdRole, MAX_FD_ROLES, MAX_REASON_LEN};
 pub use control::{ParentToWorker, WorkerInit, WorkerToParent, MAX_CRL_PEM_LEN};
 pub use log::{LogOrigin, LogRecord, Severity, MAX_LOG_MESSAGE_LEN};

@@ -1,0 +1,210 @@
+//! What the parent resolves for the management broker before starting it: each listener's access
+//! policy (password from the `pw-file`, `management-client-user`/`-group` resolved to ids) and
+//! the broker's settings (log cache, status-version, status files).
+//!
+//! Everything that needs the filesystem or the user database happens here, in the parent; the
+//! broker receives numbers and strings only.
+
+use std::path::{Path, PathBuf};
+
+use bulwark_config::Config;
+use bulwark_ipc::msg::mgmt::{ListenerKind, ListenerPolicy};
+use bulwark_ipc::msg::{MgmtSettings, StatusFileSpec, StatusFormat};
+use nix::unistd::{Group, User};
+
+use crate::settings::Management;
+
+/// Errors of resolving the management settings.
+#[derive(Debug, thiserror::Error)]
+pub enum MgmtSetupError {
+    /// The password file could not be read.
+    #[error("cannot read management password file {path}: {source}")]
+    PasswordFile {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The password file is empty or its first line is not usable.
+    #[error("management password file {0}: the first line must hold the password")]
+    PasswordEmpty(PathBuf),
+    /// `stdin` as password file cannot work for a daemon whose stdin is not a terminal.
+    #[error("management password from stdin is not supported; put the password in a file")]
+    PasswordStdin,
+    /// A user or group does not exist.
+    #[error("{directive}: no such {what} '{name}'")]
+    NoSuchId {
+        /// The directive.
+        directive: &'static str,
+        /// user or group.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// The user database could not be read.
+    #[error("{directive}: cannot look up '{name}': {source}")]
+    Lookup {
+        /// The directive.
+        directive: &'static str,
+        /// The name.
+        name: String,
+        /// The error.
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// A status file the parent writes (the broker renders it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusTarget {
+    /// Where.
+    pub path: PathBuf,
+    /// Format.
+    pub format: StatusFormat,
+    /// Rewrite interval in seconds.
+    pub interval_secs: u32,
+}
+
+/// The first line of a password file (OpenVPN reads the first line; trailing CR/LF removed).
+pub fn read_password_file(path: &Path) -> Result<String, MgmtSetupError> {
+    if path == Path::new("stdin") {
+        return Err(MgmtSetupError::PasswordStdin);
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| MgmtSetupError::PasswordFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let first = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    if first.is_empty() {
+        return Err(MgmtSetupError::PasswordEmpty(path.to_owned()));
+    }
+    Ok(first.to_string())
+}
+
+fn uid_of(directive: &'static str, name: &str) -> Result<u32, MgmtSetupError> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(n);
+    }
+    match User::from_name(name) {
+        Ok(Some(u)) => Ok(u.uid.as_raw()),
+        Ok(None) => Err(MgmtSetupError::NoSuchId {
+            directive,
+            what: "user",
+            name: name.to_string(),
+        }),
+        Err(source) => Err(MgmtSetupError::Lookup {
+            directive,
+            name: name.to_string(),
+            source,
+        }),
+    }
+}
+
+fn gid_of(directive: &'static str, name: &str) -> Result<u32, MgmtSetupError> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(n);
+    }
+    match Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(MgmtSetupError::NoSuchId {
+            directive,
+            what: "group",
+            name: name.to_string(),
+        }),
+        Err(source) => Err(MgmtSetupError::Lookup {
+            directive,
+            name: name.to_string(),
+            source,
+        }),
+    }
+}
+
+/// The access policy of the listener for `spec`, from the configuration's management options.
+pub fn listener_policy(cfg: &Config, spec: &Management) -> Result<ListenerPolicy, MgmtSetupError> {
+    let m = cfg.management.as_ref();
+    let kind = match spec {
+        Management::Unix(p) => ListenerKind::Unix(p.display().to_string()),
+        Management::Tcp(..) => ListenerKind::Tcp,
+    };
+    let password = match m.and_then(|m| m.password_file.as_deref()) {
+        Some(p) => Some(read_password_file(p)?),
+        None => None,
+    };
+    let mut policy = ListenerPolicy::openvpn_compatible(kind, password);
+    if let Some(m) = m {
+        if let Some(u) = &m.client_user {
+            policy.required_uid = Some(uid_of("management-client-user", u)?);
+        }
+        if let Some(g) = &m.client_group {
+            policy.required_gid = Some(gid_of("management-client-group", g)?);
+        }
+    }
+    Ok(policy)
+}
+
+/// The broker's settings and the status files the parent writes, in the same order.
+pub fn settings(cfg: &Config) -> (MgmtSettings, Vec<StatusTarget>) {
+    let mut targets = Vec::new();
+    if let Some(s) = &cfg.status {
+        let format = match cfg.status_version {
+            2 => StatusFormat::V2,
+            3 => StatusFormat::V3,
+            _ => StatusFormat::V1,
+        };
+        targets.push(StatusTarget {
+            path: s.path.clone(),
+            format,
+            interval_secs: s.interval.max(1),
+        });
+    }
+    let settings = MgmtSettings {
+        log_cache: cfg
+            .management
+            .as_ref()
+            .and_then(|m| m.log_cache)
+            .unwrap_or(250)
+            .clamp(1, 1_000_000),
+        status_version: cfg.status_version.clamp(1, 3),
+        max_sessions: 16,
+        status_files: targets
+            .iter()
+            .map(|t| StatusFileSpec {
+                format: t.format,
+                interval_secs: t.interval_secs,
+            })
+            .collect(),
+    };
+    (settings, targets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_file_first_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pw");
+        std::fs::write(&p, "s3cret\r\nsecond\n").unwrap();
+        assert_eq!(read_password_file(&p).unwrap(), "s3cret");
+        std::fs::write(&p, "\n").unwrap();
+        assert!(matches!(
+            read_password_file(&p),
+            Err(MgmtSetupError::PasswordEmpty(_))
+        ));
+        assert!(matches!(
+            read_password_file(Path::new("stdin")),
+            Err(MgmtSetupError::PasswordStdin)
+        ));
+        assert!(read_password_file(&d.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn ids_by_name_and_number() {
+        assert_eq!(uid_of("x", "0").unwrap(), 0);
+        assert_eq!(uid_of("x", "root").unwrap(), 0);
+        assert!(uid_of("x", "no-such-user-bulwark").is_err());
+        assert_eq!(gid_of("x", "root").unwrap(), 0);
+    }
+}
