@@ -651,6 +651,8 @@ struct Sup<'c, 'a> {
     waits: MgmtWaits,
     auth_tx: tokio::sync::mpsc::UnboundedSender<AuthMsg>,
     status_failed: Vec<bool>,
+    /// A deliberate worker restart (SIGUSR1) is in progress: its exit is not a crash.
+    worker_restart: bool,
 }
 
 async fn supervise(ctx: &Ctx<'_>) -> Result<&'static str, RunError> {
@@ -671,6 +673,7 @@ async fn supervise(ctx: &Ctx<'_>) -> Result<&'static str, RunError> {
         waits: MgmtWaits::default(),
         auth_tx,
         status_failed: vec![false; ctx.status_targets.len()],
+        worker_restart: false,
     };
     // INVARIANT: the broker starts first, so that `management-hold` can hold the worker back and
     // the management interface reports the start-up states.
@@ -712,7 +715,17 @@ async fn supervise(ctx: &Ctx<'_>) -> Result<&'static str, RunError> {
             }
             _ = sigchld.recv() => {
                 let had_worker = sup.worker.running.is_some();
-                if let Err(e) = reap(&mut sup.worker, ctx.policy) { break Err(e); }
+                if sup.worker_restart {
+                    if let Some(w) = &sup.worker.running {
+                        if exited(w.pid()) {
+                            tracing::info!("worker process {} stopped for the restart", w.pid());
+                            sup.worker.running = None;
+                            sup.worker.ctl_open = false;
+                            sup.worker_restart = false;
+                            sup.worker.restart_at = Some(Instant::now());
+                        }
+                    }
+                } else if let Err(e) = reap(&mut sup.worker, ctx.policy) { break Err(e); }
                 if had_worker && sup.worker.running.is_none() {
                     let fx = sup.router.worker_gone();
                     sup.apply(fx).await;
@@ -742,6 +755,7 @@ async fn supervise(ctx: &Ctx<'_>) -> Result<&'static str, RunError> {
                             sup.worker.running = Some(w);
                             sup.worker.ctl_open = true;
                             sup.router.worker_started();
+                            sup.state("CONNECTED", "SUCCESS").await;
                         }
                         Err(e) => {
                             tracing::error!("worker restart failed: {}", error_chain(&e));
@@ -913,11 +927,29 @@ impl Sup<'_, '_> {
         match sig {
             MgmtSignal::Term => SignalAction::Exit("SIGTERM"),
             MgmtSignal::Int => SignalAction::Exit("SIGINT"),
-            MgmtSignal::Hup | MgmtSignal::Usr1 | MgmtSignal::Usr2 => {
-                tracing::warn!(
-                    "{} received: not implemented in this build yet, ignored",
-                    sig.name()
-                );
+            MgmtSignal::Usr2 => {
+                if self.broker.running.is_some() {
+                    self.send_broker(ParentToBroker::DumpStatus).await;
+                } else {
+                    tracing::warn!(
+                        "SIGUSR2: the management broker is restarting; no status to print"
+                    );
+                }
+                SignalAction::Continue
+            }
+            MgmtSignal::Usr1 => {
+                // OpenVPN's server soft restart: every client instance ends (clients are told and
+                // reconnect), the configuration stays; the TUN device and routes are kept.
+                tracing::info!("SIGUSR1[hard,] received, process restarting");
+                self.state("RECONNECTING", "SIGUSR1").await;
+                if self.worker.running.is_some() {
+                    self.worker_restart = true;
+                    self.send_worker(ParentToWorker::Shutdown).await;
+                }
+                SignalAction::Continue
+            }
+            MgmtSignal::Hup => {
+                tracing::warn!("SIGHUP received: configuration reload is not implemented in this build yet, ignored");
                 SignalAction::Continue
             }
         }
@@ -967,6 +999,12 @@ impl Sup<'_, '_> {
             }
             Ok(BrokerToParent::Audit(rec)) => audit(&rec),
             Ok(BrokerToParent::StatusFile { index, text }) => self.write_status(index, &text),
+            Ok(BrokerToParent::StatusDump { text }) => {
+                // As OpenVPN's SIGUSR2: each status line logged at M_INFO.
+                for line in text.lines() {
+                    tracing::info!("{line}");
+                }
+            }
             Ok(other) => violation(
                 &mut self.broker,
                 format!("unexpected {} after start-up", other.name()),

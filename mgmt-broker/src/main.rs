@@ -314,7 +314,7 @@ async fn serve(
         drop(ev_rx);
     }
     // Status files: rendered here (the broker owns the formats), written by the parent.
-    let (file_tx, mut file_rx) = mpsc::channel::<(u8, String)>(8);
+    let (file_tx, mut file_rx) = mpsc::channel::<BrokerToParent>(8);
     for (index, spec) in m.status_files.iter().enumerate() {
         let StatusFileSpec {
             format,
@@ -329,6 +329,7 @@ async fn serve(
             status_file_loop(h, index, format, interval_secs, tx).await;
         });
     }
+    let dump_tx = file_tx.clone();
     drop(file_tx);
 
     let mut pending: HashMap<u64, oneshot::Sender<Result<Response, BackendError>>> = HashMap::new();
@@ -342,6 +343,15 @@ async fn serve(
                         break Ok(());
                     }
                     ParentToBroker::SetVerb { level } => hub.set_verb(level),
+                    ParentToBroker::DumpStatus => {
+                        let h = hub.clone();
+                        let tx = dump_tx.clone();
+                        tokio::spawn(async move {
+                            if let Some(text) = render_status(&h, None).await {
+                                let _ = tx.send(BrokerToParent::StatusDump { text }).await;
+                            }
+                        });
+                    }
                     ParentToBroker::Response { id, result } => match pending.remove(&id) {
                         // The session may have gone away meanwhile: nothing to deliver then.
                         Some(tx) => { let _ = tx.send(result); }
@@ -396,8 +406,8 @@ async fn serve(
                     log.log(sev, 3, &rec.message);
                 }
             },
-            Some((index, text)) = file_rx.recv() => {
-                if let Err(source) = control.send(&BrokerToParent::StatusFile { index, text }, &[]).await {
+            Some(msg) = file_rx.recv() => {
+                if let Err(source) = control.send(&msg, &[]).await {
                     break Err((None, BrokerError::Ipc { step: "status file", source }));
                 }
             }
@@ -408,39 +418,54 @@ async fn serve(
     outcome
 }
 
-/// Renders one status file every `interval_secs` and hands the text to the control loop.
+/// Renders the current status in `format` (`None`: the configured status-version), or `None`
+/// when no snapshot is available (the worker may be restarting).
+async fn render_status(
+    hub: &bulwark_mgmt::hub::Hub,
+    format: Option<bulwark_ipc::msg::StatusFormat>,
+) -> Option<String> {
+    use bulwark_ipc::msg::mgmt::{Request, Response};
+    use bulwark_ipc::msg::StatusFormat;
+    use bulwark_mgmt::status::{render, LineEnding, StatusVersion};
+    let snap = match hub.backend().call(Request::Status).await {
+        Ok(Response::Status(s)) => s,
+        Ok(_) | Err(_) => return None,
+    };
+    let version = match format {
+        None => hub.config().status_version,
+        Some(StatusFormat::V1) => StatusVersion::V1,
+        Some(StatusFormat::V2) => StatusVersion::V2,
+        Some(StatusFormat::V3) => StatusVersion::V3,
+        Some(StatusFormat::Json) => {
+            let mut j = bulwark_mgmt::model::StatusJson::encode(&snap).ok()?;
+            j.push('\n');
+            return Some(j);
+        }
+    };
+    Some(render(&snap, version, LineEnding::Lf))
+}
+
+/// Renders one status file every `interval_secs` and hands it to the control loop.
 async fn status_file_loop(
     hub: std::sync::Arc<bulwark_mgmt::hub::Hub>,
     index: u8,
     format: bulwark_ipc::msg::StatusFormat,
     interval_secs: u32,
-    tx: tokio::sync::mpsc::Sender<(u8, String)>,
+    tx: tokio::sync::mpsc::Sender<BrokerToParent>,
 ) {
-    use bulwark_ipc::msg::mgmt::{Request, Response};
-    use bulwark_ipc::msg::StatusFormat;
-    use bulwark_mgmt::status::{render, LineEnding, StatusVersion};
     let mut timer = tokio::time::interval(Duration::from_secs(u64::from(interval_secs.max(1))));
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         timer.tick().await;
-        let snap = match hub.backend().call(Request::Status).await {
-            Ok(Response::Status(s)) => s,
-            // The worker may be restarting: keep the previous file, try again next tick.
-            Ok(_) | Err(_) => continue,
+        // No snapshot (worker restarting): keep the previous file, try again next tick.
+        let Some(text) = render_status(&hub, Some(format)).await else {
+            continue;
         };
-        let text = match format {
-            StatusFormat::V1 => render(&snap, StatusVersion::V1, LineEnding::Lf),
-            StatusFormat::V2 => render(&snap, StatusVersion::V2, LineEnding::Lf),
-            StatusFormat::V3 => render(&snap, StatusVersion::V3, LineEnding::Lf),
-            StatusFormat::Json => match bulwark_mgmt::model::StatusJson::encode(&snap) {
-                Ok(mut j) => {
-                    j.push('\n');
-                    j
-                }
-                Err(_) => continue,
-            },
-        };
-        if tx.send((index, text)).await.is_err() {
+        if tx
+            .send(BrokerToParent::StatusFile { index, text })
+            .await
+            .is_err()
+        {
             return;
         }
     }

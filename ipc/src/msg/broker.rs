@@ -31,6 +31,10 @@ pub const KIND_P2B_SET_VERB: u16 = 0x0204;
 pub const KIND_P2B_RESPONSE: u16 = 0x0205;
 /// `ParentToBroker::Event`.
 pub const KIND_P2B_EVENT: u16 = 0x0206;
+/// `ParentToBroker::DumpStatus`.
+pub const KIND_P2B_DUMP_STATUS: u16 = 0x0207;
+/// `BrokerToParent::StatusDump`.
+pub const KIND_B2P_STATUS_DUMP: u16 = 0x0287;
 /// `BrokerToParent::Request`.
 pub const KIND_B2P_REQUEST: u16 = 0x0284;
 /// `BrokerToParent::Audit`.
@@ -199,6 +203,9 @@ pub enum ParentToBroker {
     },
     /// A real-time event for the notification streams and histories.
     Event(Box<MgmtEvent>),
+    /// Render the status in the configured `status-version` for the log (SIGUSR2); answered by
+    /// `BrokerToParent::StatusDump`.
+    DumpStatus,
 }
 
 impl Message for ParentToBroker {
@@ -210,6 +217,7 @@ impl Message for ParentToBroker {
             ParentToBroker::SetVerb { .. } => KIND_P2B_SET_VERB,
             ParentToBroker::Response { .. } => KIND_P2B_RESPONSE,
             ParentToBroker::Event(_) => KIND_P2B_EVENT,
+            ParentToBroker::DumpStatus => KIND_P2B_DUMP_STATUS,
         }
     }
 
@@ -221,6 +229,7 @@ impl Message for ParentToBroker {
             ParentToBroker::SetVerb { .. } => "ParentToBroker::SetVerb",
             ParentToBroker::Response { .. } => "ParentToBroker::Response",
             ParentToBroker::Event(_) => "ParentToBroker::Event",
+            ParentToBroker::DumpStatus => "ParentToBroker::DumpStatus",
         }
     }
 
@@ -231,7 +240,8 @@ impl Message for ParentToBroker {
             | ParentToBroker::Shutdown
             | ParentToBroker::SetVerb { .. }
             | ParentToBroker::Response { .. }
-            | ParentToBroker::Event(_) => 0,
+            | ParentToBroker::Event(_)
+            | ParentToBroker::DumpStatus => 0,
         }
     }
 
@@ -246,6 +256,7 @@ impl Message for ParentToBroker {
                 Err(_) => Ok(()),
             },
             ParentToBroker::Event(e) => e.validate(),
+            ParentToBroker::DumpStatus => Ok(()),
         }
     }
 }
@@ -276,6 +287,11 @@ pub enum BrokerToParent {
     },
     /// One audit record (one per management command line).
     Audit(AuditRecord),
+    /// The status rendered for the log (answer to `ParentToBroker::DumpStatus`).
+    StatusDump {
+        /// The lines, `\n`-separated.
+        text: String,
+    },
     /// Rendered content of the status file with this index (`MgmtSettings::status_files`).
     StatusFile {
         /// Index into `status_files`.
@@ -294,6 +310,7 @@ impl Message for BrokerToParent {
             BrokerToParent::Request { .. } => KIND_B2P_REQUEST,
             BrokerToParent::Audit(_) => KIND_B2P_AUDIT,
             BrokerToParent::StatusFile { .. } => KIND_B2P_STATUS_FILE,
+            BrokerToParent::StatusDump { .. } => KIND_B2P_STATUS_DUMP,
         }
     }
 
@@ -305,6 +322,7 @@ impl Message for BrokerToParent {
             BrokerToParent::Request { .. } => "BrokerToParent::Request",
             BrokerToParent::Audit(_) => "BrokerToParent::Audit",
             BrokerToParent::StatusFile { .. } => "BrokerToParent::StatusFile",
+            BrokerToParent::StatusDump { .. } => "BrokerToParent::StatusDump",
         }
     }
 
@@ -315,7 +333,8 @@ impl Message for BrokerToParent {
             | BrokerToParent::Fatal { .. }
             | BrokerToParent::Request { .. }
             | BrokerToParent::Audit(_)
-            | BrokerToParent::StatusFile { .. } => 0,
+            | BrokerToParent::StatusFile { .. }
+            | BrokerToParent::StatusDump { .. } => 0,
         }
     }
 
@@ -329,6 +348,7 @@ impl Message for BrokerToParent {
             BrokerToParent::Fatal { reason } => check_reason(reason),
             BrokerToParent::Request { request, .. } => request.validate(),
             BrokerToParent::Audit(a) => a.validate(),
+            BrokerToParent::StatusDump { text } => check_multiline(text),
             BrokerToParent::StatusFile { index, text } => {
                 if *index >= 8 {
                     return Err(ValidationError::Field {
@@ -336,21 +356,24 @@ impl Message for BrokerToParent {
                         why: format!("{index} out of range"),
                     });
                 }
-                // Status files are multi-line text: no NUL, no control characters but newlines
-                // and TAB (status-version 3).
-                match text
-                    .char_indices()
-                    .find(|(_, c)| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
-                {
-                    Some((offset, c)) => Err(ValidationError::ControlCharacter {
-                        field: "StatusFile.text",
-                        code: u32::from(c),
-                        offset,
-                    }),
-                    None => Ok(()),
-                }
+                check_multiline(text)
             }
         }
+    }
+}
+
+/// Status text: no NUL, no control characters but newlines and TAB (status-version 3).
+fn check_multiline(text: &str) -> Result<(), ValidationError> {
+    match text
+        .char_indices()
+        .find(|(_, c)| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        Some((offset, c)) => Err(ValidationError::ControlCharacter {
+            field: "StatusFile.text",
+            code: u32::from(c),
+            offset,
+        }),
+        None => Ok(()),
     }
 }
 
