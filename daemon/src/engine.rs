@@ -143,18 +143,8 @@ pub fn unimplemented_options(cfg: &Config) -> (Vec<String>, Vec<String>) {
     }
     if let Some(m) = &cfg.management {
         if m.client_auth {
-            fatal.push(format!("management-client-auth {nyi}; refusing to start rather than admit clients without the external approval"));
+            fatal.push(format!("management-client-auth {nyi} (the engine does not hold clients for the decision yet); refusing to start rather than admit clients without the external approval"));
         }
-        if m.hold {
-            fatal.push(format!("management-hold {nyi}"));
-        }
-        warn.push("management: the broker accepts no management clients yet in this build (the interface is implemented and tested in the broker library, its IPC wiring is not)".to_string());
-    }
-    if let Some(st) = &cfg.status {
-        warn.push(format!(
-            "status {}: status files are not written yet in this build",
-            st.path.display()
-        ));
     }
     if let Some(pp) = &cfg.clients.pool_persist {
         warn.push(format!(

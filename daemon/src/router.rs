@@ -219,8 +219,10 @@ impl Router {
         for cid in cids {
             if let Some(rec) = self.clients.remove(&cid) {
                 let dur = u64::try_from(unix_now() - rec.connected_since).unwrap_or(0);
-                fx.out
-                    .push(Out::Broker(disconnect_event(cid, &rec, 0, 0, dur)));
+                if self.announced.contains(&cid) {
+                    fx.out
+                        .push(Out::Broker(disconnect_event(cid, &rec, 0, 0, dur)));
+                }
                 fx.gone.push((rec, 0, 0, dur));
             }
         }
@@ -551,6 +553,12 @@ impl Router {
                 self.auth_inflight.retain(|(c, _)| *c != cid);
                 let announced = self.announced.remove(&cid);
                 match self.clients.remove(&cid) {
+                    // As OpenVPN: DISCONNECT only for clients that had a CONNECT notification
+                    // (management-client-auth).
+                    Some(rec) if !announced => {
+                        fx.gone
+                            .push((rec, bytes_received, bytes_sent, duration_secs));
+                    }
                     Some(rec) => {
                         fx.out.push(Out::Broker(disconnect_event(
                             cid,

@@ -4,5 +4,6 @@
 pub mod driver;
 pub mod ipc_signer;
 pub mod proto;
+pub mod queries;
 pub mod setup;
 pub mod sys;

@@ -332,35 +332,43 @@ async fn serve(
         )
     })?;
     let verb_ev = Arc::clone(&verb);
-    let on_event = move |ev: EngineEvent| match ev {
-        EngineEvent::Log { class, line } => {
-            let (sev, level) = match class {
-                LogClass::Error => (Severity::Error, 1),
-                LogClass::Info => (Severity::Info, 3),
-                LogClass::Detail => (Severity::Info, 4),
-                LogClass::Debug => (Severity::Debug, 7),
-            };
-            // verbosity is applied at the source
-            if level <= verb_ev.load(Ordering::Relaxed) {
-                log.log(sev, level, &line);
-            }
+    // Everything for the parent goes through the loop below, which owns the control channel.
+    let (up_tx, mut up_rx) = tokio::sync::mpsc::unbounded_channel::<WorkerToParent>();
+    let up_ev = up_tx.clone();
+    let on_event = move |ev: EngineEvent| {
+        if let Some(ce) = bulwark_worker::queries::client_event(&ev) {
+            let _ = up_ev.send(WorkerToParent::Client(ce));
         }
-        EngineEvent::ClientConnected(c) => log.log(
-            Severity::Info,
-            4,
-            &format!(
-                "{}/{} client connected, virtual address {}",
-                c.common_name,
-                c.addr,
-                c.vaddr.map(|a| a.to_string()).unwrap_or_default()
+        match ev {
+            EngineEvent::Log { class, line } => {
+                let (sev, level) = match class {
+                    LogClass::Error => (Severity::Error, 1),
+                    LogClass::Info => (Severity::Info, 3),
+                    LogClass::Detail => (Severity::Info, 4),
+                    LogClass::Debug => (Severity::Debug, 7),
+                };
+                // verbosity is applied at the source
+                if level <= verb_ev.load(Ordering::Relaxed) {
+                    log.log(sev, level, &line);
+                }
+            }
+            EngineEvent::ClientConnected(c) => log.log(
+                Severity::Info,
+                4,
+                &format!(
+                    "{}/{} client connected, virtual address {}",
+                    c.common_name,
+                    c.addr,
+                    c.vaddr.map(|a| a.to_string()).unwrap_or_default()
+                ),
             ),
-        ),
-        EngineEvent::ClientDisconnected { cid, reason, .. } => log.log(
-            Severity::Info,
-            4,
-            &format!("client {cid} disconnected: {reason}"),
-        ),
-        EngineEvent::CloseTcp { .. } => {}
+            EngineEvent::ClientDisconnected { cid, reason, .. } => log.log(
+                Severity::Info,
+                4,
+                &format!("client {cid} disconnected: {reason}"),
+            ),
+            EngineEvent::CloseTcp { .. } => {}
+        }
     };
     let drive = driver::run(engine, transport, tun, rx, on_event);
     tokio::pin!(drive);
@@ -372,6 +380,11 @@ async fn serve(
                     Ok(_) => Ok(()),
                     Err(e) => Err((control.into_blocking().ok(), WorkerError::Engine(e.to_string()))),
                 };
+            }
+            Some(up) = up_rx.recv() => {
+                if let Err(source) = control.send(&up, &[]).await {
+                    return Err((None, WorkerError::Ipc { step: "report", source }));
+                }
             }
             msg = control.recv(), if control_open => match msg {
                 Ok(r) => match r.into_parts().0 {
@@ -390,9 +403,21 @@ async fn serve(
                             })))
                             .await;
                     }
+                    ParentToWorker::Query { id, query } => {
+                        let up = up_tx.clone();
+                        let _ = tx
+                            .send(DriverCommand::Engine(Box::new(move |s, now, out| {
+                                let now_unix = std::time::SystemTime::now()
+                                    .duration_since(std::time::UNIX_EPOCH)
+                                    .map(|d| d.as_secs())
+                                    .unwrap_or(0);
+                                let reply = bulwark_worker::queries::answer(s, query, now, now_unix, out);
+                                let _ = up.send(WorkerToParent::Reply { id, reply });
+                            })))
+                            .await;
+                    }
                     other @ (ParentToWorker::Hello { .. }
                     | ParentToWorker::Init(_)
-                    | ParentToWorker::Query { .. }
                     | ParentToWorker::AuthVerdict { .. }) => {
                         let e = WorkerError::Unexpected {
                             expected: "Shutdown/SetVerb/CrlUpdate",
