@@ -479,8 +479,19 @@ fn broker_start_up_with_management_listeners_across_processes() {
             chroot_dir: PathBuf::from("/var/empty"),
             verb: 3,
             seccomp: bulwark_ipc::msg::SeccompMode::Kill,
+            mgmt: bulwark_ipc::msg::MgmtSettings::default(),
         },
         fds: vec![FdRole::TcpListener, FdRole::UnixListener],
+        policies: vec![
+            bulwark_ipc::msg::mgmt::ListenerPolicy::openvpn_compatible(
+                bulwark_ipc::msg::mgmt::ListenerKind::Tcp,
+                None,
+            ),
+            bulwark_ipc::msg::mgmt::ListenerPolicy::openvpn_compatible(
+                bulwark_ipc::msg::mgmt::ListenerKind::Unix("/x.sock".into()),
+                None,
+            ),
+        ],
     });
     let tcp: OwnedFd = tcp.into();
     let unix: OwnedFd = unix.into();

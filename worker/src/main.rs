@@ -352,21 +352,8 @@ async fn serve(
                     log.log(sev, level, &line);
                 }
             }
-            EngineEvent::ClientConnected(c) => log.log(
-                Severity::Info,
-                4,
-                &format!(
-                    "{}/{} client connected, virtual address {}",
-                    c.common_name,
-                    c.addr,
-                    c.vaddr.map(|a| a.to_string()).unwrap_or_default()
-                ),
-            ),
-            EngineEvent::ClientDisconnected { cid, reason, .. } => log.log(
-                Severity::Info,
-                4,
-                &format!("client {cid} disconnected: {reason}"),
-            ),
+            // Reported to the parent above; the engine already logged them in OpenVPN's words.
+            EngineEvent::ClientConnected(_) | EngineEvent::ClientDisconnected { .. } => {}
             EngineEvent::CloseTcp { .. } => {}
         }
     };

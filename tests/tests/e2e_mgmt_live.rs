@@ -1,0 +1,312 @@
+//! The management interface of a running Bulwark daemon with stock OpenVPN 2.6 clients connected:
+//! the broker process serves the socket, commands that need the tunnel travel broker → parent →
+//! worker and back, client events reach the notification stream, status files are rendered by the
+//! broker and written by the parent, `management-hold` holds the worker back until `hold release`,
+//! `signal SIGUSR2` prints the status to the log.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bulwark_pki::{InitOptions, ServerConfOptions};
+use bulwark_tests::*;
+
+const SERVER_UP: Duration = Duration::from_secs(20);
+const CLIENT_UP: Duration = Duration::from_secs(40);
+
+/// A line-oriented management client with bounded waits.
+struct Mgmt {
+    s: UnixStream,
+    buf: String,
+}
+
+impl Mgmt {
+    fn connect(path: &Path) -> Mgmt {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let s = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("connect {}: {e}", path.display()),
+            }
+        };
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("socket timeout");
+        let mut m = Mgmt {
+            s,
+            buf: String::new(),
+        };
+        m.notification(
+            ">INFO:OpenVPN Management Interface Version 5",
+            Duration::from_secs(5),
+        );
+        m
+    }
+
+    /// Reads one complete line (without CRLF).
+    fn line(&mut self, deadline: Instant) -> String {
+        loop {
+            if let Some(i) = self.buf.find("\r\n") {
+                let l = self.buf[..i].to_string();
+                self.buf.drain(..i + 2);
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no complete line; got {:?}",
+                self.buf
+            );
+            let mut b = [0u8; 4096];
+            match self.s.read(&mut b) {
+                Ok(0) => panic!("management connection closed; got {:?}", self.buf),
+                Ok(n) => self.buf.push_str(&String::from_utf8_lossy(&b[..n])),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// Waits for a notification line starting with `prefix` (other lines are skipped).
+    fn notification(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let l = self.line(deadline);
+            if l.starts_with(prefix) {
+                return l;
+            }
+        }
+    }
+
+    /// Sends a command and returns its reply lines (CRLF-terminated, notifications interleaved
+    /// by the server skipped) up to and including the first line equal to `last`, or the first
+    /// line when `last` is `None`.
+    fn cmd(&mut self, line: &str, last: Option<&str>) -> String {
+        self.s
+            .write_all(format!("{line}\r\n").as_bytes())
+            .expect("send command");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut out = String::new();
+        loop {
+            let l = self.line(deadline);
+            if l.starts_with('>') {
+                continue;
+            }
+            out.push_str(&l);
+            out.push_str("\r\n");
+            if last.is_none_or(|e| l == e) {
+                return out;
+            }
+        }
+    }
+}
+
+struct Rig {
+    _p: Privileged,
+    dir: TestDir,
+    net: NetPair,
+    setup: ServerSetup,
+    server: Proc,
+    sock: PathBuf,
+}
+
+fn start(test: &str, extra: &[String], wait_init: bool) -> Option<Rig> {
+    let p = require_privileged(test)?;
+    let dir = TestDir::new(test).expect("test dir");
+    let net = NetPair::new(&p, "mg").expect("namespaces");
+    let opts = ServerConfOptions {
+        remote_host: net.server_addr.to_string(),
+        ..Default::default()
+    };
+    let setup = prepare_server(&dir, &InitOptions::with_clients(2), opts).expect("server dir");
+    let sock = dir.path().join("mgmt.sock");
+    let mut lines = vec![
+        format!("management {} unix", sock.display()),
+        format!("status {} 1", dir.path().join("status.txt").display()),
+    ];
+    lines.extend(extra.iter().cloned());
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let mut server =
+        start_bulwark_server(&dir, net.server_ns(), "bulwark", setup.server_conf(), &refs)
+            .expect("start bulwark");
+    if wait_init {
+        server
+            .wait_for_line(INIT_COMPLETE, SERVER_UP)
+            .expect("bulwark up");
+    }
+    Some(Rig {
+        _p: p,
+        dir,
+        net,
+        setup,
+        server,
+        sock,
+    })
+}
+
+impl Rig {
+    fn client(&self, cn: &str) -> Proc {
+        start_stock_client(
+            &self.dir,
+            self.net.client_ns(),
+            cn,
+            self.setup.profile(cn).expect("profile"),
+            &ClientOverrides::default(),
+        )
+        .expect("start stock client")
+    }
+}
+
+/// The rows of a status-version 2/3 text whose first field is `tag`.
+fn rows<'a>(text: &'a str, tag: &str, sep: char) -> Vec<Vec<&'a str>> {
+    text.lines()
+        .map(|l| l.trim_end_matches('\r').split(sep).collect::<Vec<_>>())
+        .filter(|f| f.first() == Some(&tag))
+        .collect()
+}
+
+#[test]
+fn status_kill_client_kill_bytecount_and_status_file() {
+    let Some(mut rig) = start("mgmt_live_status_kill", &["status-version 3".into()], true) else {
+        return;
+    };
+    let status_path = rig.dir.path().join("status.txt");
+    let mut c1 = rig.client("client1");
+    c1.wait_for_line(INIT_COMPLETE, CLIENT_UP)
+        .expect("client1 up");
+    ping(rig.net.client_ns(), "10.8.0.1", 2, Duration::from_secs(10)).expect("ping");
+
+    let mut m = Mgmt::connect(&rig.sock);
+    let v = m.cmd("version", Some("END"));
+    assert!(v.contains("OpenVPN Version: OpenVPN 2.6.14 "), "{v}");
+    assert!(v.contains("Management Version: 5"), "{v}");
+    let st = m.cmd("status 3", Some("END"));
+    let clients = rows(&st, "CLIENT_LIST", '\t');
+    let c = clients
+        .iter()
+        .find(|r| r.get(1) == Some(&"client1"))
+        .unwrap_or_else(|| panic!("client1 in status 3: {st}"));
+    assert_eq!(c[3], "10.8.0.2", "virtual address: {st}");
+    assert!(c[2].starts_with(&rig.net.client_addr.to_string()), "{st}");
+    let cid = c[10].to_string();
+    assert!(rows(&st, "ROUTING_TABLE", '\t')
+        .iter()
+        .any(|r| r[1] == "10.8.0.2" && r[2] == "client1"));
+    let ls = m.cmd("load-stats", None);
+    assert!(ls.starts_with("SUCCESS: nclients=1,bytesin="), "{ls}");
+    let state = m.cmd("state all", Some("END"));
+    assert!(state.contains(",CONNECTED,SUCCESS,10.8.0.1,"), "{state}");
+    assert_eq!(
+        m.cmd("bytecount 1", None),
+        "SUCCESS: bytecount interval changed\r\n"
+    );
+    // traffic makes the per-client counter tick
+    ping(rig.net.client_ns(), "10.8.0.1", 3, Duration::from_secs(10)).expect("ping");
+    let tick = m.notification(&format!(">BYTECOUNT_CLI:{cid},"), Duration::from_secs(10));
+    assert!(tick.split(',').count() == 3, "{tick}");
+    m.cmd("bytecount 0", None);
+
+    // the status file is rewritten by the parent from the broker's rendering
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&status_path).unwrap_or_default();
+        if rows(&text, "CLIENT_LIST", '\t')
+            .iter()
+            .any(|r| r.get(1) == Some(&"client1"))
+        {
+            assert!(text.starts_with("TITLE\t"), "{text}");
+            assert!(text.ends_with("END\n"), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status file never listed client1: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // kill by common name: the client is told to restart and comes back with a new CID
+    let k = m.cmd("kill client1", None);
+    assert_eq!(
+        k,
+        "SUCCESS: common name 'client1' found, 1 client(s) killed\r\n"
+    );
+    c1.wait_for_nth(INIT_COMPLETE, 2, CLIENT_UP)
+        .expect("client1 reconnects after kill");
+    let st = m.cmd("status 2", Some("END"));
+    let again = rows(&st, "CLIENT_LIST", ',');
+    let new_cid = again
+        .iter()
+        .find(|r| r.get(1) == Some(&"client1"))
+        .map(|r| r[10].to_string())
+        .unwrap_or_else(|| panic!("client1 back: {st}"));
+    assert_ne!(new_cid, cid);
+    // client-kill with HALT: the stock client exits
+    let r = m.cmd(&format!("client-kill {new_cid} HALT"), None);
+    assert_eq!(r, "SUCCESS: client-kill command succeeded\r\n");
+    let ex = c1.wait_timeout(Duration::from_secs(15));
+    assert!(
+        ex.is_ok(),
+        "client exits after HALT: {}",
+        tail(&c1.log(), 20)
+    );
+    assert!(
+        c1.log().contains("SIGTERM[soft,server-pushed-halt]"),
+        "{}",
+        tail(&c1.log(), 20)
+    );
+    let unknown = m.cmd("client-kill 999999", None);
+    assert!(unknown.starts_with("ERROR:"), "{unknown}");
+    assert!(
+        rig.server.try_wait().unwrap().is_none(),
+        "daemon still running"
+    );
+}
+
+#[test]
+fn hold_until_release_then_sigusr2_prints_status() {
+    let Some(mut rig) = start("mgmt_live_hold", &["management-hold".into()], false) else {
+        return;
+    };
+    rig.server
+        .wait_for_line("Need hold release from management interface", SERVER_UP)
+        .expect("daemon holds");
+    let mut m = Mgmt::connect(&rig.sock);
+    m.notification(">HOLD:Waiting for hold release:0", Duration::from_secs(5));
+    // nothing serves clients while held
+    let mut c = rig.client("client1");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(c.count_lines(INIT_COMPLETE), 0, "no tunnel while held");
+    assert!(rig.server.log().matches(INIT_COMPLETE).count() == 0);
+    assert_eq!(
+        m.cmd("hold release", None),
+        "SUCCESS: hold release succeeded\r\n"
+    );
+    rig.server
+        .wait_for_line(INIT_COMPLETE, SERVER_UP)
+        .expect("serving after release");
+    c.wait_for_line(INIT_COMPLETE, CLIENT_UP)
+        .expect("client connects after release");
+    let r = m.cmd("signal SIGUSR2", None);
+    assert_eq!(r, "SUCCESS: signal SIGUSR2 thrown\r\n");
+    rig.server
+        .wait_for_line("OpenVPN CLIENT LIST", Duration::from_secs(10))
+        .expect("SIGUSR2 status lines in the log");
+    // the state history shows the start-up sequence
+    let state = m.cmd("state all", Some("END"));
+    for s in [
+        ",CONNECTING,",
+        ",ASSIGN_IP,",
+        ",ADD_ROUTES,",
+        ",CONNECTED,SUCCESS,",
+    ] {
+        assert!(state.contains(s), "{s} in {state}");
+    }
+}
