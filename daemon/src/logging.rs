@@ -77,6 +77,63 @@ struct OvpnFormat {
     timestamps: bool,
 }
 
+/// One emitted log line as the management interface's log cache and `>LOG:` want it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardedLine {
+    /// Unix time.
+    pub time: i64,
+    /// OpenVPN's `>LOG` flags.
+    pub flags: bulwark_ipc::msg::mgmt::LogFlags,
+    /// The message (without timestamp).
+    pub message: String,
+}
+
+/// Capacity of the management log tap; lines beyond it are dropped and counted.
+const FORWARD_CAPACITY: usize = 4096;
+
+static FORWARD_TX: std::sync::OnceLock<tokio::sync::mpsc::Sender<ForwardedLine>> =
+    std::sync::OnceLock::new();
+static FORWARD_RX: Mutex<Option<tokio::sync::mpsc::Receiver<ForwardedLine>>> = Mutex::new(None);
+static FORWARD_DROPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// The current `verb`, applied to every line (changed at run time by `verb N`).
+static VERB: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+
+thread_local! {
+    /// Set while re-emitting a broker record: the broker already has it in its log cache.
+    static FROM_BROKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The receiving end of the management log tap (once; later calls get `None`).
+pub fn take_forwarder() -> Option<tokio::sync::mpsc::Receiver<ForwardedLine>> {
+    FORWARD_RX.lock().ok().and_then(|mut g| g.take())
+}
+
+/// Lines the tap dropped because the management side did not keep up.
+pub fn forward_drops() -> u64 {
+    FORWARD_DROPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Changes the verbosity of the parent's log at once (management `verb N`).
+pub fn set_verb(verb: u8) {
+    VERB.store(verb, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn level_passes(level: &Level) -> bool {
+    let filter = level_for_verb(VERB.load(std::sync::atomic::Ordering::Relaxed));
+    filter >= *level
+}
+
+fn flags_for(level: &Level) -> bulwark_ipc::msg::mgmt::LogFlags {
+    let mut f = bulwark_ipc::msg::mgmt::LogFlags::default();
+    match *level {
+        Level::ERROR => f.nonfatal = true,
+        Level::WARN => f.warn = true,
+        Level::INFO => f.info = true,
+        Level::DEBUG | Level::TRACE => f.debug = true,
+    }
+    f
+}
+
 /// `YYYY-MM-DD HH:MM:SS` of `t`.
 pub fn timestamp(t: OffsetDateTime) -> String {
     format!(
@@ -101,15 +158,30 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        if self.timestamps {
-            write!(
-                writer,
-                "{} ",
-                timestamp(OffsetDateTime::now_utc().to_offset(self.offset))
-            )?;
+        let level = event.metadata().level();
+        if !level_passes(level) {
+            return Ok(());
         }
-        ctx.field_format().format_fields(writer.by_ref(), event)?;
-        writeln!(writer)
+        let mut msg = String::new();
+        ctx.field_format()
+            .format_fields(Writer::new(&mut msg), event)?;
+        let now = OffsetDateTime::now_utc();
+        if let Some(tx) = FORWARD_TX.get() {
+            if !FROM_BROKER.with(|c| c.get()) {
+                let line = ForwardedLine {
+                    time: now.unix_timestamp(),
+                    flags: flags_for(level),
+                    message: msg.clone(),
+                };
+                if tx.try_send(line).is_err() {
+                    FORWARD_DROPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        if self.timestamps {
+            write!(writer, "{} ", timestamp(now.to_offset(self.offset)))?;
+        }
+        writeln!(writer, "{msg}")
     }
 }
 
@@ -211,10 +283,18 @@ pub fn init(
             )
         }
     };
+    set_verb(verb);
+    let (tx, rx) = tokio::sync::mpsc::channel(FORWARD_CAPACITY);
+    if FORWARD_TX.set(tx).is_ok() {
+        if let Ok(mut g) = FORWARD_RX.lock() {
+            *g = Some(rx);
+        }
+    }
+    // The level is filtered per event against the run-time verb (see `set_verb`).
     let subscriber = tracing_subscriber::fmt()
         .event_format(OvpnFormat { offset, timestamps })
         .with_writer(writer)
-        .with_max_level(level_for_verb(verb))
+        .with_max_level(tracing::level_filters::LevelFilter::TRACE)
         .finish();
     tracing::subscriber::set_global_default(subscriber).map_err(|_| LoggingError::AlreadySet)
 }
@@ -237,13 +317,15 @@ fn open_log(path: &Path, append: bool) -> Result<std::fs::File, LoggingError> {
 /// Re-emits a child's log record through the parent's sink.
 pub fn emit_child_record(rec: &LogRecord) {
     // The origin is not printed: OpenVPN's lines have no process tag and tools parse them as is.
-    let _: LogOrigin = rec.origin;
+    let broker = rec.origin == LogOrigin::Broker;
+    FROM_BROKER.with(|c| c.set(broker));
     match rec.severity {
         Severity::Fatal | Severity::Error => tracing::error!("{}", rec.message),
         Severity::Warning => tracing::warn!("{}", rec.message),
         Severity::Info => tracing::info!("{}", rec.message),
         Severity::Debug => tracing::debug!("{}", rec.message),
     }
+    FROM_BROKER.with(|c| c.set(false));
 }
 
 #[cfg(test)]

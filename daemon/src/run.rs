@@ -665,6 +665,8 @@ async fn supervise(ctx: &Ctx<'_>) -> Result<&'static str, RunError> {
     let mut sigchld = sig(SignalKind::child())?;
 
     let (auth_tx, mut auth_rx) = tokio::sync::mpsc::unbounded_channel::<AuthMsg>();
+    // Every line the parent logs also goes to the management log cache and `>LOG:`.
+    let mut log_tap = logging::take_forwarder();
     let mut sup = Sup {
         ctx,
         worker: Slot::empty("worker"),
@@ -735,6 +737,23 @@ async fn supervise(ctx: &Ctx<'_>) -> Result<&'static str, RunError> {
             }
             m = recv_worker(&mut sup.worker) => sup.on_worker_message(m).await,
             m = recv_broker(&mut sup.broker) => sup.on_broker_message(m).await,
+            Some(line) = async {
+                match log_tap.as_mut() {
+                    Some(t) => t.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // Quietly: a failure to deliver must not log (that line would come back here).
+                sup.send_broker_quiet(ParentToBroker::Event(Box::new(
+                    bulwark_ipc::msg::mgmt::MgmtEvent::Log(bulwark_ipc::msg::mgmt::LogRecord {
+                        time: line.time,
+                        flags: line.flags,
+                        message: line.message,
+                    }),
+                )))
+                .await;
+                SignalAction::Continue
+            }
             Some(m) = auth_rx.recv() => {
                 match m {
                     AuthMsg::Verdict { cid, kid, verdict } => {
@@ -849,6 +868,12 @@ impl Sup<'_, '_> {
         }
     }
 
+    async fn send_broker_quiet(&mut self, msg: ParentToBroker) {
+        if let (Some(b), true) = (&self.broker.running, self.broker.ctl_open) {
+            let _ = b.control.send(&msg, &[]).await;
+        }
+    }
+
     async fn send_worker(&mut self, msg: ParentToWorker) {
         if let (Some(w), true) = (&self.worker.running, self.worker.ctl_open) {
             if let Err(e) = w.proc.control.send(&msg, &[]).await {
@@ -876,6 +901,7 @@ impl Sup<'_, '_> {
             }
         }
         if let Some(v) = verb {
+            logging::set_verb(v);
             self.send_worker(ParentToWorker::SetVerb { level: v }).await;
             self.send_broker(ParentToBroker::SetVerb { level: v }).await;
         }

@@ -310,3 +310,33 @@ fn hold_until_release_then_sigusr2_prints_status() {
         assert!(state.contains(s), "{s} in {state}");
     }
 }
+
+#[test]
+fn log_history_and_realtime_log_and_verb() {
+    let Some(rig) = start("mgmt_live_log", &[], true) else {
+        return;
+    };
+    let mut m = Mgmt::connect(&rig.sock);
+    // the start-up lines are in the log cache, in OpenVPN's >LOG form
+    let hist = m.cmd("log all", Some("END"));
+    assert!(
+        hist.lines()
+            .any(|l| l.ends_with(",I,Initialization Sequence Completed")),
+        "{hist}"
+    );
+    assert_eq!(
+        m.cmd("log on", None),
+        "SUCCESS: real-time log notification set to ON\r\n"
+    );
+    let mut c = rig.client("client1");
+    c.wait_for_line(INIT_COMPLETE, CLIENT_UP)
+        .expect("client up");
+    let l = m.notification(">LOG:", Duration::from_secs(10));
+    assert!(l.split(',').count() >= 3, "{l}");
+    m.notification(">LOG:", Duration::from_secs(10));
+    let peer = m.notification(">LOG:", Duration::from_secs(10));
+    let _ = peer;
+    assert_eq!(m.cmd("verb", None), "SUCCESS: verb=3\r\n");
+    assert_eq!(m.cmd("verb 4", None), "SUCCESS: verb level changed\r\n");
+    assert_eq!(m.cmd("verb", None), "SUCCESS: verb=4\r\n");
+}
