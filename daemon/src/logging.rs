@@ -185,6 +185,55 @@ where
     }
 }
 
+/// The `log`/`log-append` file, reopenable (SIGHUP after logrotate moved it away).
+struct LogFile {
+    path: PathBuf,
+    file: Mutex<std::fs::File>,
+}
+
+static LOG_FILE: std::sync::OnceLock<std::sync::Arc<LogFile>> = std::sync::OnceLock::new();
+
+struct LogFileMaker(std::sync::Arc<LogFile>);
+
+/// A write to the log file; a poisoned lock (a panic while writing) loses the line.
+struct LogFileWriter<'a>(Option<std::sync::MutexGuard<'a, std::fs::File>>);
+
+impl Write for LogFileWriter<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        match &mut self.0 {
+            Some(f) => f.write(b),
+            None => Ok(b.len()),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.0 {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogFileMaker {
+    type Writer = LogFileWriter<'a>;
+    fn make_writer(&'a self) -> Self::Writer {
+        LogFileWriter(self.0.file.lock().ok())
+    }
+}
+
+/// Reopens the log file (append), for log rotation; a no-op when logging to stderr or syslog.
+pub fn reopen() -> Result<(), LoggingError> {
+    let Some(lf) = LOG_FILE.get() else {
+        return Ok(());
+    };
+    let f = open_log(&lf.path, true)?;
+    match lf.file.lock() {
+        Ok(mut g) => *g = f,
+        Err(p) => *p.into_inner() = f,
+    }
+    tracing::info!("log file {} reopened", lf.path.display());
+    Ok(())
+}
+
 /// Sends each formatted line as one syslog datagram to `/dev/log` (facility daemon).
 struct SyslogMaker {
     sock: UnixDatagram,
@@ -270,7 +319,12 @@ pub fn init(
         Sink::Stderr => (BoxMakeWriter::new(std::io::stderr), !suppress_timestamps),
         Sink::File { path, append } => {
             let f = open_log(path, *append)?;
-            (BoxMakeWriter::new(Mutex::new(f)), !suppress_timestamps)
+            let lf = std::sync::Arc::new(LogFile {
+                path: path.clone(),
+                file: Mutex::new(f),
+            });
+            let _ = LOG_FILE.set(std::sync::Arc::clone(&lf));
+            (BoxMakeWriter::new(LogFileMaker(lf)), !suppress_timestamps)
         }
         Sink::Syslog(ident) => {
             let sock = UnixDatagram::unbound().map_err(LoggingError::Syslog)?;

@@ -373,6 +373,8 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
         .map_err(RunError::Runtime)
         .and_then(|rt| {
             let ctx = Ctx {
+                opts,
+                config: &config,
                 bins: &bins,
                 tun: &tun,
                 transport: &transport,
@@ -476,6 +478,10 @@ fn finish_tun(tun: TunDevice, persist: bool) {
 }
 
 struct Ctx<'a> {
+    /// `--config` and command-line directives, for SIGHUP reloads.
+    opts: &'a RunOptions,
+    /// The configuration at start-up.
+    config: &'a bulwark_config::Config,
     bins: &'a ChildBinaries,
     tun: &'a TunDevice,
     transport: &'a TransportSocket,
@@ -497,7 +503,10 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn worker_res(&self) -> WorkerResources<'_> {
+    fn worker_res<'e>(
+        &'e self,
+        engine: &'e bulwark_ipc::msg::engine::EngineConfig,
+    ) -> WorkerResources<'e> {
         WorkerResources {
             tun: self.tun.fd(),
             transport: self.transport.fd.as_fd(),
@@ -505,14 +514,17 @@ impl Ctx<'_> {
             identity: self.identity,
             chroot_dir: self.sandbox,
             verb: self.verb,
-            engine: self.engine,
+            engine,
             seccomp: self.seccomp,
         }
     }
 
     /// Starts the worker and the thread that answers its signature requests.
-    async fn start_worker(&self) -> Result<RunningWorker, ChildError> {
-        let mut w = start_worker(self.bins, &self.worker_res()).await?;
+    async fn start_worker(
+        &self,
+        engine: &bulwark_ipc::msg::engine::EngineConfig,
+    ) -> Result<RunningWorker, ChildError> {
+        let mut w = start_worker(self.bins, &self.worker_res(engine)).await?;
         if let Some(chan) = w.signer.take() {
             if let Err(e) = crate::signer_service::spawn(chan, std::sync::Arc::clone(self.key)) {
                 tracing::error!("{}", error_chain(&e));
@@ -653,6 +665,10 @@ struct Sup<'c, 'a> {
     status_failed: Vec<bool>,
     /// A deliberate worker restart (SIGUSR1) is in progress: its exit is not a crash.
     worker_restart: bool,
+    /// The engine configuration the worker runs with (replaced by a SIGHUP reload).
+    engine: bulwark_ipc::msg::engine::EngineConfig,
+    /// The configuration in effect.
+    config: bulwark_config::Config,
 }
 
 async fn supervise(ctx: &Ctx<'_>) -> Result<&'static str, RunError> {
@@ -676,6 +692,8 @@ async fn supervise(ctx: &Ctx<'_>) -> Result<&'static str, RunError> {
         auth_tx,
         status_failed: vec![false; ctx.status_targets.len()],
         worker_restart: false,
+        engine: ctx.engine.clone(),
+        config: ctx.config.clone(),
     };
     // INVARIANT: the broker starts first, so that `management-hold` can hold the worker back and
     // the management interface reports the start-up states.
@@ -768,7 +786,7 @@ async fn supervise(ctx: &Ctx<'_>) -> Result<&'static str, RunError> {
                 let now = Instant::now();
                 if sup.worker.restart_at.is_some_and(|t| t <= now) {
                     sup.worker.restart_at = None;
-                    match sup.ctx.start_worker().await {
+                    match sup.ctx.start_worker(&sup.engine).await {
                         Ok(w) => {
                             tracing::info!("worker process {} restarted and ready", w.proc.pid);
                             sup.worker.running = Some(w);
@@ -819,7 +837,7 @@ impl Sup<'_, '_> {
     /// Starts the worker for the first time (after start-up or `hold release`).
     async fn start_worker_now(&mut self) -> Result<(), ChildError> {
         sup_state_assign(self).await;
-        let worker = self.ctx.start_worker().await?;
+        let worker = self.ctx.start_worker(&self.engine).await?;
         tracing::info!("worker process {} ready", worker.proc.pid);
         self.worker = Slot::new("worker", worker);
         self.router.worker_started();
@@ -829,6 +847,94 @@ impl Sup<'_, '_> {
         tracing::info!("Initialization Sequence Completed");
         self.state("CONNECTED", "SUCCESS").await;
         Ok(())
+    }
+
+    /// SIGHUP: reopen the log file, re-read the configuration and, if it is valid, restart the
+    /// worker with it (clients reconnect, as with OpenVPN's SIGHUP). Options bound to what the
+    /// parent created at start-up (sockets, TUN device, addresses, routes, management, status,
+    /// identities) keep their running values until the daemon itself is restarted; each such
+    /// change is reported. A broken configuration is rejected and the running one stays.
+    async fn reload(&mut self) {
+        if let Err(e) = logging::reopen() {
+            tracing::error!("SIGHUP: cannot reopen the log file: {}", error_chain(&e));
+        }
+        tracing::info!("SIGHUP[hard,] received, process reloading");
+        let reject = |errs: Vec<String>| {
+            tracing::error!(
+                "SIGHUP: configuration rejected, the running configuration stays in effect: {}",
+                errs.join("; ")
+            );
+        };
+        let loaded = match config_input::load(&self.ctx.opts.config, &self.ctx.opts.directives) {
+            Ok(l) => l,
+            Err(errs) => return reject(errs),
+        };
+        let new = loaded.config;
+        let (fatal, _) = crate::engine::unimplemented_options(&new);
+        if !fatal.is_empty() {
+            return reject(fatal);
+        }
+        let mut engine = match crate::engine::build(&new) {
+            Ok(e) => e,
+            Err(e) => return reject(vec![e.to_string()]),
+        };
+        let key = match crate::engine::load_key_signer(&new) {
+            Ok(k) => k,
+            Err(e) => return reject(vec![e.to_string()]),
+        };
+        if let Err(e) = crate::engine::check(&engine, key.algorithm()) {
+            return reject(vec![e.to_string()]);
+        }
+        for what in restart_only_changes(&self.config, &new) {
+            tracing::warn!(
+                "SIGHUP: {what} changed; it takes effect when bulwark itself is restarted (the running value stays)"
+            );
+        }
+        // What is bound to start-up state keeps its running value.
+        engine.transport = self.engine.transport;
+        engine.pool = self.engine.pool.clone();
+        engine.defer_auth = self.engine.defer_auth;
+        match self.ctx.key.lock() {
+            Ok(mut k) => *k = key,
+            Err(_) => return reject(vec!["the signer's key lock is poisoned".into()]),
+        }
+        let verb = u8::try_from(new.logging.verb).unwrap_or(11).min(11);
+        logging::set_verb(verb);
+        self.send_broker(ParentToBroker::SetVerb { level: verb })
+            .await;
+        // Only the push list and the CRL changed: apply them to the running worker, nobody is
+        // disconnected. Anything else in the engine's share needs a new worker.
+        let live_only = {
+            let (mut a, mut b) = (self.engine.clone(), engine.clone());
+            a.push.clear();
+            b.push.clear();
+            a.tls.crl = None;
+            b.tls.crl = None;
+            a == b && (engine.tls.crl.is_some() || self.engine.tls.crl.is_none())
+        };
+        let push_changed = engine.push != self.engine.push;
+        let crl = (engine.tls.crl != self.engine.tls.crl)
+            .then(|| engine.tls.crl.clone())
+            .flatten();
+        self.engine = engine;
+        self.config = *new;
+        if live_only {
+            if push_changed {
+                let push = self.engine.push.clone();
+                self.send_worker(ParentToWorker::SetPush { push }).await;
+            }
+            if let Some(pem) = crl {
+                self.send_worker(ParentToWorker::CrlUpdate { pem }).await;
+            }
+            tracing::info!("SIGHUP: configuration reloaded without disconnecting clients");
+            return;
+        }
+        tracing::info!("SIGHUP: the data-channel/TLS settings changed; restarting the worker (clients reconnect)");
+        self.state("RECONNECTING", "SIGHUP").await;
+        if self.worker.running.is_some() {
+            self.worker_restart = true;
+            self.send_worker(ParentToWorker::Shutdown).await;
+        }
     }
 
     /// Records a state transition for the management interface.
@@ -975,7 +1081,7 @@ impl Sup<'_, '_> {
                 SignalAction::Continue
             }
             MgmtSignal::Hup => {
-                tracing::warn!("SIGHUP received: configuration reload is not implemented in this build yet, ignored");
+                self.reload().await;
                 SignalAction::Continue
             }
         }
@@ -1118,6 +1224,49 @@ impl Sup<'_, '_> {
             }
         }
     }
+}
+
+/// The options whose change a reload cannot apply (they are bound to sockets, the TUN device,
+/// addresses and routes, the management listener or the identities the parent set up).
+fn restart_only_changes(
+    old: &bulwark_config::Config,
+    new: &bulwark_config::Config,
+) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    let mut check = |changed: bool, what: &'static str| {
+        if changed {
+            v.push(what);
+        }
+    };
+    check(old.transport != new.transport, "proto/port/local");
+    check(old.device != new.device, "dev/tun-mtu/txqueuelen");
+    check(old.topology != new.topology, "topology");
+    check(
+        old.server_v4 != new.server_v4
+            || old.server_v6 != new.server_v6
+            || old.ifconfig_v4 != new.ifconfig_v4
+            || old.ifconfig_v6 != new.ifconfig_v6
+            || old.pool_v4 != new.pool_v4
+            || old.pool_v6 != new.pool_v6,
+        "server/server-ipv6/ifconfig-pool",
+    );
+    check(
+        old.routes != new.routes || old.routes_v6 != new.routes_v6,
+        "route/route-ipv6",
+    );
+    check(old.management != new.management, "management");
+    check(
+        old.status != new.status || old.status_version != new.status_version,
+        "status/status-version",
+    );
+    check(old.privileges != new.privileges, "user/group");
+    check(old.logging.file != new.logging.file, "log/log-append");
+    check(
+        old.management.as_ref().map(|m| m.client_auth)
+            != new.management.as_ref().map(|m| m.client_auth),
+        "management-client-auth",
+    );
+    v
 }
 
 /// The ASSIGN_IP/ADD_ROUTES states of the start-up sequence (the TUN was configured before the

@@ -390,6 +390,14 @@ async fn serve(
                             })))
                             .await;
                     }
+                    ParentToWorker::SetPush { push } => {
+                        let _ = tx
+                            .send(DriverCommand::Engine(Box::new(move |s, _, out| {
+                                s.set_push(push);
+                                out.log(LogClass::Info, "push list reloaded; clients that connect from now on get it");
+                            })))
+                            .await;
+                    }
                     ParentToWorker::Query { id, query } => {
                         let up = up_tx.clone();
                         let _ = tx

@@ -46,6 +46,8 @@ pub const KIND_P2W_CRL_UPDATE: u16 = 0x0105;
 pub const KIND_P2W_QUERY: u16 = 0x0106;
 /// `ParentToWorker::AuthVerdict`.
 pub const KIND_P2W_AUTH_VERDICT: u16 = 0x0107;
+/// `ParentToWorker::SetPush`.
+pub const KIND_P2W_SET_PUSH: u16 = 0x0108;
 /// `WorkerToParent::Reply`.
 pub const KIND_W2P_REPLY: u16 = 0x0184;
 /// `WorkerToParent::AuthRequest`.
@@ -87,6 +89,11 @@ pub enum ParentToWorker {
         id: u64,
         /// The query.
         query: WorkerQuery,
+    },
+    /// A new global push list for clients that authenticate from now on (SIGHUP reload).
+    SetPush {
+        /// The options, in order (each as `EngineConfig::push` allows).
+        push: Vec<String>,
     },
     /// The parent's decision about an `AuthRequest`.
     AuthVerdict {
@@ -153,6 +160,7 @@ impl Message for ParentToWorker {
             ParentToWorker::CrlUpdate { .. } => KIND_P2W_CRL_UPDATE,
             ParentToWorker::Query { .. } => KIND_P2W_QUERY,
             ParentToWorker::AuthVerdict { .. } => KIND_P2W_AUTH_VERDICT,
+            ParentToWorker::SetPush { .. } => KIND_P2W_SET_PUSH,
         }
     }
 
@@ -165,6 +173,7 @@ impl Message for ParentToWorker {
             ParentToWorker::CrlUpdate { .. } => "ParentToWorker::CrlUpdate",
             ParentToWorker::Query { .. } => "ParentToWorker::Query",
             ParentToWorker::AuthVerdict { .. } => "ParentToWorker::AuthVerdict",
+            ParentToWorker::SetPush { .. } => "ParentToWorker::SetPush",
         }
     }
 
@@ -176,7 +185,8 @@ impl Message for ParentToWorker {
             | ParentToWorker::SetVerb { .. }
             | ParentToWorker::CrlUpdate { .. }
             | ParentToWorker::Query { .. }
-            | ParentToWorker::AuthVerdict { .. } => 0,
+            | ParentToWorker::AuthVerdict { .. }
+            | ParentToWorker::SetPush { .. } => 0,
         }
     }
 
@@ -189,6 +199,7 @@ impl Message for ParentToWorker {
             ParentToWorker::CrlUpdate { pem } => check_crl_pem(pem),
             ParentToWorker::Query { query, .. } => query.validate(),
             ParentToWorker::AuthVerdict { verdict, .. } => verdict.validate(),
+            ParentToWorker::SetPush { push } => super::engine::check_push(push),
         }
     }
 }
@@ -412,6 +423,7 @@ mod tests {
             KIND_P2W_CRL_UPDATE,
             KIND_P2W_QUERY,
             KIND_P2W_AUTH_VERDICT,
+            KIND_P2W_SET_PUSH,
             KIND_W2P_HELLO,
             KIND_W2P_READY,
             KIND_W2P_FATAL,

@@ -229,6 +229,21 @@ impl EngineConfig {
     }
 }
 
+/// A global push list: at most [`MAX_PUSH_OPTIONS`] options of at most [`MAX_PUSH_OPTION_LEN`]
+/// bytes, no comma, no NUL.
+pub fn check_push(push: &[String]) -> Result<(), ValidationError> {
+    if push.len() > MAX_PUSH_OPTIONS {
+        return Err(bad("push", format!("more than {MAX_PUSH_OPTIONS} options")));
+    }
+    if let Some(p) = push
+        .iter()
+        .find(|p| p.len() > MAX_PUSH_OPTION_LEN || p.contains(',') || p.contains('\0'))
+    {
+        return Err(bad("push", format!("invalid pushed option '{p}'")));
+    }
+    Ok(())
+}
+
 fn bad(field: &'static str, why: String) -> ValidationError {
     ValidationError::Field { field, why }
 }
@@ -296,16 +311,7 @@ impl EngineConfig {
         if self.data_ciphers.is_empty() || self.data_ciphers.len() > 32 {
             return Err(bad("data_ciphers", "1..=32 ciphers required".into()));
         }
-        if self.push.len() > MAX_PUSH_OPTIONS {
-            return Err(bad("push", format!("more than {MAX_PUSH_OPTIONS} options")));
-        }
-        if let Some(p) = self
-            .push
-            .iter()
-            .find(|p| p.len() > MAX_PUSH_OPTION_LEN || p.contains(',') || p.contains('\0'))
-        {
-            return Err(bad("push", format!("invalid pushed option '{p}'")));
-        }
+        check_push(&self.push)?;
         if u32::from(self.pool.end) < u32::from(self.pool.start) {
             return Err(bad("pool", "empty range".into()));
         }

@@ -116,6 +116,14 @@ impl Server {
         self.peers.values()
     }
 
+    /// Replaces the global push list for clients that authenticate from now on (SIGHUP reload);
+    /// connected clients keep what they were pushed.
+    pub fn set_push(&mut self, push: Vec<String>) {
+        let mut cfg = (*self.cfg).clone();
+        cfg.push = push;
+        self.cfg = Arc::new(cfg);
+    }
+
     /// Replaces the CRL used by NEW handshakes (the parent re-read the file).
     pub fn set_crl(&mut self, crl: Option<&[u8]>) -> Result<(), crate::proto::tls::TlsError> {
         self.cfg.tls.set_crl(crl)
