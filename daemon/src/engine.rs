@@ -141,11 +141,6 @@ pub fn unimplemented_options(cfg: &Config) -> (Vec<String>, Vec<String>) {
     if cfg.clients.auth_gen_token.is_some() {
         fatal.push(format!("auth-gen-token {nyi}"));
     }
-    if let Some(m) = &cfg.management {
-        if m.client_auth {
-            fatal.push(format!("management-client-auth {nyi} (the engine does not hold clients for the decision yet); refusing to start rather than admit clients without the external approval"));
-        }
-    }
     if let Some(pp) = &cfg.clients.pool_persist {
         warn.push(format!(
             "ifconfig-pool-persist {}: addresses are not persisted yet in this build",

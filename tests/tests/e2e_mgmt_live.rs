@@ -92,6 +92,11 @@ impl Mgmt {
         self.s
             .write_all(format!("{line}\r\n").as_bytes())
             .expect("send command");
+        self.reply(last)
+    }
+
+    /// Reads a reply (see [`Mgmt::cmd`]) to something already sent.
+    fn reply(&mut self, last: Option<&str>) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut out = String::new();
         loop {
@@ -339,4 +344,83 @@ fn log_history_and_realtime_log_and_verb() {
     assert_eq!(m.cmd("verb", None), "SUCCESS: verb=3\r\n");
     assert_eq!(m.cmd("verb 4", None), "SUCCESS: verb level changed\r\n");
     assert_eq!(m.cmd("verb", None), "SUCCESS: verb=4\r\n");
+}
+
+#[test]
+fn management_client_auth_approves_one_client_and_denies_another() {
+    let Some(rig) = start(
+        "mgmt_live_client_auth",
+        &["management-client-auth".into()],
+        true,
+    ) else {
+        return;
+    };
+    let mut m = Mgmt::connect(&rig.sock);
+    let mut c1 = rig.client("client1");
+    // CONNECT + ENV block for client1
+    let connect = m.notification(">CLIENT:CONNECT,", Duration::from_secs(30));
+    let parts: Vec<&str> = connect
+        .trim_start_matches(">CLIENT:CONNECT,")
+        .split(',')
+        .collect();
+    let (cid, kid) = (parts[0].to_string(), parts[1].to_string());
+    let mut env = Vec::new();
+    loop {
+        let l = m.notification(">CLIENT:ENV,", Duration::from_secs(5));
+        if l == ">CLIENT:ENV,END" {
+            break;
+        }
+        env.push(l);
+    }
+    assert!(
+        env.iter().any(|l| l == ">CLIENT:ENV,common_name=client1"),
+        "{env:?}"
+    );
+    assert!(
+        env.iter().any(|l| l.starts_with(">CLIENT:ENV,IV_VER=")),
+        "{env:?}"
+    );
+    assert!(
+        env.iter()
+            .any(|l| l.starts_with(">CLIENT:ENV,untrusted_ip=")),
+        "{env:?}"
+    );
+    // approve with a pushed route, as a client-connect config line
+    m.s.write_all(
+        format!("client-auth {cid} {kid}\r\npush \"route 10.66.0.0 255.255.0.0\"\r\nEND\r\n")
+            .as_bytes(),
+    )
+    .expect("send client-auth");
+    assert_eq!(m.reply(None), "SUCCESS: client-auth command succeeded\r\n");
+    c1.wait_for_line(INIT_COMPLETE, CLIENT_UP)
+        .expect("approved client connects");
+    assert!(c1.log().contains("10.66.0.0"), "{}", tail(&c1.log(), 30));
+    let est = m.notification(
+        &format!(">CLIENT:ESTABLISHED,{cid}"),
+        Duration::from_secs(10),
+    );
+    assert!(!est.is_empty());
+
+    // deny the second client with a reason for the client
+    let mut c2 = rig.client("client2");
+    let connect = m.notification(">CLIENT:CONNECT,", Duration::from_secs(30));
+    let parts: Vec<&str> = connect
+        .trim_start_matches(">CLIENT:CONNECT,")
+        .split(',')
+        .collect();
+    let r = m.cmd(
+        &format!(
+            "client-deny {} {} \"not on the list\" \"go away\"",
+            parts[0], parts[1]
+        ),
+        None,
+    );
+    assert_eq!(r, "SUCCESS: client-deny command succeeded\r\n");
+    c2.wait_for_line("AUTH_FAILED", CLIENT_UP)
+        .expect("denied client sees AUTH_FAILED");
+    assert_eq!(c2.count_lines(INIT_COMPLETE), 0);
+    // the broker knows no such waiting client any more
+    let again = m.cmd(&format!("client-auth-nt {} {}", parts[0], parts[1]), None);
+    assert!(again.starts_with("ERROR:"), "{again}");
+    ping(rig.net.client_ns(), "10.8.0.1", 2, Duration::from_secs(10)).expect("client1 traffic");
 }

@@ -340,6 +340,9 @@ async fn serve(
             let _ = up_ev.send(WorkerToParent::Client(ce));
         }
         match ev {
+            EngineEvent::AuthRequest(req) => {
+                let _ = up_ev.send(WorkerToParent::AuthRequest(req));
+            }
             EngineEvent::Log { class, line } => {
                 let (sev, level) = match class {
                     LogClass::Error => (Severity::Error, 1),
@@ -411,9 +414,18 @@ async fn serve(
                             })))
                             .await;
                     }
-                    other @ (ParentToWorker::Hello { .. }
-                    | ParentToWorker::Init(_)
-                    | ParentToWorker::AuthVerdict { .. }) => {
+                    ParentToWorker::AuthVerdict { cid, kid, verdict } => {
+                        let _ = tx
+                            .send(DriverCommand::Engine(Box::new(move |s, now, out| {
+                                let now_unix = std::time::SystemTime::now()
+                                    .duration_since(std::time::UNIX_EPOCH)
+                                    .map(|d| d.as_secs())
+                                    .unwrap_or(0);
+                                s.auth_verdict(cid, kid, verdict, now, now_unix, out);
+                            })))
+                            .await;
+                    }
+                    other @ (ParentToWorker::Hello { .. } | ParentToWorker::Init(_)) => {
                         let e = WorkerError::Unexpected {
                             expected: "Shutdown/SetVerb/CrlUpdate",
                             got: other_name(&other),

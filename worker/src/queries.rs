@@ -85,10 +85,30 @@ pub fn status(engine: &Server, now_unix: u64) -> WorkerStatus {
                 routes.push(RouteEntry {
                     key: RouteKey::V6(a),
                     cached: false,
-                    common_name: owner,
+                    common_name: owner.clone(),
                     real_address: real,
                     last_ref: i64_of(now_unix),
                 });
+            }
+            if let Some(g) = engine.granted(p.cid()) {
+                for (net, bits) in &g.iroutes {
+                    routes.push(RouteEntry {
+                        key: RouteKey::V4Net(*net, *bits),
+                        cached: false,
+                        common_name: owner.clone(),
+                        real_address: real,
+                        last_ref: i64_of(now_unix),
+                    });
+                }
+                for (net, bits) in &g.iroutes_v6 {
+                    routes.push(RouteEntry {
+                        key: RouteKey::V6Net(*net, *bits),
+                        cached: false,
+                        common_name: owner.clone(),
+                        real_address: real,
+                        last_ref: i64_of(now_unix),
+                    });
+                }
             }
         }
     }
@@ -190,8 +210,8 @@ fn established(info: &ClientInfo) -> ClientEvent {
         real_address: real_addr(&info.addr),
         vaddr: info.vaddr,
         vaddr6: info.vaddr6,
-        iroutes: Vec::new(),
-        iroutes_v6: Vec::new(),
+        iroutes: info.iroutes.clone(),
+        iroutes_v6: info.iroutes_v6.clone(),
         peer_id: info.peer_id,
         cipher: info.cipher.clone(),
         connected_since: i64_of(info.connected_since),
@@ -218,6 +238,8 @@ mod tests {
             vaddr6: None,
             cipher: "AES-256-GCM".into(),
             connected_since: 1_700_000_000,
+            iroutes: vec![],
+            iroutes_v6: vec![],
         };
         match client_event(&EngineEvent::ClientConnected(info)).unwrap() {
             ClientEvent::Established {

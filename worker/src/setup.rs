@@ -199,6 +199,7 @@ fn peer_config(ec: &EngineConfig, tls: Arc<TlsServer>) -> Result<PeerConfig, Set
         tls_mtu: usize::from(ec.tls_mtu),
         username_as_common_name: ec.username_as_common_name,
         explicit_exit_notify: ec.explicit_exit_notify,
+        defer_auth: ec.defer_auth,
     })
 }
 

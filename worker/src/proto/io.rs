@@ -98,6 +98,8 @@ pub enum EngineEvent {
     },
     /// a client finished authentication and got its address
     ClientConnected(ClientInfo),
+    /// a client waits for the parent's decision (`defer_auth`)
+    AuthRequest(Box<bulwark_ipc::msg::clients::ClientAuthRequest>),
     /// a client session ended
     ClientDisconnected {
         /// the client id (as the management interface shows it)
@@ -139,6 +141,10 @@ pub struct ClientInfo {
     pub cipher: String,
     /// unix time of connection
     pub connected_since: u64,
+    /// networks routed to this client (`iroute`)
+    pub iroutes: Vec<(std::net::Ipv4Addr, u8)>,
+    /// IPv6 networks routed to this client (`iroute-ipv6`)
+    pub iroutes_v6: Vec<(std::net::Ipv6Addr, u8)>,
 }
 
 /// What one engine call produced.

@@ -64,6 +64,10 @@ pub struct Server {
     routes: RouteTable,
     pool: Pool,
     next_cid: u64,
+    /// what the parent granted each accepted client (`defer_auth`)
+    granted: HashMap<u64, bulwark_ipc::msg::clients::ClientOverrides>,
+    /// clients reported to the parent with an AuthRequest (their end is reported too)
+    asked: std::collections::HashSet<u64>,
     stats: ServerStats,
     rng: crate::proto::io::Rng,
 }
@@ -101,6 +105,8 @@ impl Server {
             routes: RouteTable::default(),
             pool,
             next_cid: 0,
+            granted: HashMap::new(),
+            asked: std::collections::HashSet::new(),
             stats: ServerStats::default(),
             rng,
         }
@@ -109,6 +115,11 @@ impl Server {
     /// Counters.
     pub fn stats(&self) -> ServerStats {
         self.stats
+    }
+
+    /// What the parent granted a client (`defer_auth`), if anything.
+    pub fn granted(&self, cid: u64) -> Option<&bulwark_ipc::msg::clients::ClientOverrides> {
+        self.granted.get(&cid)
     }
 
     /// Connected and handshaking peers.
@@ -495,6 +506,107 @@ impl Server {
         true
     }
 
+    /// The parent's decision about a client that waits for it (`defer_auth`). A verdict for a
+    /// client that is gone or not waiting (a race with a disconnect or a timeout) is logged and
+    /// ignored.
+    pub fn auth_verdict(
+        &mut self,
+        cid: u64,
+        kid: u32,
+        verdict: bulwark_ipc::msg::clients::AuthVerdict,
+        now: Instant,
+        now_unix: u64,
+        out: &mut Outbox,
+    ) {
+        use bulwark_ipc::msg::clients::AuthVerdict;
+        let waiting = self
+            .peers
+            .get(&cid)
+            .is_some_and(|p| p.is_waiting_auth() && u32::from(p.primary_key_id()) == kid);
+        if !waiting {
+            out.log(
+                LogClass::Detail,
+                format!("authentication verdict for client {cid} key {kid} ignored: the client is no longer waiting"),
+            );
+            return;
+        }
+        match verdict {
+            AuthVerdict::Accept(o) => {
+                let Some(peer) = self.peers.get_mut(&cid) else {
+                    return;
+                };
+                peer.accept(o.push_reset, o.push_remove.clone(), o.push.clone());
+                self.granted.insert(cid, *o);
+                self.assign_address(cid, now, now_unix, out);
+            }
+            AuthVerdict::Deny {
+                reason,
+                client_reason,
+            } => {
+                if let Some(peer) = self.peers.get_mut(&cid) {
+                    out.log(
+                        LogClass::Error,
+                        format!(
+                            "{} TLS Auth Error: client authentication denied: {reason}",
+                            peer.log_prefix()
+                        ),
+                    );
+                    peer.deny(client_reason.as_deref(), now, now_unix, &mut *self.rng, out);
+                }
+            }
+            AuthVerdict::Pending {
+                extra,
+                timeout_secs,
+            } => {
+                if let Some(peer) = self.peers.get_mut(&cid) {
+                    peer.pending(&extra, timeout_secs, now, now_unix, &mut *self.rng, out);
+                }
+            }
+        }
+    }
+
+    /// The address for a client: `ifconfig-push` granted by the parent, else the persisted
+    /// address if free, else the next free pool address.
+    fn lease_for(&mut self, cid: u64) -> Result<crate::proto::pool::Lease, String> {
+        let g = self.granted.get(&cid).cloned().unwrap_or_default();
+        if let Some((ip, second)) = g.ifconfig_push {
+            if let Some(owner) = self.routes.lookup(IpAddr::V4(ip)) {
+                if owner != cid {
+                    return Err(format!(
+                        "ifconfig-push address {ip} is in use by another client"
+                    ));
+                }
+            }
+            let mut lease = match self.pool.index_of(ip) {
+                Some(_) => self.pool.acquire_ip(ip).map_err(|e| e.to_string())?,
+                None => crate::proto::pool::Lease {
+                    index: u32::MAX,
+                    ip,
+                    peer_or_mask: second,
+                    ip6: None,
+                },
+            };
+            lease.peer_or_mask = second;
+            if let Some((a6, _)) = g.ifconfig_ipv6_push {
+                lease.ip6 = Some(a6);
+            }
+            return Ok(lease);
+        }
+        if let Some(hint) = g.pool_hint {
+            if let Ok(mut l) = self.pool.acquire_ip(hint) {
+                if let Some((a6, _)) = g.ifconfig_ipv6_push {
+                    l.ip6 = Some(a6);
+                }
+                return Ok(l);
+            }
+        }
+        let mut l = self.pool.acquire().map_err(|e| e.to_string())?;
+        if let Some((a6, _)) = g.ifconfig_ipv6_push {
+            l.ip6 = Some(a6);
+        }
+        Ok(l)
+    }
+
     fn after_peer(
         &mut self,
         cid: u64,
@@ -506,6 +618,13 @@ impl Server {
         match outcome {
             PeerOutcome::Continue => {}
             PeerOutcome::NeedsAddress => self.assign_address(cid, now, now_unix, out),
+            PeerOutcome::NeedsAuth => {
+                if let Some(peer) = self.peers.get_mut(&cid) {
+                    self.asked.insert(cid);
+                    out.events
+                        .push(EngineEvent::AuthRequest(Box::new(peer.auth_request())));
+                }
+            }
             PeerOutcome::Remove(reason) => self.remove_peer(cid, &reason, now, now_unix, out),
         }
     }
@@ -545,7 +664,7 @@ impl Server {
         for s in superseded {
             self.remove_peer(s, "client-instance restarting", now, now_unix, out);
         }
-        let lease = match self.pool.acquire() {
+        let lease = match self.lease_for(cid) {
             Ok(l) => l,
             Err(e) => {
                 out.log(
@@ -559,6 +678,29 @@ impl Server {
         self.routes.add(Prefix::host(IpAddr::V4(lease.ip)), cid);
         if let Some(v6) = lease.ip6 {
             self.routes.add(Prefix::host(IpAddr::V6(v6)), cid);
+        }
+        let (iroutes, iroutes_v6) = self
+            .granted
+            .get(&cid)
+            .map(|g| (g.iroutes.clone(), g.iroutes_v6.clone()))
+            .unwrap_or_default();
+        for (net, bits) in &iroutes {
+            self.routes.add(
+                Prefix {
+                    addr: IpAddr::V4(*net),
+                    len: *bits,
+                },
+                cid,
+            );
+        }
+        for (net, bits) in &iroutes_v6 {
+            self.routes.add(
+                Prefix {
+                    addr: IpAddr::V6(*net),
+                    len: *bits,
+                },
+                cid,
+            );
         }
         let Some(peer) = self.peers.get_mut(&cid) else {
             return;
@@ -605,7 +747,9 @@ impl Server {
             out,
         );
         self.stats.handshakes_completed += 1;
-        if let Some(info) = peer.client_info() {
+        if let Some(mut info) = peer.client_info() {
+            info.iroutes = iroutes;
+            info.iroutes_v6 = iroutes_v6;
             out.events.push(EngineEvent::ClientConnected(info));
         }
         self.after_peer(cid, outcome, now, now_unix, out);
@@ -630,6 +774,7 @@ impl Server {
             self.by_peer_id.remove(&peer.peer_id());
         }
         self.routes.remove_peer(cid);
+        self.granted.remove(&cid);
         if let Some(lease) = peer.lease() {
             self.pool.release(&lease);
         }
@@ -637,7 +782,8 @@ impl Server {
             self.stats.handshakes_failed += 1;
         }
         out.log(LogClass::Info, format!("{} {}", peer.log_prefix(), reason));
-        if peer.is_established() {
+        let asked = self.asked.remove(&cid);
+        if peer.is_established() || asked {
             let (bytes_in, bytes_out) = peer.byte_counts();
             out.events.push(EngineEvent::ClientDisconnected {
                 cid,

@@ -83,6 +83,8 @@ pub struct PeerConfig {
     pub username_as_common_name: bool,
     /// whether the server has `explicit-exit-notify` (sends RESTART on shutdown)
     pub explicit_exit_notify: bool,
+    /// Ask the parent before admitting a client (`EngineEvent::AuthRequest`).
+    pub defer_auth: bool,
 }
 
 /// What the server must do after a peer call.
@@ -92,6 +94,9 @@ pub enum PeerOutcome {
     Continue,
     /// the client authenticated: assign it an address, then call [`Peer::connected`]
     NeedsAddress,
+    /// the client authenticated and the parent must decide (`defer_auth`): report
+    /// [`Peer::auth_request`] and wait for the verdict
+    NeedsAuth,
     /// remove the session (reason for the log)
     Remove(String),
 }
@@ -160,6 +165,8 @@ impl KeyState {
 enum Phase {
     /// key state 0 negotiating
     Handshaking,
+    /// authenticated, waiting for the parent's verdict (`defer_auth`)
+    WaitingAuth,
     /// authenticated, waiting for the server to assign an address
     WaitingAddress,
     /// connected
@@ -218,6 +225,12 @@ pub struct Peer {
     scratch: Vec<u8>,
     /// the per-client part of PUSH_REPLY (set when connected)
     client_push: Option<Vec<String>>,
+    /// the password of the key-method-2 message, kept only until the parent decided
+    password: Option<String>,
+    /// when a parked client is given up (`defer_auth`)
+    auth_deadline: Option<Instant>,
+    /// push-reset / push-remove / push granted by the parent
+    push_edits: Option<(bool, Vec<String>, Vec<String>)>,
 }
 
 impl Peer {
@@ -279,6 +292,9 @@ impl Peer {
             failure: None,
             scratch: Vec::with_capacity(2048),
             client_push: None,
+            password: None,
+            auth_deadline: None,
+            push_edits: None,
             cfg,
         })
     }
@@ -369,6 +385,8 @@ impl Peer {
                 .map(|c| c.name().to_string())
                 .unwrap_or_default(),
             connected_since: self.connected_since,
+            iroutes: Vec::new(),
+            iroutes_v6: Vec::new(),
         })
     }
 
@@ -721,6 +739,11 @@ impl Peer {
         self.common_name = cn;
         self.username = username;
         self.identity = identity;
+        if self.cfg.defer_auth {
+            if let km2::Credentials::Provided { password, .. } = &msg.credentials {
+                self.password = Some(String::from_utf8_lossy(password.as_bytes()).into_owned());
+            }
+        }
         self.neg.cipher = Some(cipher);
         let proto = info.proto();
         self.neg.data_v2 = proto.data_v2();
@@ -806,7 +829,6 @@ impl Peer {
         }
         ks.state = KsState::Active;
         if is_primary && key_id == 0 && phase == Phase::Handshaking {
-            self.phase = Phase::WaitingAddress;
             out.log(
                 LogClass::Info,
                 format!(
@@ -815,6 +837,12 @@ impl Peer {
                     self.addr
                 ),
             );
+            if self.cfg.defer_auth {
+                self.phase = Phase::WaitingAuth;
+                self.auth_deadline = Some(now + self.cfg.hand_window);
+                return PeerOutcome::NeedsAuth;
+            }
+            self.phase = Phase::WaitingAddress;
             return PeerOutcome::NeedsAddress;
         }
         if is_primary && key_id != 0 {
@@ -999,7 +1027,24 @@ impl Peer {
         let Some(client_opts) = self.client_push.clone() else {
             return;
         };
-        let messages = match push::build_push_reply(&self.cfg.push, &client_opts) {
+        let global: Vec<String> = match &self.push_edits {
+            None => self.cfg.push.clone(),
+            Some((reset, remove, add)) => {
+                let mut g: Vec<String> = if *reset {
+                    Vec::new()
+                } else {
+                    self.cfg
+                        .push
+                        .iter()
+                        .filter(|o| !remove.iter().any(|r| o.starts_with(r.as_str())))
+                        .cloned()
+                        .collect()
+                };
+                g.extend(add.iter().cloned());
+                g
+            }
+        };
+        let messages = match push::build_push_reply(&global, &client_opts) {
             Ok(m) => m,
             Err(e) => {
                 out.log(
@@ -1254,6 +1299,11 @@ impl Peer {
         if let Some(c) = self.close_at {
             t.push(c);
         }
+        if self.phase == Phase::WaitingAuth {
+            if let Some(d) = self.auth_deadline {
+                t.push(d);
+            }
+        }
         t.into_iter().min()
     }
 
@@ -1284,6 +1334,20 @@ impl Peer {
                     "SIGUSR1[soft,ping-restart] received, client-instance restarting".into(),
                 );
             }
+        }
+        if self.phase == Phase::WaitingAuth && self.auth_deadline.is_some_and(|d| now >= d) {
+            out.log(
+                LogClass::Error,
+                format!(
+                    "{} TLS Error: no authentication decision within {} seconds (--hand-window)",
+                    self.log_prefix(),
+                    self.cfg.hand_window.as_secs()
+                ),
+            );
+            self.password = None;
+            return PeerOutcome::Remove(
+                "SIGUSR1[soft,tls-error] received, client-instance restarting".into(),
+            );
         }
         if self.primary.state != KsState::Active && now >= self.primary.must_negotiate {
             out.log(
@@ -1371,6 +1435,121 @@ impl Peer {
             self.send_text(self.primary.key_id, &msg, now, out);
             self.flush(now, now_unix, rng, out);
         }
+    }
+
+    /// Whether the session waits for the parent's authorisation verdict.
+    pub fn is_waiting_auth(&self) -> bool {
+        self.phase == Phase::WaitingAuth
+    }
+
+    /// The key id of the session's primary key state.
+    pub fn primary_key_id(&self) -> u8 {
+        self.primary.key_id
+    }
+
+    /// What the parent needs to decide about this client (`defer_auth`). Takes the password: it
+    /// leaves the engine with this request and is not kept.
+    pub fn auth_request(&mut self) -> bulwark_ipc::msg::clients::ClientAuthRequest {
+        use bulwark_ipc::msg::mgmt::{RealAddr, TransportProto};
+        let real_address = match self.addr {
+            PeerAddr::Udp(a) => RealAddr {
+                proto: TransportProto::Udp,
+                addr: a,
+            },
+            PeerAddr::Tcp { addr, .. } => RealAddr {
+                proto: TransportProto::Tcp,
+                addr,
+            },
+        };
+        bulwark_ipc::msg::clients::ClientAuthRequest {
+            cid: self.cid,
+            kid: u32::from(self.primary.key_id),
+            reauth: false,
+            common_name: self.common_name.clone(),
+            username: self.username.clone(),
+            password: self.password.take(),
+            real_address,
+            peer_info: self
+                .peer_info
+                .as_ref()
+                .map(|i| i.vars.iter().map(|(k, v)| format!("{k}={v}")).collect())
+                .unwrap_or_default(),
+            cert_env: self.identity.as_ref().map(|i| i.env()).unwrap_or_default(),
+        }
+    }
+
+    /// The parent accepted the client: continue to address assignment with these push edits.
+    pub fn accept(
+        &mut self,
+        push_reset: bool,
+        push_remove: Vec<String>,
+        push: Vec<String>,
+    ) -> bool {
+        if self.phase != Phase::WaitingAuth {
+            return false;
+        }
+        self.phase = Phase::WaitingAddress;
+        self.auth_deadline = None;
+        self.push_edits = Some((push_reset, push_remove, push));
+        true
+    }
+
+    /// The parent refused the client: `AUTH_FAILED[,reason]`, then the session lingers and ends.
+    pub fn deny(
+        &mut self,
+        client_reason: Option<&str>,
+        now: Instant,
+        now_unix: u64,
+        rng: &mut dyn FnMut(&mut [u8]),
+        out: &mut Outbox,
+    ) {
+        let msg = match client_reason {
+            Some(r) => format!("AUTH_FAILED,{r}"),
+            None => "AUTH_FAILED".to_string(),
+        };
+        self.send_text(self.primary.key_id, &msg, now, out);
+        self.phase = Phase::Closing;
+        self.auth_deadline = None;
+        self.close_at = Some(now + LINGER);
+        self.flush(now, now_unix, rng, out);
+    }
+
+    /// Authentication continues out of band: `AUTH_PENDING` and `INFO_PRE`; the client may take
+    /// up to `timeout_secs` (at most the hand-window) more.
+    pub fn pending(
+        &mut self,
+        extra: &str,
+        timeout_secs: u32,
+        now: Instant,
+        now_unix: u64,
+        rng: &mut dyn FnMut(&mut [u8]),
+        out: &mut Outbox,
+    ) {
+        if self.phase != Phase::WaitingAuth {
+            return;
+        }
+        let keywords = self
+            .peer_info
+            .as_ref()
+            .and_then(|i| i.vars.iter().find(|(k, _)| k == "IV_PROTO"))
+            .and_then(|(_, v)| v.parse::<u32>().ok())
+            .is_some_and(|v| v & (1 << 4) != 0);
+        let t = timeout_secs.min(u32::try_from(self.cfg.hand_window.as_secs()).unwrap_or(u32::MAX));
+        self.send_text(
+            self.primary.key_id,
+            &push::auth_pending(t, keywords),
+            now,
+            out,
+        );
+        match push::info_pre(extra) {
+            Ok(m) => self.send_text(self.primary.key_id, &m, now, out),
+            Err(e) => out.log(
+                LogClass::Error,
+                format!("{} client-pending-auth: {e}", self.log_prefix()),
+            ),
+        }
+        self.auth_deadline = Some(now + Duration::from_secs(u64::from(t)));
+        self.flush(now, now_unix, rng, out);
     }
 
     /// The client's addresses as pushed (for status).
