@@ -120,32 +120,11 @@ pub fn unimplemented_options(cfg: &Config) -> (Vec<String>, Vec<String>) {
     let mut warn = Vec::new();
     let nyi = "is not implemented in this build yet";
     let s = &cfg.scripts;
-    if s.auth_user_pass_verify.is_some() {
-        fatal.push(format!("auth-user-pass-verify {nyi}; refusing to start rather than accept clients without checking their password"));
-    }
-    if s.client_connect.is_some() {
-        fatal.push(format!("client-connect {nyi}; refusing to start rather than skip the per-client policy it implements"));
-    }
-    if s.client_disconnect.is_some() {
-        fatal.push(format!("client-disconnect {nyi}"));
-    }
-    if s.learn_address.is_some() {
-        fatal.push(format!("learn-address {nyi}; refusing to start rather than skip the firewall updates it implements"));
-    }
     if s.tls_verify.is_some() {
         fatal.push(format!("tls-verify {nyi}; refusing to start rather than skip the certificate check it implements"));
     }
-    if cfg.clients.config_dir.is_some() || cfg.clients.ccd_exclusive {
-        fatal.push(format!("client-config-dir / ccd-exclusive {nyi}; refusing to start rather than ignore per-client rules (disable, iroute, push-reset)"));
-    }
     if cfg.clients.auth_gen_token.is_some() {
         fatal.push(format!("auth-gen-token {nyi}"));
-    }
-    if let Some(pp) = &cfg.clients.pool_persist {
-        warn.push(format!(
-            "ifconfig-pool-persist {}: addresses are not persisted yet in this build",
-            pp.path.display()
-        ));
     }
     if cfg.clients.connect_freq.is_some() {
         warn.push(format!("connect-freq {nyi} (the stateless cookie handshake and its initial-packet rate limit still apply)"));

@@ -337,14 +337,28 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
     }
     let (mgmt_settings, status_targets) = crate::mgmt_setup::settings(&config);
     let mgmt_client_auth = config.management.as_ref().is_some_and(|m| m.client_auth);
+    let env_base = daemon_env(&config, &settings, &transport, tun.name());
+    // INVARIANT: scripts run as the unprivileged identity resolved above, never as root.
+    let hooks = match crate::client_hooks::ClientHooks::from_config(
+        &config,
+        ident.identity.uid,
+        ident.identity.gid,
+        env_base.clone(),
+    ) {
+        Ok(h) => std::sync::Arc::new(h),
+        Err(e) => {
+            finish_tun(tun, false);
+            return Err(Failure::Config(vec![e.to_string()]));
+        }
+    };
     let mut engine_cfg = engine_cfg;
-    engine_cfg.defer_auth = mgmt_client_auth;
+    engine_cfg.defer_auth = mgmt_client_auth || hooks.needs_defer();
     let router_cfg = crate::router::RouterConfig {
         defer_auth: engine_cfg.defer_auth,
         mgmt_client_auth,
         pool: engine_cfg.pool.clone(),
         utc_offset_secs: offset.whole_seconds(),
-        daemon_env: daemon_env(&config, &settings, &transport, tun.name()),
+        daemon_env: env_base,
         verb,
         mute: config.logging.mute.unwrap_or(0),
         hold: config.management.as_ref().is_some_and(|m| m.hold),
@@ -373,6 +387,7 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
         .map_err(RunError::Runtime)
         .and_then(|rt| {
             let ctx = Ctx {
+                hooks: &hooks,
                 opts,
                 config: &config,
                 bins: &bins,
@@ -478,6 +493,8 @@ fn finish_tun(tun: TunDevice, persist: bool) {
 }
 
 struct Ctx<'a> {
+    /// Scripts, CCD and pool persistence.
+    hooks: &'a std::sync::Arc<crate::client_hooks::ClientHooks>,
     /// `--config` and command-line directives, for SIGHUP reloads.
     opts: &'a RunOptions,
     /// The configuration at start-up.
@@ -830,6 +847,7 @@ async fn supervise(ctx: &Ctx<'_>) -> Result<&'static str, RunError> {
         }
     };
     stop_children(sup.worker.running.take(), sup.broker.running.take()).await;
+    ctx.hooks.flush_persist();
     outcome
 }
 
@@ -997,9 +1015,17 @@ impl Sup<'_, '_> {
             mute: _,
             hold_released,
             auth,
-            gone: _,
-            established: _,
+            gone,
+            established,
         } = fx;
+        for rec in established {
+            let h = std::sync::Arc::clone(self.ctx.hooks);
+            tokio::spawn(async move { h.established(&rec).await });
+        }
+        for (rec, bin, bout, secs) in gone {
+            let h = std::sync::Arc::clone(self.ctx.hooks);
+            tokio::spawn(async move { h.disconnected(&rec, bin, bout, secs).await });
+        }
         for o in out {
             match o {
                 crate::router::Out::Worker(m) => self.send_worker(m).await,
@@ -1049,8 +1075,9 @@ impl Sup<'_, '_> {
         let hand_window = Duration::from_secs(u64::from(self.ctx.engine.hand_window));
         let waits = std::sync::Arc::clone(&self.waits);
         let tx = self.auth_tx.clone();
+        let hooks = std::sync::Arc::clone(self.ctx.hooks);
         tokio::spawn(async move {
-            authorize(req, env, n_clients, mgmt, hand_window, waits, tx).await;
+            authorize(req, env, n_clients, mgmt, hand_window, waits, tx, hooks).await;
         });
     }
 
@@ -1276,7 +1303,8 @@ async fn sup_state_assign(sup: &mut Sup<'_, '_>) {
     sup.state("ADD_ROUTES", "").await;
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes a file atomically: a temporary file in the same directory, then rename.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("/"));
@@ -1327,8 +1355,11 @@ fn audit(rec: &bulwark_ipc::msg::mgmt::AuditRecord) {
     );
 }
 
-/// One client's authorisation: management `client-auth` when configured. The verdict goes back
-/// to the loop, which forwards it to the worker.
+/// One client's authorisation, in OpenVPN's order: `auth-user-pass-verify`, then management
+/// `client-auth` when configured, then the client-connect stage (CCD file, client-connect
+/// script, the `client-auth` config lines, the persisted address). The verdict goes back to the
+/// loop, which forwards it to the worker.
+#[allow(clippy::too_many_arguments)]
 async fn authorize(
     req: bulwark_ipc::msg::clients::ClientAuthRequest,
     env: bulwark_ipc::msg::mgmt::EnvBlock,
@@ -1337,99 +1368,81 @@ async fn authorize(
     hand_window: Duration,
     waits: MgmtWaits,
     tx: tokio::sync::mpsc::UnboundedSender<AuthMsg>,
+    hooks: std::sync::Arc<crate::client_hooks::ClientHooks>,
 ) {
-    use bulwark_ipc::msg::clients::{AuthVerdict, ClientOverrides};
+    use bulwark_ipc::msg::clients::AuthVerdict;
     use bulwark_ipc::msg::mgmt::{ClientEventKind, MgmtEvent};
     let (cid, kid) = (req.cid, req.kid);
     let verdict = |verdict| AuthMsg::Verdict { cid, kid, verdict };
-    if !mgmt {
-        let _ = tx.send(verdict(AuthVerdict::Accept(Box::default())));
+    let denied = |d: crate::client_hooks::Deny| AuthVerdict::Deny {
+        reason: d.reason,
+        client_reason: d.client_reason,
+    };
+    if let Err(d) = hooks.authenticate(&req).await {
+        let _ = tx.send(verdict(denied(d)));
         return;
     }
-    let (dtx, mut drx) = tokio::sync::mpsc::unbounded_channel();
-    waits
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert((cid, kid), dtx);
-    let kind = if req.reauth {
-        ClientEventKind::Reauth { kid }
-    } else {
-        ClientEventKind::Connect { kid }
-    };
-    let _ = tx.send(AuthMsg::Broker(ParentToBroker::Event(Box::new(
-        MgmtEvent::Client {
-            cid,
-            kind,
-            n_clients,
-            env,
-        },
-    ))));
-    let deadline = tokio::time::Instant::now() + hand_window;
-    loop {
-        match tokio::time::timeout_at(deadline, drx.recv()).await {
-            Ok(Some(MgmtDecision::Accept(lines))) => {
-                let o = match overrides_from_lines(&lines) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        tracing::error!(
-                            "MANAGEMENT: client-auth config for client {cid} rejected: {e}"
-                        );
-                        let _ = tx.send(verdict(AuthVerdict::Deny {
-                            reason: format!("client-auth config rejected: {e}"),
-                            client_reason: None,
-                        }));
-                        break;
-                    }
-                };
-                let _: &ClientOverrides = &o;
-                let _ = tx.send(verdict(AuthVerdict::Accept(Box::new(o))));
-                break;
-            }
-            Ok(Some(MgmtDecision::Deny {
-                reason,
-                client_reason,
-            })) => {
-                let _ = tx.send(verdict(AuthVerdict::Deny {
+    let mut lines = Vec::new();
+    if mgmt {
+        let (dtx, mut drx) = tokio::sync::mpsc::unbounded_channel();
+        waits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((cid, kid), dtx);
+        let kind = if req.reauth {
+            ClientEventKind::Reauth { kid }
+        } else {
+            ClientEventKind::Connect { kid }
+        };
+        let _ = tx.send(AuthMsg::Broker(ParentToBroker::Event(Box::new(
+            MgmtEvent::Client {
+                cid,
+                kind,
+                n_clients,
+                env,
+            },
+        ))));
+        let deadline = tokio::time::Instant::now() + hand_window;
+        let decided = loop {
+            match tokio::time::timeout_at(deadline, drx.recv()).await {
+                Ok(Some(MgmtDecision::Accept(l))) => break Some(l),
+                Ok(Some(MgmtDecision::Deny {
                     reason,
                     client_reason,
-                }));
-                break;
+                })) => {
+                    let _ = tx.send(verdict(AuthVerdict::Deny {
+                        reason,
+                        client_reason,
+                    }));
+                    break None;
+                }
+                Ok(Some(MgmtDecision::Pending { extra, timeout })) => {
+                    let _ = tx.send(verdict(AuthVerdict::Pending {
+                        extra,
+                        timeout_secs: timeout,
+                    }));
+                }
+                // The worker applies hand-window itself; nothing more to wait for.
+                Ok(None) | Err(_) => break None,
             }
-            Ok(Some(MgmtDecision::Pending { extra, timeout })) => {
-                let _ = tx.send(verdict(AuthVerdict::Pending {
-                    extra,
-                    timeout_secs: timeout,
-                }));
-            }
-            // The worker applies hand-window itself; nothing more to wait for.
-            Ok(None) | Err(_) => break,
+        };
+        waits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(cid, kid));
+        match decided {
+            Some(l) => lines = l,
+            None => return,
         }
     }
-    waits
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&(cid, kid));
-}
-
-/// The settings in `client-auth` config lines (client-connect config syntax).
-fn overrides_from_lines(
-    lines: &[String],
-) -> Result<bulwark_ipc::msg::clients::ClientOverrides, String> {
-    let mut text = String::new();
-    for l in lines {
-        text.push_str(l);
-        text.push('\n');
+    match hooks.connect(&req, &lines).await {
+        Ok(o) => {
+            let _ = tx.send(verdict(AuthVerdict::Accept(Box::new(o))));
+        }
+        Err(d) => {
+            let _ = tx.send(verdict(denied(d)));
+        }
     }
-    let (ccd, _warnings) =
-        bulwark_config::parse_ccd(Path::new("management client-auth"), text.as_bytes()).map_err(
-            |errs| {
-                errs.iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            },
-        )?;
-    Ok(crate::engine::overrides_from_ccd(&ccd))
 }
 
 /// Half of systemd's watchdog timeout (`$WATCHDOG_USEC`), unless `$WATCHDOG_PID` names another
