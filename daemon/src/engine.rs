@@ -126,11 +126,13 @@ pub fn unimplemented_options(cfg: &Config) -> (Vec<String>, Vec<String>) {
     if cfg.clients.auth_gen_token.is_some() {
         fatal.push(format!("auth-gen-token {nyi}"));
     }
-    if cfg.clients.connect_freq.is_some() {
-        warn.push(format!("connect-freq {nyi} (the stateless cookie handshake and its initial-packet rate limit still apply)"));
+    if let Some(n) = cfg.privileges.nice {
+        warn.push(format!(
+            "nice {n} {nyi}; the processes keep their scheduling priority"
+        ));
     }
-    if cfg.timers.inactive.is_some() {
-        fatal.push(format!("inactive {nyi}"));
+    if cfg.privileges.mlock {
+        warn.push(format!("mlock {nyi}; memory may be swapped"));
     }
     (fatal, warn)
 }

@@ -40,7 +40,7 @@ fn generated_config_passes_every_check() {
 fn unimplemented_security_options_refuse_to_start() {
     for (line, needle) in [
         ("script-security 2\ntls-verify /bin/true\n", "tls-verify"),
-        ("inactive 600\n", "inactive"),
+        ("auth-gen-token\n", "auth-gen-token"),
     ] {
         let (ok, text) = check(line);
         assert!(!ok, "{line} must be refused:\n{text}");

@@ -206,3 +206,85 @@ fn auth_user_pass_verify_accepts_and_refuses() {
     assert!(!server.log().contains("wrong\n"), "no password in the log");
     ping(net.client_ns(), "10.8.0.1", 2, Duration::from_secs(10)).expect("alice's traffic");
 }
+
+#[test]
+fn inactive_ends_an_idle_session() {
+    let Some(p) = require_privileged("hooks_inactive") else {
+        return;
+    };
+    let dir = TestDir::new("hooks_inactive").expect("test dir");
+    let net = NetPair::new(&p, "ia").expect("namespaces");
+    let opts = ServerConfOptions {
+        remote_host: net.server_addr.to_string(),
+        ..Default::default()
+    };
+    let setup = prepare_server(&dir, &InitOptions::with_clients(1), opts).expect("server dir");
+    let mut server = start_bulwark_server(
+        &dir,
+        net.server_ns(),
+        "bulwark",
+        setup.server_conf(),
+        &["inactive 3 100000"],
+    )
+    .expect("start");
+    server.wait_for_line(INIT_COMPLETE, SERVER_UP).expect("up");
+    let mut c = start_stock_client(
+        &dir,
+        net.client_ns(),
+        "client1",
+        setup.profile("client1").expect("profile"),
+        &ClientOverrides::default(),
+    )
+    .expect("client");
+    c.wait_for_line(INIT_COMPLETE, CLIENT_UP)
+        .expect("client up");
+    let l = server
+        .wait_for_line(
+            "Inactivity timeout (--inactive), exiting",
+            Duration::from_secs(15),
+        )
+        .expect("idle session ended");
+    assert!(l.contains("client1/"), "{l}");
+}
+
+#[test]
+fn connect_freq_limits_new_sessions() {
+    let Some(p) = require_privileged("hooks_connect_freq") else {
+        return;
+    };
+    let dir = TestDir::new("hooks_connect_freq").expect("test dir");
+    let net = NetPair::new(&p, "cf").expect("namespaces");
+    let opts = ServerConfOptions {
+        remote_host: net.server_addr.to_string(),
+        ..Default::default()
+    };
+    let setup = prepare_server(&dir, &InitOptions::with_clients(2), opts).expect("server dir");
+    let mut server = start_bulwark_server(
+        &dir,
+        net.server_ns(),
+        "bulwark",
+        setup.server_conf(),
+        &["connect-freq 1 60", "verb 4"],
+    )
+    .expect("start");
+    server.wait_for_line(INIT_COMPLETE, SERVER_UP).expect("up");
+    let client = |name: &str| {
+        start_stock_client(
+            &dir,
+            net.client_ns(),
+            name,
+            setup.profile(name).expect("profile"),
+            &ClientOverrides::default(),
+        )
+        .expect("client")
+    };
+    let mut c1 = client("client1");
+    c1.wait_for_line(INIT_COMPLETE, CLIENT_UP)
+        .expect("first session allowed");
+    let c2 = client("client2");
+    server
+        .wait_for_line("--connect-freq", Duration::from_secs(15))
+        .expect("second session refused by the rate limit");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c2.count_lines(INIT_COMPLETE), 0);
+}

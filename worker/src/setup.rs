@@ -200,6 +200,12 @@ fn peer_config(ec: &EngineConfig, tls: Arc<TlsServer>) -> Result<PeerConfig, Set
         username_as_common_name: ec.username_as_common_name,
         explicit_exit_notify: ec.explicit_exit_notify,
         defer_auth: ec.defer_auth,
+        inactive: ec
+            .inactive
+            .map(|(secs, bytes)| (Duration::from_secs(u64::from(secs)), bytes)),
+        connect_freq: ec
+            .connect_freq
+            .map(|(n, secs)| (n, Duration::from_secs(u64::from(secs)))),
     })
 }
 

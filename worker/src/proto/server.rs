@@ -68,6 +68,8 @@ pub struct Server {
     granted: HashMap<u64, bulwark_ipc::msg::clients::ClientOverrides>,
     /// clients reported to the parent with an AuthRequest (their end is reported too)
     asked: std::collections::HashSet<u64>,
+    /// `connect-freq`: start of the current window and sessions created in it
+    connect_window: Option<(Instant, u32)>,
     stats: ServerStats,
     rng: crate::proto::io::Rng,
 }
@@ -107,6 +109,7 @@ impl Server {
             next_cid: 0,
             granted: HashMap::new(),
             asked: std::collections::HashSet::new(),
+            connect_window: None,
             stats: ServerStats::default(),
             rng,
         }
@@ -291,6 +294,22 @@ impl Server {
         now_unix: u64,
         out: &mut Outbox,
     ) {
+        if let Some((limit, window)) = self.cfg.connect_freq {
+            let (start, count) = match self.connect_window {
+                Some((start, count)) if now < start + window => (start, count),
+                _ => (now, 0),
+            };
+            if count >= limit {
+                self.stats.rate_limited += 1;
+                out.log(
+                    LogClass::Detail,
+                    format!("{from} MULTI: Connection attempt would exceed new connection frequency limit as controlled by --connect-freq"),
+                );
+                self.connect_window = Some((start, count));
+                return;
+            }
+            self.connect_window = Some((start, count + 1));
+        }
         let Some(peer_id) = self.alloc_peer_id() else {
             out.log(
                 LogClass::Error,
@@ -389,6 +408,7 @@ impl Server {
         if plain.is_empty() {
             return;
         }
+        peer.note_tunnel(plain.len(), now);
         // route the inner packet
         let Some((src, dst)) = inner_addrs(&plain) else {
             self.stats.malformed += 1;
@@ -413,6 +433,7 @@ impl Server {
             if let Some(dst_cid) = self.routes.lookup(dst) {
                 if dst_cid != cid {
                     if let Some(dst_peer) = self.peers.get_mut(&dst_cid) {
+                        dst_peer.note_tunnel(plain.len(), now);
                         dst_peer.encrypt_data(&plain, now, now_unix, &mut *self.rng, out);
                     }
                     return;
@@ -437,6 +458,7 @@ impl Server {
             return;
         };
         if let Some(peer) = self.peers.get_mut(&cid) {
+            peer.note_tunnel(pkt.len(), now);
             peer.encrypt_data(pkt, now, now_unix, &mut *self.rng, out);
         }
     }

@@ -85,6 +85,11 @@ pub struct PeerConfig {
     pub explicit_exit_notify: bool,
     /// Ask the parent before admitting a client (`EngineEvent::AuthRequest`).
     pub defer_auth: bool,
+    /// `inactive SECONDS [BYTES]`: end the session when its tunnel traffic within SECONDS stays
+    /// below BYTES (0: any traffic keeps it).
+    pub inactive: Option<(Duration, u64)>,
+    /// `connect-freq N SECONDS`.
+    pub connect_freq: Option<(u32, Duration)>,
 }
 
 /// What the server must do after a peer call.
@@ -231,6 +236,10 @@ pub struct Peer {
     auth_deadline: Option<Instant>,
     /// push-reset / push-remove / push granted by the parent
     push_edits: Option<(bool, Vec<String>, Vec<String>)>,
+    /// `--inactive`: start of the current window (or the last traffic when BYTES is 0)
+    inactive_since: Instant,
+    /// `--inactive`: tunnel bytes in the current window
+    inactive_bytes: u64,
 }
 
 impl Peer {
@@ -295,6 +304,8 @@ impl Peer {
             password: None,
             auth_deadline: None,
             push_edits: None,
+            inactive_since: now,
+            inactive_bytes: 0,
             cfg,
         })
     }
@@ -933,6 +944,8 @@ impl Peer {
         self.lease = Some(lease);
         self.phase = Phase::Established;
         self.connected_since = now_unix;
+        self.inactive_since = now;
+        self.inactive_bytes = 0;
         if let Err(e) = self.install_data_key(0, now, now_unix, out) {
             return PeerOutcome::Remove(format!("TLS Error: key derivation failed: {e}"));
         }
@@ -1299,6 +1312,9 @@ impl Peer {
         if let Some(c) = self.close_at {
             t.push(c);
         }
+        if let (Some((d, _)), Phase::Established) = (self.cfg.inactive, self.phase) {
+            t.push(self.inactive_since + d);
+        }
         if self.phase == Phase::WaitingAuth {
             if let Some(d) = self.auth_deadline {
                 t.push(d);
@@ -1333,6 +1349,24 @@ impl Peer {
                 return PeerOutcome::Remove(
                     "SIGUSR1[soft,ping-restart] received, client-instance restarting".into(),
                 );
+            }
+        }
+        if let (Some((d, min_bytes)), Phase::Established) = (self.cfg.inactive, self.phase) {
+            if now >= self.inactive_since + d {
+                if min_bytes == 0 || self.inactive_bytes < min_bytes {
+                    out.log(
+                        LogClass::Info,
+                        format!(
+                            "{} Inactivity timeout (--inactive), exiting",
+                            self.log_prefix()
+                        ),
+                    );
+                    return PeerOutcome::Remove(
+                        "SIGTERM[soft,inactive] received, client-instance exiting".into(),
+                    );
+                }
+                self.inactive_since = now;
+                self.inactive_bytes = 0;
             }
         }
         if self.phase == Phase::WaitingAuth && self.auth_deadline.is_some_and(|d| now >= d) {
@@ -1434,6 +1468,19 @@ impl Peer {
             };
             self.send_text(self.primary.key_id, &msg, now, out);
             self.flush(now, now_unix, rng, out);
+        }
+    }
+
+    /// Tunnel traffic of this client (`--inactive` bookkeeping): `len` bytes through the TUN.
+    pub fn note_tunnel(&mut self, len: usize, now: Instant) {
+        match self.cfg.inactive {
+            Some((_, 0)) => self.inactive_since = now,
+            Some(_) => {
+                self.inactive_bytes = self
+                    .inactive_bytes
+                    .saturating_add(u64::try_from(len).unwrap_or(u64::MAX))
+            }
+            None => {}
         }
     }
 
