@@ -25,8 +25,8 @@
 //! device lives in the parent for the daemon's lifetime, so a worker crash never removes it.
 
 pub mod children;
-pub mod client_hooks;
 pub mod cli;
+pub mod client_hooks;
 pub mod config_input;
 pub mod engine;
 pub mod initcmd;
