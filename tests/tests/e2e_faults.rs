@@ -101,7 +101,7 @@ fn start(test: &str, extra: &[String]) -> Option<Rig> {
 
 #[test]
 fn broker_killed_tunnel_unaffected_management_back_quickly() {
-    let Some(mut rig) = start("faults_broker_killed", &[]) else {
+    let Some(rig) = start("faults_broker_killed", &[]) else {
         return;
     };
     assert!(mgmt_pid(&rig.sock).is_some(), "management answers before");
@@ -169,7 +169,7 @@ fn full_disk_for_the_status_file_is_reported_once() {
     let Some(p) = require_privileged(test) else {
         return;
     };
-    drop(p);
+    let _ = p;
     // the tmpfs lives in the test dir; mounted before the daemon starts
     let pre = TestDir::new("faults_full_disk_mnt").expect("dir");
     let full = pre.path().join("full");
