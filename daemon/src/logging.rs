@@ -180,6 +180,14 @@ where
         }
         if self.timestamps {
             write!(writer, "{} ", timestamp(now.to_offset(self.offset)))?;
+            // As OpenVPN: at verb 4 and above the time gains microseconds (`us=`, not
+            // zero-padded, omitted when 0).
+            if VERB.load(std::sync::atomic::Ordering::Relaxed) >= 4 {
+                let us = now.microsecond();
+                if us != 0 {
+                    write!(writer, "us={us} ")?;
+                }
+            }
         }
         writeln!(writer, "{msg}")
     }
