@@ -448,6 +448,9 @@ static TABLE: &[DirectiveSpec] = &[
     s("errors-to-stderr", 0, 0, "errors-to-stderr", "Also print errors to stderr.", P(p_errors_to_stderr)),
     s("status", 1, 2, "status FILE [SECONDS]", "Write the status file every SECONDS (default 60).", P(p_status)),
     s("status-version", 1, 1, "status-version 1|2|3", "Status file format (default 1).", P(p_status_version)),
+    s("status-json", 1, 2, "status-json FILE [SECONDS]", "Bulwark: also write the status as a versioned JSON document (schema bulwark.status.v1) every SECONDS (default 60).", P(p_status_json)),
+    s("status-file-mode", 1, 1, "status-file-mode MODE", "Bulwark: octal permissions of the status files (default 0644), e.g. 0640 with status-file-group.", P(p_status_file_mode)),
+    s("status-file-group", 1, 1, "status-file-group GROUP", "Bulwark: group owner of the status files (e.g. a monitoring group).", P(p_status_file_group)),
     s("disable-dco", 0, 0, "disable-dco", "Disable data channel offload.", I("")),
     s("iproute", 1, 1, "iproute CMD", "ip command used by OpenVPN.", I("Bulwark configures interfaces over netlink and never runs ip(8)")),
     s("ifconfig-nowarn", 0, 0, "ifconfig-nowarn", "Silence ifconfig consistency warnings.", I("")),
@@ -732,6 +735,9 @@ fn default_config(cwd: PathBuf) -> Config {
         },
         status: None,
         status_version: 1,
+        status_json: None,
+        status_file_mode: None,
+        status_file_group: None,
         privileges: Privileges {
             user: None,
             group: None,
@@ -2037,6 +2043,37 @@ fn p_status(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
         path: path(&d.args[0]),
         interval,
     });
+    Ok(())
+}
+
+fn p_status_json(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
+    let interval = match d.args.get(1) {
+        Some(v) => positive("interval", v)?,
+        None => 60,
+    };
+    b.cfg.status_json = Some(Status {
+        path: path(&d.args[0]),
+        interval,
+    });
+    Ok(())
+}
+
+fn p_status_file_mode(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
+    let v = d.args[0].as_str();
+    match u32::from_str_radix(v, 8) {
+        Ok(m) if m <= 0o777 && m & 0o7002 == 0 => {
+            b.cfg.status_file_mode = Some(m);
+            Ok(())
+        }
+        Ok(_) => bad(format!(
+            "mode '{v}' must be at most 0777 and not world-writable"
+        )),
+        Err(_) => bad(format!("mode '{v}' is not an octal number")),
+    }
+}
+
+fn p_status_file_group(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
+    b.cfg.status_file_group = Some(d.args[0].clone());
     Ok(())
 }
 

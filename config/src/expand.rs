@@ -652,6 +652,9 @@ fn resolve_paths(cfg: &mut Config, cwd: &Path) {
     if let Some(s) = &mut cfg.status {
         abs(&mut s.path, cwd);
     }
+    if let Some(s) = &mut cfg.status_json {
+        abs(&mut s.path, cwd);
+    }
     if let Some(p) = &mut cfg.privileges.chroot {
         abs(p, cwd);
     }

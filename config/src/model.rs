@@ -699,6 +699,12 @@ pub struct Config {
     pub status: Option<Status>,
     /// `status-version` (default 1).
     pub status_version: u8,
+    /// `status-json FILE [SECONDS]` (Bulwark): the status as the versioned JSON document.
+    pub status_json: Option<Status>,
+    /// `status-file-mode MODE` (Bulwark): permissions of the status files (default 0644).
+    pub status_file_mode: Option<u32>,
+    /// `status-file-group GROUP` (Bulwark): group owner of the status files.
+    pub status_file_group: Option<String>,
     /// User/group.
     pub privileges: Privileges,
     /// Compression compatibility setting.

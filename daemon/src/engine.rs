@@ -135,7 +135,9 @@ pub fn unimplemented_options(cfg: &Config) -> (Vec<String>, Vec<String>) {
         warn.push(format!("mlock {nyi}; memory may be swapped"));
     }
     if let Some(m) = cfg.logging.mute {
-        warn.push(format!("mute {m} {nyi}; repeated messages are not suppressed"));
+        warn.push(format!(
+            "mute {m} {nyi}; repeated messages are not suppressed"
+        ));
     }
     if cfg.logging.machine_readable_output {
         warn.push(format!(

@@ -64,6 +64,10 @@ pub struct StatusTarget {
     pub format: StatusFormat,
     /// Rewrite interval in seconds.
     pub interval_secs: u32,
+    /// File permissions (`status-file-mode`, default 0644).
+    pub mode: u32,
+    /// Group owner (`status-file-group`).
+    pub gid: Option<u32>,
 }
 
 /// The first line of a password file (OpenVPN reads the first line; trailing CR/LF removed).
@@ -144,8 +148,13 @@ pub fn listener_policy(cfg: &Config, spec: &Management) -> Result<ListenerPolicy
 }
 
 /// The broker's settings and the status files the parent writes, in the same order.
-pub fn settings(cfg: &Config) -> (MgmtSettings, Vec<StatusTarget>) {
+pub fn settings(cfg: &Config) -> Result<(MgmtSettings, Vec<StatusTarget>), MgmtSetupError> {
     let mut targets = Vec::new();
+    let mode = cfg.status_file_mode.unwrap_or(0o644);
+    let gid = match &cfg.status_file_group {
+        Some(g) => Some(gid_of("status-file-group", g)?),
+        None => None,
+    };
     if let Some(s) = &cfg.status {
         let format = match cfg.status_version {
             2 => StatusFormat::V2,
@@ -156,6 +165,17 @@ pub fn settings(cfg: &Config) -> (MgmtSettings, Vec<StatusTarget>) {
             path: s.path.clone(),
             format,
             interval_secs: s.interval.max(1),
+            mode,
+            gid,
+        });
+    }
+    if let Some(s) = &cfg.status_json {
+        targets.push(StatusTarget {
+            path: s.path.clone(),
+            format: StatusFormat::Json,
+            interval_secs: s.interval.max(1),
+            mode,
+            gid,
         });
     }
     let settings = MgmtSettings {
@@ -175,7 +195,7 @@ pub fn settings(cfg: &Config) -> (MgmtSettings, Vec<StatusTarget>) {
             })
             .collect(),
     };
-    (settings, targets)
+    Ok((settings, targets))
 }
 
 #[cfg(test)]

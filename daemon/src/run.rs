@@ -335,7 +335,13 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
             }
         }
     }
-    let (mgmt_settings, status_targets) = crate::mgmt_setup::settings(&config);
+    let (mgmt_settings, status_targets) = match crate::mgmt_setup::settings(&config) {
+        Ok(v) => v,
+        Err(e) => {
+            finish_tun(tun, false);
+            return Err(Failure::Config(vec![e.to_string()]));
+        }
+    };
     let mgmt_client_auth = config.management.as_ref().is_some_and(|m| m.client_auth);
     let env_base = daemon_env(&config, &settings, &transport, tun.name());
     // INVARIANT: scripts run as the unprivileged identity resolved above, never as root.
@@ -1234,7 +1240,7 @@ impl Sup<'_, '_> {
             );
             return;
         };
-        let res = write_atomic(&t.path, text.as_bytes());
+        let res = write_atomic_with(&t.path, text.as_bytes(), t.mode, t.gid);
         let failed = &mut self.status_failed[usize::from(index)];
         match res {
             Ok(()) => {
@@ -1283,8 +1289,12 @@ fn restart_only_changes(
     );
     check(old.management != new.management, "management");
     check(
-        old.status != new.status || old.status_version != new.status_version,
-        "status/status-version",
+        old.status != new.status
+            || old.status_version != new.status_version
+            || old.status_json != new.status_json
+            || old.status_file_mode != new.status_file_mode
+            || old.status_file_group != new.status_file_group,
+        "status/status-version/status-json/status-file-mode/status-file-group",
     );
     check(old.privileges != new.privileges, "user/group");
     check(old.logging.file != new.logging.file, "log/log-append");
@@ -1303,8 +1313,21 @@ async fn sup_state_assign(sup: &mut Sup<'_, '_>) {
     sup.state("ADD_ROUTES", "").await;
 }
 
-/// Writes a file atomically: a temporary file in the same directory, then rename.
+/// Writes a file atomically (mode 0644, owner unchanged): a temporary file in the same directory,
+/// then rename.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(path, bytes, 0o644, None)
+}
+
+/// Writes a file atomically with this mode and group owner: a temporary file in the same
+/// directory (mode and group set before the content is visible), then rename, so a reader never
+/// sees a torn file or a moment of wrong permissions.
+pub(crate) fn write_atomic_with(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    gid: Option<u32>,
+) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("/"));
@@ -1318,9 +1341,16 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o644)
+            .mode(0o600)
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&tmp)?;
+        if let Some(g) = gid {
+            nix::unistd::fchown(&f, None, Some(nix::unistd::Gid::from_raw(g)))
+                .map_err(std::io::Error::from)?;
+        }
+        // fchmod after fchown: the mode is not subject to the umask this way
+        nix::sys::stat::fchmod(&f, nix::sys::stat::Mode::from_bits_truncate(mode))
+            .map_err(std::io::Error::from)?;
         f.write_all(bytes)?;
         f.sync_data()?;
         std::fs::rename(&tmp, path)

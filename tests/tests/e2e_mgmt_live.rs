@@ -136,7 +136,12 @@ fn start(test: &str, extra: &[String], wait_init: bool) -> Option<Rig> {
         format!("management {} unix", sock.display()),
         format!("status {} 1", dir.path().join("status.txt").display()),
     ];
-    lines.extend(extra.iter().cloned());
+    lines.extend(extra.iter().map(|l| {
+        l.replace(
+            "STATUSJSON",
+            &dir.path().join("status.json").display().to_string(),
+        )
+    }));
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     let mut server =
         start_bulwark_server(&dir, net.server_ns(), "bulwark", setup.server_conf(), &refs)
@@ -423,4 +428,47 @@ fn management_client_auth_approves_one_client_and_denies_another() {
     let again = m.cmd(&format!("client-auth-nt {} {}", parts[0], parts[1]), None);
     assert!(again.starts_with("ERROR:"), "{again}");
     ping(rig.net.client_ns(), "10.8.0.1", 2, Duration::from_secs(10)).expect("client1 traffic");
+}
+
+#[test]
+fn json_status_file_with_mode_and_group() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(rig) = start(
+        "mgmt_live_status_json",
+        &[
+            "status-json STATUSJSON 1".into(),
+            "status-file-mode 0640".into(),
+            "status-file-group nogroup".into(),
+        ],
+        true,
+    ) else {
+        return;
+    };
+    let mut c = rig.client("client1");
+    c.wait_for_line(INIT_COMPLETE, CLIENT_UP)
+        .expect("client up");
+    let json = rig.dir.path().join("status.json");
+    let text_path = rig.dir.path().join("status.txt");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let doc = loop {
+        let t = std::fs::read_to_string(&json).unwrap_or_default();
+        if t.contains("client1") {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "JSON status lists client1: {t}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let v: serde_json::Value = serde_json::from_str(&doc).expect("valid JSON");
+    assert_eq!(v["schema"], "bulwark.status.v1");
+    assert_eq!(v["snapshot"]["clients"][0]["common_name"], "client1");
+    let nogroup = nix::unistd::Group::from_name("nogroup")
+        .expect("group db")
+        .expect("nogroup exists")
+        .gid
+        .as_raw();
+    for p in [&json, &text_path] {
+        let m = std::fs::metadata(p).expect("metadata");
+        assert_eq!(m.mode() & 0o7777, 0o640, "{}", p.display());
+        assert_eq!(m.gid(), nogroup, "{}", p.display());
+    }
 }

@@ -238,6 +238,9 @@ pub fn samples() -> BTreeMap<&'static str, &'static str> {
     add("errors-to-stderr", "errors-to-stderr");
     add("status", "status s.log 10");
     add("status-version", "status-version 2");
+    add("status-json", "status-json /run/bulwark/status.json 10");
+    add("status-file-mode", "status-file-mode 0640");
+    add("status-file-group", "status-file-group adm");
     m
 }
 

@@ -177,28 +177,17 @@ The daemon and
 .B bulwark check\-config
 report each of them at start-up, and this report is authoritative; at the time of writing:
 .IP \(bu 2
-refused at start-up, because running without them would weaken security or per-client policy:
-.BR auth\-user\-pass\-verify ,
-.BR client\-connect ,
-.BR client\-disconnect ,
-.BR learn\-address ,
+refused at start-up, because running without them would skip a check:
 .BR tls\-verify ,
-.BR client\-config\-dir ,
-.BR ccd\-exclusive ,
-.BR auth\-gen\-token ,
-.BR management\-client\-auth ,
-.BR management\-hold ,
-.BR inactive ;
+.BR auth\-gen\-token ;
 .IP \(bu 2
 accepted with a warning:
-.B status
-(no status file is written yet),
-.B ifconfig\-pool\-persist
-(addresses are not persisted yet),
-.B connect\-freq
-and
-.B management
-(the listener is bound, but the broker accepts no management clients yet).
+.BR nice ,
+.BR mlock ,
+.B mute
+(repeated messages are not suppressed) and
+.B machine\-readable\-output
+(lines keep the default format).
 "#;
 
 const FOOTER: &str = r#".SH FILES
