@@ -18,6 +18,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bulwark_ipc::msg::clients::WorkerStatus;
+use bulwark_ipc::msg::mgmt::{ClientEntry, RealAddr, RouteEntry, RouteKey, TransportProto};
+
 use crate::proto::cookie::{cookie_capable, CookieJar, InitialRateLimiter};
 use crate::proto::io::{EngineEvent, LogClass, Outbox, PeerAddr, Transmit};
 use crate::proto::packet::{Opcode, SessionId, PEER_ID_NONE};
@@ -169,6 +172,7 @@ impl Server {
         if let Some(&cid) = self.by_addr.get(&from) {
             if let Some(peer) = self.peers.get_mut(&cid) {
                 if peer.owns_control(data) {
+                    peer.note_link_in(data.len());
                     let outcome = peer.on_control(data, now, now_unix, &mut *self.rng, out);
                     self.after_peer(cid, outcome, now, now_unix, out);
                     return;
@@ -250,7 +254,16 @@ impl Server {
                 };
                 let server_sid = adm.server_session();
                 let initial = adm.into_initial();
-                self.create_peer(from, initial, wrapper, server_sid, true, now, now_unix, out);
+                self.create_peer(
+                    from,
+                    (initial, data.len()),
+                    wrapper,
+                    server_sid,
+                    true,
+                    now,
+                    now_unix,
+                    out,
+                );
             }
             // TCP (the connection proves the address), or a tls-crypt-v2 client without cookie
             // support (OpenVPN's default `allow-noncookie`)
@@ -267,7 +280,7 @@ impl Server {
                 }
                 self.create_peer(
                     from,
-                    initial,
+                    (initial, data.len()),
                     wrapper,
                     SessionId(sid),
                     false,
@@ -286,7 +299,7 @@ impl Server {
     fn create_peer(
         &mut self,
         from: PeerAddr,
-        first: InitialPacket,
+        (first, first_len): (InitialPacket, usize),
         wrapper: ControlWrapper,
         server_sid: SessionId,
         stateless: bool,
@@ -301,9 +314,10 @@ impl Server {
             };
             if count >= limit {
                 self.stats.rate_limited += 1;
+                // OpenVPN 2.6 logs this at D_MULTI_ERRORS (verb 1) with the peer's address
                 out.log(
-                    LogClass::Detail,
-                    format!("{from} MULTI: Connection attempt would exceed new connection frequency limit as controlled by --connect-freq"),
+                    LogClass::Error,
+                    format!("MULTI: Connection from {from} would exceed new connection frequency limit as controlled by --connect-freq"),
                 );
                 self.connect_window = Some((start, count));
                 return;
@@ -355,6 +369,7 @@ impl Server {
             }
         }
         self.by_peer_id.insert(peer_id, cid);
+        peer.note_link_in(first_len);
         let outcome = peer.on_first_packet(first, now, now_unix, &mut *self.rng, out);
         self.peers.insert(cid, peer);
         self.after_peer(cid, outcome, now, now_unix, out);
@@ -528,6 +543,176 @@ impl Server {
         true
     }
 
+    /// Management `status`: every instance (handshaking ones too, without a common name, as
+    /// OpenVPN lists them `UNDEF`), ordered by client id, the route table entries of established
+    /// clients (virtual addresses and granted iroutes as `V4Net`/`V6Net`) and the link byte
+    /// totals. Routes carry `last_ref = now_unix`: the engine does not track per-route use times.
+    pub fn status(&self, now_unix: u64) -> WorkerStatus {
+        let mut clients = Vec::new();
+        let mut routes = Vec::new();
+        let (mut link_in, mut link_out) = (0u64, 0u64);
+        let mut peers: Vec<&Peer> = self.peers.values().collect();
+        peers.sort_by_key(|p| p.cid());
+        let now_i = i64::try_from(now_unix).unwrap_or(i64::MAX);
+        for p in peers {
+            let (rx, tx) = p.byte_counts();
+            link_in = link_in.saturating_add(rx);
+            link_out = link_out.saturating_add(tx);
+            let real = real_addr(&p.addr());
+            let info = p.client_info();
+            let (v4, v6) = p.virtual_addrs();
+            let established = p.is_established();
+            let cn = p.common_name();
+            let since = if p.connected_since() == 0 {
+                now_unix
+            } else {
+                p.connected_since()
+            };
+            clients.push(ClientEntry {
+                common_name: (established && !cn.is_empty()).then(|| cn.to_string()),
+                real_address: real,
+                virtual_v4: v4,
+                virtual_v6: v6,
+                bytes_received: rx,
+                bytes_sent: tx,
+                connected_since: i64::try_from(since).unwrap_or(i64::MAX),
+                username: info.as_ref().and_then(|i| i.username.clone()),
+                client_id: p.cid(),
+                peer_id: p.peer_id(),
+                data_cipher: info
+                    .as_ref()
+                    .map(|i| i.cipher.clone())
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or_else(|| "UNDEF".into()),
+            });
+            if !established {
+                continue;
+            }
+            let owner = (!cn.is_empty()).then(|| cn.to_string());
+            let mut keys = Vec::new();
+            keys.extend(v4.map(RouteKey::V4));
+            keys.extend(v6.map(RouteKey::V6));
+            if let Some(g) = self.granted.get(&p.cid()) {
+                keys.extend(g.iroutes.iter().map(|(n, b)| RouteKey::V4Net(*n, *b)));
+                keys.extend(g.iroutes_v6.iter().map(|(n, b)| RouteKey::V6Net(*n, *b)));
+            }
+            routes.extend(keys.into_iter().map(|key| RouteEntry {
+                key,
+                cached: false,
+                common_name: owner.clone(),
+                real_address: real,
+                last_ref: now_i,
+            }));
+        }
+        WorkerStatus {
+            clients,
+            routes,
+            link_bytes_in: link_in,
+            link_bytes_out: link_out,
+        }
+    }
+
+    /// Management `bytecount`: `(cid, bytes received from, bytes sent to)` of every established
+    /// client, ordered by client id.
+    pub fn byte_counts(&self) -> Vec<(u64, u64, u64)> {
+        let mut v: Vec<(u64, u64, u64)> = self
+            .peers
+            .values()
+            .filter(|p| p.is_established())
+            .map(|p| {
+                let (rx, tx) = p.byte_counts();
+                (p.cid(), rx, tx)
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Management `kill CN`: as OpenVPN 2.6 (`management_callback_kill_by_cn`), every instance
+    /// whose verified common name is `cn` is signalled SIGTERM and closed at once; nothing is
+    /// sent to the client. Returns how many were killed.
+    pub fn kill_common_name(
+        &mut self,
+        cn: &str,
+        now: Instant,
+        now_unix: u64,
+        out: &mut Outbox,
+    ) -> u32 {
+        let mut cids: Vec<u64> = self
+            .peers
+            .values()
+            .filter(|p| !p.common_name().is_empty() && p.common_name() == cn)
+            .map(|p| p.cid())
+            .collect();
+        cids.sort_unstable();
+        self.kill_now(&cids, now, now_unix, out)
+    }
+
+    /// Management `kill [proto:]IP:port`: as OpenVPN 2.6 (`management_callback_kill_by_addr`),
+    /// every instance whose link address is `ip:port` (and whose transport is `proto`, if given)
+    /// is closed at once without a message to the client. An IPv4-mapped IPv6 link address
+    /// matches its IPv4 form. Returns how many were killed.
+    pub fn kill_address(
+        &mut self,
+        proto: Option<TransportProto>,
+        ip: IpAddr,
+        port: u16,
+        now: Instant,
+        now_unix: u64,
+        out: &mut Outbox,
+    ) -> u32 {
+        let mut cids: Vec<u64> = self
+            .peers
+            .values()
+            .filter(|p| addr_matches(&real_addr(&p.addr()), proto, ip, port))
+            .map(|p| p.cid())
+            .collect();
+        cids.sort_unstable();
+        self.kill_now(&cids, now, now_unix, out)
+    }
+
+    fn kill_now(&mut self, cids: &[u64], now: Instant, now_unix: u64, out: &mut Outbox) -> u32 {
+        let mut n = 0u32;
+        for &cid in cids {
+            if self.peers.contains_key(&cid) {
+                self.remove_peer(
+                    cid,
+                    "SIGTERM[soft,] received, client-instance exiting",
+                    now,
+                    now_unix,
+                    out,
+                );
+                n = n.saturating_add(1);
+            }
+        }
+        n
+    }
+
+    /// Management `client-kill CID [message]`: as OpenVPN 2.6 (`send_restart`), `message` is
+    /// sent to the client on the control channel (an empty message means OpenVPN's default,
+    /// `RESTART`; `HALT` tells the client to exit; any other text is passed through) and the
+    /// instance is closed 5 seconds later (`SIGTERM[soft,delayed-exit]`). Returns whether the
+    /// client id exists.
+    pub fn client_kill(
+        &mut self,
+        cid: u64,
+        message: &str,
+        now: Instant,
+        now_unix: u64,
+        out: &mut Outbox,
+    ) -> bool {
+        let Some(peer) = self.peers.get_mut(&cid) else {
+            return false;
+        };
+        let msg = if message.is_empty() {
+            "RESTART"
+        } else {
+            message
+        };
+        peer.schedule_kill(msg, now, now_unix, &mut *self.rng, out);
+        true
+    }
+
     /// The parent's decision about a client that waits for it (`defer_auth`). A verdict for a
     /// client that is gone or not waiting (a race with a disconnect or a timeout) is logged and
     /// ignored.
@@ -557,6 +742,14 @@ impl Server {
                 let Some(peer) = self.peers.get_mut(&cid) else {
                     return;
                 };
+                if peer.is_reauthenticating() {
+                    // re-authorisation after a renegotiation: addresses, iroutes and the push
+                    // reply stay as granted at connection time
+                    let _ = o;
+                    let outcome = peer.accept_reauth(now, now_unix, &mut *self.rng, out);
+                    self.after_peer(cid, outcome, now, now_unix, out);
+                    return;
+                }
                 peer.accept(o.push_reset, o.push_remove.clone(), o.push.clone());
                 self.granted.insert(cid, *o);
                 self.assign_address(cid, now, now_unix, out);
@@ -819,5 +1012,246 @@ impl Server {
             out.events.push(EngineEvent::CloseTcp { conn });
         }
         let _ = Duration::ZERO;
+    }
+}
+
+/// The link address of a peer as the management interface shows it.
+pub fn real_addr(a: &PeerAddr) -> RealAddr {
+    match a {
+        PeerAddr::Udp(addr) => RealAddr {
+            proto: TransportProto::Udp,
+            addr: *addr,
+        },
+        PeerAddr::Tcp { addr, .. } => RealAddr {
+            proto: TransportProto::Tcp,
+            addr: *addr,
+        },
+    }
+}
+
+/// Whether a link address is the one a management `kill` names.
+fn addr_matches(r: &RealAddr, proto: Option<TransportProto>, ip: IpAddr, port: u16) -> bool {
+    let same_ip = match (r.addr.ip(), ip) {
+        (IpAddr::V6(a), IpAddr::V4(b)) => a.to_ipv4_mapped() == Some(b),
+        (a, b) => a == b,
+    };
+    same_ip && r.addr.port() == port && proto.is_none_or(|p| p == r.proto)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::tls::{KeySigner, SignError};
+    use bulwark_ipc::msg::engine::EngineConfig;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use rustls::{SignatureAlgorithm, SignatureScheme};
+    use std::net::SocketAddr;
+
+    /// The engine never signs in these tests: no client gets as far as the server's signature.
+    #[derive(Debug)]
+    struct NoSign;
+
+    impl KeySigner for NoSign {
+        fn algorithm(&self) -> SignatureAlgorithm {
+            SignatureAlgorithm::ECDSA
+        }
+        fn sign(&self, _: SignatureScheme, _: &[u8]) -> Result<Vec<u8>, SignError> {
+            Err(SignError::Refused {
+                reason: "test".into(),
+            })
+        }
+    }
+
+    fn server_with(tweak: impl FnOnce(&mut EngineConfig)) -> Server {
+        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name.push(DnType::CommonName, "test-ca");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut leaf = CertificateParams::default();
+        leaf.distinguished_name.push(DnType::CommonName, "server");
+        let cert = leaf
+            .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
+            .unwrap();
+        let mut ec = EngineConfig::minimal_for_tests();
+        ec.tls.ca_pem = ca_pem.into_bytes();
+        ec.tls.cert_chain_pem = cert.pem().into_bytes();
+        tweak(&mut ec);
+        let mut n = 0u8;
+        crate::setup::build(
+            &ec,
+            Arc::new(NoSign),
+            [7u8; 32],
+            Box::new(move |b: &mut [u8]| {
+                for x in b {
+                    n = n.wrapping_add(1);
+                    *x = n;
+                }
+            }),
+        )
+        .unwrap()
+    }
+
+    /// P_CONTROL_HARD_RESET_CLIENT_V2, key id 0, no acks, packet id 0, no wrapping.
+    fn reset(sid: u8) -> Vec<u8> {
+        let mut p = vec![(Opcode::ControlHardResetClientV2.as_u8() << 3)];
+        p.extend_from_slice(&[sid; 8]);
+        p.push(0);
+        p.extend_from_slice(&[0, 0, 0, 0]);
+        p
+    }
+
+    fn tcp(conn: u64, port: u16) -> PeerAddr {
+        PeerAddr::Tcp {
+            conn,
+            addr: SocketAddr::from(([192, 0, 2, 1], port)),
+        }
+    }
+
+    fn logs(out: &Outbox) -> Vec<String> {
+        out.events
+            .iter()
+            .filter_map(|e| match e {
+                EngineEvent::Log { line, .. } => Some(line.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn status_lists_handshaking_instances_without_common_name() {
+        let mut s = server_with(|_| {});
+        let (t0, mut out) = (Instant::now(), Outbox::default());
+        s.on_datagram(tcp(1, 4000), &reset(1), t0, 1_000, &mut out);
+        s.on_datagram(tcp(2, 4001), &reset(2), t0, 1_001, &mut out);
+        assert_eq!(s.peers().count(), 2);
+        let st = s.status(2_000);
+        assert_eq!(st.clients.len(), 2);
+        assert_eq!(st.clients[0].client_id, 0);
+        assert_eq!(st.clients[1].client_id, 1);
+        assert!(st.clients.iter().all(|c| c.common_name.is_none()));
+        assert_eq!(st.clients[0].real_address.proto, TransportProto::Tcp);
+        assert_eq!(
+            st.clients[1].real_address.addr,
+            SocketAddr::from(([192, 0, 2, 1], 4001))
+        );
+        assert_eq!(st.clients[0].connected_since, 1_000);
+        assert_eq!(st.clients[0].data_cipher, "UNDEF");
+        assert!(st.routes.is_empty());
+        assert!(st.link_bytes_in > 0, "the resets were counted");
+        assert_eq!(
+            st.link_bytes_in,
+            st.clients.iter().map(|c| c.bytes_received).sum::<u64>()
+        );
+        // bytecount only reports established clients
+        assert!(s.byte_counts().is_empty());
+    }
+
+    #[test]
+    fn kill_by_address_closes_at_once_without_a_message() {
+        let mut s = server_with(|_| {});
+        let (t0, mut out) = (Instant::now(), Outbox::default());
+        s.on_datagram(tcp(1, 4000), &reset(1), t0, 1_000, &mut out);
+        s.on_datagram(tcp(2, 4001), &reset(2), t0, 1_000, &mut out);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut out = Outbox::default();
+        assert_eq!(
+            s.kill_address(Some(TransportProto::Udp), ip, 4000, t0, 1_000, &mut out),
+            0
+        );
+        assert_eq!(s.kill_address(None, ip, 4002, t0, 1_000, &mut out), 0);
+        assert_eq!(s.kill_common_name("client1", t0, 1_000, &mut out), 0);
+        assert!(out.is_empty());
+        assert_eq!(
+            s.kill_address(Some(TransportProto::Tcp), ip, 4000, t0, 1_000, &mut out),
+            1
+        );
+        assert_eq!(s.peers().count(), 1);
+        assert!(out.transmits.is_empty(), "kill sends nothing to the client");
+        assert!(logs(&out)
+            .iter()
+            .any(|l| l.ends_with(" SIGTERM[soft,] received, client-instance exiting")));
+        assert!(out
+            .events
+            .iter()
+            .any(|e| matches!(e, EngineEvent::CloseTcp { conn: 1 })));
+        // an IPv4-mapped link address matches the IPv4 form
+        let mapped = RealAddr {
+            proto: TransportProto::Udp,
+            addr: "[::ffff:192.0.2.9]:5000".parse().unwrap(),
+        };
+        assert!(addr_matches(
+            &mapped,
+            None,
+            "192.0.2.9".parse().unwrap(),
+            5000
+        ));
+        assert!(!addr_matches(
+            &mapped,
+            Some(TransportProto::Tcp),
+            "192.0.2.9".parse().unwrap(),
+            5000
+        ));
+    }
+
+    #[test]
+    fn client_kill_tears_down_five_seconds_later() {
+        let mut s = server_with(|_| {});
+        let (t0, mut out) = (Instant::now(), Outbox::default());
+        s.on_datagram(tcp(1, 4000), &reset(1), t0, 1_000, &mut out);
+        let mut out = Outbox::default();
+        assert!(!s.client_kill(99, "HALT", t0, 1_000, &mut out));
+        assert!(s.client_kill(0, "", t0, 1_000, &mut out));
+        assert!(logs(&out)
+            .iter()
+            .any(|l| l.ends_with("Delayed exit in 5 seconds")));
+        assert_eq!(
+            s.peers().count(),
+            1,
+            "the instance lives until the delay ends"
+        );
+        let due = s.next_timeout().unwrap();
+        assert!(due <= t0 + Duration::from_secs(5));
+        let mut out = Outbox::default();
+        s.on_timeout(t0 + Duration::from_millis(4_900), 1_004, &mut out);
+        assert_eq!(s.peers().count(), 1);
+        s.on_timeout(t0 + Duration::from_secs(5), 1_005, &mut out);
+        assert_eq!(s.peers().count(), 0);
+        assert!(logs(&out)
+            .iter()
+            .any(|l| l.ends_with(" SIGTERM[soft,delayed-exit] received, client-instance exiting")));
+    }
+
+    #[test]
+    fn connect_freq_refuses_new_sessions_beyond_the_window_limit() {
+        let mut s = server_with(|ec| ec.connect_freq = Some((2, 10)));
+        let (t0, mut out) = (Instant::now(), Outbox::default());
+        s.on_datagram(tcp(1, 4000), &reset(1), t0, 1_000, &mut out);
+        s.on_datagram(tcp(2, 4001), &reset(2), t0, 1_000, &mut out);
+        let mut out = Outbox::default();
+        s.on_datagram(
+            tcp(3, 4002),
+            &reset(3),
+            t0 + Duration::from_secs(9),
+            1_009,
+            &mut out,
+        );
+        assert_eq!(s.peers().count(), 2);
+        assert!(out.transmits.is_empty());
+        assert!(logs(&out).contains(
+            &"MULTI: Connection from 192.0.2.1:4002 would exceed new connection frequency limit as controlled by --connect-freq".to_string()
+        ));
+        // a new window admits again
+        let mut out = Outbox::default();
+        s.on_datagram(
+            tcp(4, 4003),
+            &reset(4),
+            t0 + Duration::from_secs(10),
+            1_010,
+            &mut out,
+        );
+        assert_eq!(s.peers().count(), 3);
+        assert!(!out.transmits.is_empty(), "the new session answered");
     }
 }

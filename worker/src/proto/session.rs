@@ -223,6 +223,8 @@ pub struct Peer {
     reneg_at: Option<Instant>,
     push_sent_at: Option<Instant>,
     close_at: Option<Instant>,
+    /// why the session ends when `close_at` fires (None: the peer asked to exit)
+    close_reason: Option<&'static str>,
     superseded_by: Option<u64>,
     /// a TLS failure that must be reported when the session ends
     failure: Option<String>,
@@ -234,6 +236,9 @@ pub struct Peer {
     password: Option<String>,
     /// when a parked client is given up (`defer_auth`)
     auth_deadline: Option<Instant>,
+    /// a renegotiated key that waits for the parent's verdict (`defer_auth` re-authentication);
+    /// its data keys are derived only once accepted, the previous key carries the traffic
+    reauth_key: Option<u8>,
     /// push-reset / push-remove / push granted by the parent
     push_edits: Option<(bool, Vec<String>, Vec<String>)>,
     /// `--inactive`: start of the current window (or the last traffic when BYTES is 0)
@@ -297,12 +302,14 @@ impl Peer {
             reneg_at: None,
             push_sent_at: None,
             close_at: None,
+            close_reason: None,
             superseded_by: None,
             failure: None,
             scratch: Vec::with_capacity(2048),
             client_push: None,
             password: None,
             auth_deadline: None,
+            reauth_key: None,
             push_edits: None,
             inactive_since: now,
             inactive_bytes: 0,
@@ -856,6 +863,13 @@ impl Peer {
             self.phase = Phase::WaitingAddress;
             return PeerOutcome::NeedsAddress;
         }
+        if is_primary && key_id != 0 && self.cfg.defer_auth && phase == Phase::Established {
+            // INVARIANT: a renegotiated key gets no data keys before the parent re-authorises the
+            // client; the previous (lame) key keeps carrying traffic until then.
+            self.reauth_key = Some(key_id);
+            self.auth_deadline = Some(now + self.cfg.hand_window);
+            return PeerOutcome::NeedsAuth;
+        }
         if is_primary && key_id != 0 {
             // renegotiated key: derive its data keys now (no push on renegotiation)
             if let Err(e) = self.install_data_key(key_id, now, now_unix, out) {
@@ -1129,6 +1143,8 @@ impl Peer {
                 let mut buf = Vec::with_capacity(pkt.plain_len() + 64);
                 match wrapper.wrap(&pkt, now_unix, &mut buf) {
                     Ok(()) => {
+                        // link bytes count every packet, control included (OpenVPN's link_write_bytes)
+                        self.bytes_out = self.bytes_out.saturating_add(buf.len() as u64);
                         out.transmits.push(Transmit { to, data: buf });
                         sent_any = true;
                     }
@@ -1315,7 +1331,7 @@ impl Peer {
         if let (Some((d, _)), Phase::Established) = (self.cfg.inactive, self.phase) {
             t.push(self.inactive_since + d);
         }
-        if self.phase == Phase::WaitingAuth {
+        if self.is_waiting_auth() {
             if let Some(d) = self.auth_deadline {
                 t.push(d);
             }
@@ -1333,7 +1349,9 @@ impl Peer {
     ) -> PeerOutcome {
         if self.close_at.is_some_and(|c| now >= c) {
             return PeerOutcome::Remove(
-                "SIGTERM[soft,remote-exit] received, client-instance exiting".into(),
+                self.close_reason
+                    .unwrap_or("SIGTERM[soft,remote-exit] received, client-instance exiting")
+                    .into(),
             );
         }
         if let Some(r) = self.cfg.ping_restart {
@@ -1369,7 +1387,7 @@ impl Peer {
                 self.inactive_bytes = 0;
             }
         }
-        if self.phase == Phase::WaitingAuth && self.auth_deadline.is_some_and(|d| now >= d) {
+        if self.is_waiting_auth() && self.auth_deadline.is_some_and(|d| now >= d) {
             out.log(
                 LogClass::Error,
                 format!(
@@ -1471,6 +1489,48 @@ impl Peer {
         }
     }
 
+    /// Counts a control packet read from the link for this session (OpenVPN's `link_read_bytes`
+    /// counts every packet that reaches the instance, authenticated or not; data packets are
+    /// counted by the data path).
+    pub fn note_link_in(&mut self, len: usize) {
+        self.bytes_in = self
+            .bytes_in
+            .saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
+    }
+
+    /// Management `client-kill`: sends `message` (OpenVPN's default is `RESTART`; `HALT` or any
+    /// text is passed through) on the control channel and schedules the end of the session
+    /// [`LINGER`] (OpenVPN's `scheduled_exit_interval`, 5 s) later; the session keeps working
+    /// until then so the message is delivered and acknowledged. A session that is not
+    /// established has no negotiated control channel to carry text: it only gets the exit.
+    pub fn schedule_kill(
+        &mut self,
+        message: &str,
+        now: Instant,
+        now_unix: u64,
+        rng: &mut dyn FnMut(&mut [u8]),
+        out: &mut Outbox,
+    ) {
+        if self.phase == Phase::Established {
+            self.send_text(self.primary.key_id, message, now, out);
+        }
+        out.log(
+            LogClass::Detail,
+            format!(
+                "{} Delayed exit in {} seconds",
+                self.log_prefix(),
+                LINGER.as_secs()
+            ),
+        );
+        // an exit already scheduled (the peer's own exit notification) keeps its deadline and reason
+        if self.close_at.is_none() {
+            self.close_at = Some(now + LINGER);
+            self.close_reason =
+                Some("SIGTERM[soft,delayed-exit] received, client-instance exiting");
+        }
+        self.flush(now, now_unix, rng, out);
+    }
+
     /// Tunnel traffic of this client (`--inactive` bookkeeping): `len` bytes through the TUN.
     pub fn note_tunnel(&mut self, len: usize, now: Instant) {
         match self.cfg.inactive {
@@ -1487,6 +1547,38 @@ impl Peer {
     /// Whether the session waits for the parent's authorisation verdict.
     pub fn is_waiting_auth(&self) -> bool {
         self.phase == Phase::WaitingAuth
+            || (self.phase == Phase::Established && self.reauth_key.is_some())
+    }
+
+    /// Whether the session waits for a re-authorisation verdict after a renegotiation.
+    pub fn is_reauthenticating(&self) -> bool {
+        self.phase == Phase::Established && self.reauth_key.is_some()
+    }
+
+    /// The parent re-authorised the client after a renegotiation: the waiting key gets its data
+    /// keys and the next renegotiation is scheduled. Returns an error line if key derivation
+    /// failed (the session must end).
+    pub fn accept_reauth(
+        &mut self,
+        now: Instant,
+        now_unix: u64,
+        rng: &mut dyn FnMut(&mut [u8]),
+        out: &mut Outbox,
+    ) -> PeerOutcome {
+        let Some(key_id) = self.reauth_key.take() else {
+            return PeerOutcome::Continue;
+        };
+        self.auth_deadline = None;
+        if self.primary.key_id != key_id {
+            // the key was replaced meanwhile (a newer renegotiation): nothing to install
+            return PeerOutcome::Continue;
+        }
+        if let Err(e) = self.install_data_key(key_id, now, now_unix, out) {
+            return PeerOutcome::Remove(format!("TLS Error: key derivation failed: {e}"));
+        }
+        self.schedule_reneg(now, rng);
+        self.flush(now, now_unix, rng, out);
+        PeerOutcome::Continue
     }
 
     /// The key id of the session's primary key state.
@@ -1511,7 +1603,7 @@ impl Peer {
         bulwark_ipc::msg::clients::ClientAuthRequest {
             cid: self.cid,
             kid: u32::from(self.primary.key_id),
-            reauth: false,
+            reauth: self.reauth_key.is_some(),
             common_name: self.common_name.clone(),
             username: self.username.clone(),
             password: self.password.take(),
@@ -1557,6 +1649,7 @@ impl Peer {
         self.send_text(self.primary.key_id, &msg, now, out);
         self.phase = Phase::Closing;
         self.auth_deadline = None;
+        self.reauth_key = None;
         self.close_at = Some(now + LINGER);
         self.flush(now, now_unix, rng, out);
     }
@@ -1572,7 +1665,7 @@ impl Peer {
         rng: &mut dyn FnMut(&mut [u8]),
         out: &mut Outbox,
     ) {
-        if self.phase != Phase::WaitingAuth {
+        if !self.is_waiting_auth() {
             return;
         }
         let keywords = self
