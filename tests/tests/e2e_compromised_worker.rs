@@ -25,11 +25,19 @@ fn install(dir: &Path, scenario: &str) -> std::path::PathBuf {
     lib
 }
 
-fn run_scenario(scenario: &str, expect: &str, restart: bool) {
+/// A running parent with the fake worker playing `scenario`.
+struct Rig {
+    _p: Privileged,
+    _net: NetPair,
+    dir: TestDir,
+    server: Proc,
+    sock: std::path::PathBuf,
+    conf: std::path::PathBuf,
+}
+
+fn start(scenario: &str, restart: bool, extra_conf: &str) -> Option<Rig> {
     let test = format!("compromised_{}", scenario.replace('-', "_"));
-    let Some(p) = require_privileged(&test) else {
-        return;
-    };
+    let p = require_privileged(&test)?;
     let dir = TestDir::new(&test).expect("test dir");
     let net = NetPair::new(&p, "cw").expect("namespaces");
     let opts = ServerConfOptions {
@@ -41,6 +49,7 @@ fn run_scenario(scenario: &str, expect: &str, restart: bool) {
     let conf = dir.path().join("server.conf");
     let mut text = std::fs::read_to_string(setup.server_conf()).expect("conf");
     text.push_str(&format!("management {} unix\n", sock.display()));
+    text.push_str(extra_conf);
     std::fs::write(&conf, text).expect("write conf");
     let lib = install(dir.path(), scenario);
     let mut args: Vec<String> = vec![
@@ -64,6 +73,30 @@ fn run_scenario(scenario: &str, expect: &str, restart: bool) {
     server
         .wait_for_line(INIT_COMPLETE, Duration::from_secs(20))
         .expect("start-up completes with the fake worker");
+    Some(Rig {
+        _p: p,
+        _net: net,
+        dir,
+        server,
+        sock,
+        conf,
+    })
+}
+
+fn run_scenario(scenario: &str, expect: &str, restart: bool) {
+    // every field bound: the namespaces and the privilege guard live until the end
+    let Some(Rig {
+        _p,
+        _net,
+        mut server,
+        sock,
+        conf,
+        dir,
+    }) = start(scenario, restart, "")
+    else {
+        return;
+    };
+    let _ = &dir;
     if scenario == "wrong-reply-kind" {
         // The generated configuration writes a status file: its first render asks the worker
         // for a status at once. A management command does the same if that has not happened
@@ -84,6 +117,20 @@ fn run_scenario(scenario: &str, expect: &str, restart: bool) {
         .expect("the violation is reported");
     assert!(line.contains("SECURITY"), "{line}");
     assert!(line.contains(expect), "{expect:?} in {line}");
+    // nothing the fake sent was executed: no route or address for what it claimed (checked
+    // while the parent may still be running, before any restart)
+    for what in [&["-4", "route", "show"][..], &["-4", "addr", "show"][..]] {
+        if let Ok(out) = run(Some(_net.server_ns()), "ip", what, Duration::from_secs(5)) {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(!text.contains("192.168.200."), "{text}");
+            assert!(
+                !text
+                    .lines()
+                    .any(|l| l.starts_with("default") && l.contains("tun")),
+                "{text}"
+            );
+        }
+    }
     if restart {
         server
             .wait_for_line("restarting worker", Duration::from_secs(15))
@@ -98,7 +145,7 @@ fn run_scenario(scenario: &str, expect: &str, restart: bool) {
             .expect("the parent stops on a security event by default");
         assert!(!st.success(), "non-zero exit: {st:?}");
         assert!(
-            server.log().contains("security event"),
+            server.log().to_lowercase().contains("security event"),
             "{}",
             tail(&server.log(), 10)
         );
@@ -142,4 +189,106 @@ fn iroute_nobody_granted() {
 #[test]
 fn hello_after_start_up() {
     run_scenario("hello-again", "unexpected WorkerToParent::Hello", false);
+}
+
+#[test]
+fn garbage_bytes_on_the_control_channel() {
+    run_scenario("garbage", "bad frame magic", false);
+}
+
+#[test]
+fn oversized_frame() {
+    run_scenario("oversized", "-byte body, maximum is", true);
+}
+
+#[test]
+fn descriptor_attached_where_none_is_allowed() {
+    run_scenario("fds-attached", "Ready declares 0 fds, 1 arrived", false);
+}
+
+/// `pid` over the management socket; `None` if no answer within 2 s.
+fn mgmt_pid(sock: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut s = UnixStream::connect(sock).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.write_all(b"pid\r\n").ok()?;
+    let mut got = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut b = [0u8; 1024];
+    while std::time::Instant::now() < deadline {
+        match s.read(&mut b) {
+            Ok(0) => break,
+            Ok(n) => {
+                got.push_str(&String::from_utf8_lossy(&b[..n]));
+                if let Some(l) = got.lines().find(|l| l.starts_with("SUCCESS: pid=")) {
+                    return Some(l.to_string());
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+fn count(line: &str, key: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{key}= in {line}"))
+}
+
+/// A worker that floods the signer: the parent signs at most the bucket (64 with `max-clients
+/// 10`, refilled at 20/s), refuses the rest, and stays responsive and up (a flood is not a
+/// protocol violation).
+#[test]
+fn sign_request_flood_is_rate_limited() {
+    let Some(mut rig) = start("sign-flood", false, "max-clients 10\n") else {
+        return;
+    };
+    // the flood runs for 3 s; management answers meanwhile
+    std::thread::sleep(Duration::from_secs(1));
+    let during = mgmt_pid(&rig.sock);
+    let line = rig
+        .server
+        .wait_for_line("fake-worker sign-flood:", Duration::from_secs(20))
+        .expect("the fake reports its flood");
+    let (sent, signed, refused, other) = (
+        count(&line, "requests"),
+        count(&line, "signed"),
+        count(&line, "refused"),
+        count(&line, "other"),
+    );
+    eprintln!("flood: {line}");
+    assert!(
+        signed >= 1,
+        "well-formed requests are signed at first: {line}"
+    );
+    assert!(
+        signed <= 64 + 20 * 4,
+        "at most the burst plus the refill over the flood: {line}"
+    );
+    assert!(refused >= 1 && refused + signed + other <= sent, "{line}");
+    assert_eq!(other, 0, "{line}");
+    assert_eq!(
+        during,
+        Some(format!("SUCCESS: pid={}", rig.server.pid())),
+        "management answers during the flood"
+    );
+    assert_eq!(
+        mgmt_pid(&rig.sock),
+        Some(format!("SUCCESS: pid={}", rig.server.pid())),
+        "management answers after the flood"
+    );
+    assert!(rig.server.try_wait().expect("wait").is_none(), "parent up");
+    let log = rig.server.log();
+    let refusal_lines = log
+        .lines()
+        .filter(|l| l.contains("refused a signature request"))
+        .count();
+    eprintln!("refusal log lines: {refusal_lines} for {refused} refusals");
+    assert!(
+        !log.contains("violated the IPC protocol"),
+        "a flood of well-formed requests is not a protocol violation"
+    );
+    let _ = (&rig.dir, &rig.conf);
 }

@@ -6,10 +6,21 @@
 //! Afterwards it waits to be killed.
 //!
 //! Scenarios: `unknown-reply`, `wrong-reply-kind`, `auth-without-defer`, `established-outside-pool`,
-//! `established-twice`, `hello-again`, `iroute-not-granted`.
+//! `established-twice`, `hello-again`, `iroute-not-granted` (typed messages on the control channel);
+//! `garbage`, `oversized`, `fds-attached` (raw packets written with `sendmsg` on the control fd);
+//! `sign-flood` (as many well-formed signature requests on the signer channel as it can send in
+//! [`FLOOD_FOR`]; the outcome is reported through the log channel as one line starting with
+//! [`FLOOD_REPORT`], which the parent prints).
 
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use bulwark_ipc::msg::log::{LogOrigin, LogRecord, Severity};
+use bulwark_ipc::msg::signer::{SignFailure, SignRequest};
+use bulwark_ipc::{ChildLog, Header, Message, WorkerSigner, HEADER_LEN, MAX_BODY_SIZE};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 
 use bulwark_ipc::msg::clients::{ClientAuthRequest, ClientEvent, WorkerReply, WorkerStatus};
 use bulwark_ipc::msg::mgmt::{RealAddr, TransportProto};
@@ -37,6 +48,93 @@ fn established(cid: u64, vaddr: [u8; 4], iroutes: Vec<(std::net::Ipv4Addr, u8)>)
     })
 }
 
+/// How long `sign-flood` keeps sending.
+const FLOOD_FOR: Duration = Duration::from_secs(3);
+
+/// Start of the log line `sign-flood` reports its counts in.
+const FLOOD_REPORT: &str = "fake-worker sign-flood:";
+
+/// One raw packet on `fd`, with `fds` attached as `SCM_RIGHTS`.
+fn send_raw(fd: &OwnedFd, packet: &[u8], fds: &[i32]) -> nix::Result<usize> {
+    let iov = [IoSlice::new(packet)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &cmsg };
+    sendmsg::<()>(fd.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None)
+}
+
+/// The raw-packet scenarios; `None` for a scenario that is not one of them.
+fn raw_packet(scenario: &str) -> Option<(Vec<u8>, bool)> {
+    let ready = bulwark_ipc::codec::encode(&WorkerToParent::Ready).ok()?;
+    let kind = WorkerToParent::Ready.kind();
+    match scenario {
+        // not a frame at all
+        "garbage" => Some((
+            b"GET / HTTP/1.0\r\n\r\n\x00\xff\xfe garbage".to_vec(),
+            false,
+        )),
+        // a header announcing more than the maximum body, followed by a few bytes (a real
+        // 256 KiB+ datagram cannot even be queued: the kernel's send buffer limit refuses it)
+        "oversized" => {
+            let len = u32::try_from(MAX_BODY_SIZE + 1).ok()?;
+            let mut p = Header::new(kind, len, 0).encode().to_vec();
+            p.extend_from_slice(&[0u8; 4096]);
+            Some((p, false))
+        }
+        // a well-formed Ready whose header announces one descriptor, with /dev/null attached
+        "fds-attached" => {
+            let mut p = Header::new(kind, u32::try_from(ready.len()).ok()?, 1)
+                .encode()
+                .to_vec();
+            debug_assert_eq!(p.len(), HEADER_LEN);
+            p.extend_from_slice(&ready);
+            Some((p, true))
+        }
+        _ => None,
+    }
+}
+
+/// Floods the signer with well-formed TLS 1.3 CertificateVerify inputs for [`FLOOD_FOR`]; returns
+/// (signed, refused, other failures, requests).
+fn sign_flood(signer: &mut WorkerSigner) -> (u64, u64, u64, u64) {
+    let mut message = vec![0x20u8; 64];
+    message.extend_from_slice(b"TLS 1.3, server CertificateVerify\0");
+    message.extend_from_slice(&[0x5a; 32]);
+    // ECDSA P-256 first; switch to RSA-PSS or Ed25519 if the key cannot do it
+    let mut schemes = [0x0403u16, 0x0804, 0x0807].into_iter();
+    let mut scheme = schemes.next().unwrap_or(0x0403);
+    let (mut signed, mut refused, mut other, mut sent) = (0, 0, 0, 0);
+    let start = Instant::now();
+    while start.elapsed() < FLOOD_FOR {
+        sent += 1;
+        let req = SignRequest {
+            id: sent,
+            scheme,
+            message: message.clone(),
+        };
+        if signer.send(&req, &[]).is_err() {
+            break;
+        }
+        match signer.recv().map(|r| r.into_parts().0.result) {
+            Ok(Ok(_)) => signed += 1,
+            Ok(Err(SignFailure::Refused)) => refused += 1,
+            Ok(Err(SignFailure::UnsupportedScheme)) if signed == 0 => match schemes.next() {
+                Some(s) => scheme = s,
+                None => other += 1,
+            },
+            Ok(Err(_)) => other += 1,
+            Err(_) => break,
+        }
+    }
+    (signed, refused, other, sent)
+}
+
+fn report(log: &ChildLog, text: &str) {
+    let _ = log.send(
+        &LogRecord::new(LogOrigin::Worker, 0, 0, Severity::Warning, text),
+        &[],
+    );
+}
+
 fn main() -> ExitCode {
     let scenario = std::fs::read_link("/proc/self/exe")
         .ok()
@@ -46,8 +144,8 @@ fn main() -> ExitCode {
     let scenario = scenario.trim().to_string();
     let Ok(WorkerChannels {
         mut control,
-        log: _log,
-        signer: _signer,
+        log,
+        mut signer,
     }) = WorkerChannels::from_inherited()
     else {
         return ExitCode::from(2);
@@ -75,6 +173,42 @@ fn main() -> ExitCode {
     let (_init, _fds) = init.into_parts();
     if control.send(&WorkerToParent::Ready, &[]).is_err() {
         return ExitCode::from(2);
+    }
+    if let Some((packet, with_fd)) = raw_packet(&scenario) {
+        let fd = control.into_owned_fd();
+        let null = match std::fs::File::open("/dev/null") {
+            Ok(f) => f,
+            Err(_) => return ExitCode::from(2),
+        };
+        let fds = if with_fd {
+            vec![null.as_raw_fd()]
+        } else {
+            vec![]
+        };
+        if let Err(e) = send_raw(&fd, &packet, &fds) {
+            report(&log, &format!("fake-worker: raw send failed: {e}"));
+            return ExitCode::from(5);
+        }
+        for _ in 0..600 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        return ExitCode::SUCCESS;
+    }
+    if scenario == "sign-flood" {
+        let (signed, refused, other, sent) = sign_flood(&mut signer);
+        report(
+            &log,
+            &format!(
+                "{FLOOD_REPORT} requests={sent} signed={signed} refused={refused} other={other} \
+                 seconds={}",
+                FLOOD_FOR.as_secs()
+            ),
+        );
+        // stay alive (and quiet) until killed or stopped
+        for _ in 0..600 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        return ExitCode::SUCCESS;
     }
     let bad: Vec<WorkerToParent> = match scenario.as_str() {
         "unknown-reply" => vec![WorkerToParent::Reply {
