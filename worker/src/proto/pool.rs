@@ -282,7 +282,12 @@ impl RouteTable {
         self.prefixes.retain(|(_, p)| *p != peer);
     }
 
-    /// Looks up the peer for a destination address.
+    /// The peer whose own address (host route, not an iroute) is exactly `ip`.
+    pub fn host_owner(&self, ip: IpAddr) -> Option<u64> {
+        self.hosts.get(&ip).copied()
+    }
+
+    /// The peer that owns `ip`: its host route, else the longest matching prefix (iroute).
     pub fn lookup(&self, ip: IpAddr) -> Option<u64> {
         if let Some(p) = self.hosts.get(&ip) {
             return Some(*p);
@@ -391,6 +396,25 @@ mod tests {
         );
         assert_eq!(p.acquire().unwrap().ip, Ipv4Addr::new(10, 8, 0, 2));
         assert_eq!(p.acquire(), Err(PoolError::Exhausted));
+    }
+
+    #[test]
+    fn host_owner_ignores_iroutes() {
+        let mut rt = RouteTable::default();
+        rt.add(
+            Prefix {
+                addr: "10.9.0.0".parse().unwrap(),
+                len: 24,
+            },
+            1,
+        );
+        rt.add(Prefix::host("10.9.0.5".parse().unwrap()), 2);
+        assert_eq!(rt.host_owner("10.9.0.5".parse().unwrap()), Some(2));
+        assert_eq!(rt.host_owner("10.9.0.6".parse().unwrap()), None);
+        assert_eq!(rt.lookup("10.9.0.6".parse().unwrap()), Some(1));
+        rt.remove_peer(2);
+        assert_eq!(rt.host_owner("10.9.0.5".parse().unwrap()), None);
+        assert_eq!(rt.lookup("10.9.0.5".parse().unwrap()), Some(1));
     }
 
     #[test]

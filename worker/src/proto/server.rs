@@ -784,13 +784,28 @@ impl Server {
     /// address if free, else the next free pool address.
     fn lease_for(&mut self, cid: u64) -> Result<crate::proto::pool::Lease, String> {
         let g = self.granted.get(&cid).cloned().unwrap_or_default();
+        // a static address another client already holds is refused (an iroute covering it is not
+        // a holder: the client's host route takes precedence over prefixes)
+        if let Some((a6, _)) = g.ifconfig_ipv6_push {
+            if self
+                .routes
+                .host_owner(IpAddr::V6(a6))
+                .is_some_and(|owner| owner != cid)
+            {
+                return Err(format!(
+                    "ifconfig-ipv6-push address {a6} is in use by another client"
+                ));
+            }
+        }
         if let Some((ip, second)) = g.ifconfig_push {
-            if let Some(owner) = self.routes.lookup(IpAddr::V4(ip)) {
-                if owner != cid {
-                    return Err(format!(
-                        "ifconfig-push address {ip} is in use by another client"
-                    ));
-                }
+            if self
+                .routes
+                .host_owner(IpAddr::V4(ip))
+                .is_some_and(|owner| owner != cid)
+            {
+                return Err(format!(
+                    "ifconfig-push address {ip} is in use by another client"
+                ));
             }
             let mut lease = match self.pool.index_of(ip) {
                 Some(_) => self.pool.acquire_ip(ip).map_err(|e| e.to_string())?,
