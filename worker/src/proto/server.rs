@@ -1269,4 +1269,67 @@ mod tests {
         assert_eq!(s.peers().count(), 3);
         assert!(!out.transmits.is_empty(), "the new session answered");
     }
+
+    #[test]
+    fn inactive_restarts_only_when_the_minimum_passed() {
+        let mut s = server_with(|ec| {
+            ec.inactive = Some((60, 1000));
+            // the forced session never finishes its TLS handshake: keep that deadline out of the way
+            ec.hand_window = 600;
+            ec.ping = None;
+            ec.ping_restart = None;
+        });
+        let (t0, mut out) = (Instant::now(), Outbox::default());
+        s.on_datagram(tcp(1, 4000), &reset(1), t0, 1_000, &mut out);
+        let peer = s.peers.get_mut(&0).unwrap();
+        peer.force_established("client1", t0);
+        peer.note_tunnel(600, t0 + Duration::from_secs(10));
+        peer.note_tunnel(600, t0 + Duration::from_secs(20)); // 1200 >= 1000: timer restarts at 20 s
+        peer.note_tunnel(900, t0 + Duration::from_secs(30)); // below the minimum: no restart
+        let mut out = Outbox::default();
+        s.on_timeout(t0 + Duration::from_secs(79), 1_079, &mut out);
+        assert_eq!(s.peers().count(), 1);
+        s.on_timeout(t0 + Duration::from_secs(80), 1_080, &mut out);
+        assert_eq!(s.peers().count(), 0);
+        let l = logs(&out);
+        assert!(l
+            .iter()
+            .any(|l| l.ends_with(" Inactivity timeout (--inactive), exiting")));
+        assert!(l
+            .iter()
+            .any(|l| l.ends_with(" SIGTERM[soft,inactive] received, client-instance exiting")));
+        // an established client's end is reported
+        assert!(out
+            .events
+            .iter()
+            .any(|e| matches!(e, EngineEvent::ClientDisconnected { cid: 0, .. })));
+    }
+
+    #[test]
+    fn kill_by_common_name_and_bytecount_of_established_clients() {
+        let mut s = server_with(|_| {});
+        let (t0, mut out) = (Instant::now(), Outbox::default());
+        for (i, port) in [(1u8, 4000u16), (2, 4001), (3, 4002)] {
+            s.on_datagram(tcp(u64::from(i), port), &reset(i), t0, 1_000, &mut out);
+        }
+        s.peers.get_mut(&0).unwrap().force_established("alice", t0);
+        s.peers.get_mut(&2).unwrap().force_established("alice", t0);
+        let counts = s.byte_counts();
+        assert_eq!(counts.iter().map(|c| c.0).collect::<Vec<_>>(), vec![0, 2]);
+        assert!(counts.iter().all(|c| c.1 > 0 && c.2 > 0));
+        let st = s.status(1_500);
+        assert_eq!(st.clients[0].common_name.as_deref(), Some("alice"));
+        assert_eq!(st.clients[1].common_name, None);
+        let mut out = Outbox::default();
+        assert_eq!(s.kill_common_name("bob", t0, 1_500, &mut out), 0);
+        assert_eq!(s.kill_common_name("alice", t0, 1_500, &mut out), 2);
+        assert_eq!(s.peers().map(|p| p.cid()).collect::<Vec<_>>(), vec![1]);
+        assert!(out.transmits.is_empty());
+        let ends = out
+            .events
+            .iter()
+            .filter(|e| matches!(e, EngineEvent::ClientDisconnected { .. }))
+            .count();
+        assert_eq!(ends, 2);
+    }
 }

@@ -1369,22 +1369,19 @@ impl Peer {
                 );
             }
         }
-        if let (Some((d, min_bytes)), Phase::Established) = (self.cfg.inactive, self.phase) {
+        if let (Some((d, _)), Phase::Established) = (self.cfg.inactive, self.phase) {
+            // the timer restarts only when enough tunnel bytes passed (see note_tunnel)
             if now >= self.inactive_since + d {
-                if min_bytes == 0 || self.inactive_bytes < min_bytes {
-                    out.log(
-                        LogClass::Info,
-                        format!(
-                            "{} Inactivity timeout (--inactive), exiting",
-                            self.log_prefix()
-                        ),
-                    );
-                    return PeerOutcome::Remove(
-                        "SIGTERM[soft,inactive] received, client-instance exiting".into(),
-                    );
-                }
-                self.inactive_since = now;
-                self.inactive_bytes = 0;
+                out.log(
+                    LogClass::Info,
+                    format!(
+                        "{} Inactivity timeout (--inactive), exiting",
+                        self.log_prefix()
+                    ),
+                );
+                return PeerOutcome::Remove(
+                    "SIGTERM[soft,inactive] received, client-instance exiting".into(),
+                );
             }
         }
         if self.is_waiting_auth() && self.auth_deadline.is_some_and(|d| now >= d) {
@@ -1489,6 +1486,16 @@ impl Peer {
         }
     }
 
+    /// Test scaffolding: marks the session established as `cn` without a handshake, so server
+    /// tests can exercise what happens to connected clients.
+    #[cfg(test)]
+    pub(crate) fn force_established(&mut self, cn: &str, now: Instant) {
+        self.phase = Phase::Established;
+        self.common_name = cn.to_string();
+        self.inactive_since = now;
+        self.inactive_bytes = 0;
+    }
+
     /// Counts a control packet read from the link for this session (OpenVPN's `link_read_bytes`
     /// counts every packet that reaches the instance, authenticated or not; data packets are
     /// counted by the data path).
@@ -1533,14 +1540,16 @@ impl Peer {
 
     /// Tunnel traffic of this client (`--inactive` bookkeeping): `len` bytes through the TUN.
     pub fn note_tunnel(&mut self, len: usize, now: Instant) {
-        match self.cfg.inactive {
-            Some((_, 0)) => self.inactive_since = now,
-            Some(_) => {
-                self.inactive_bytes = self
-                    .inactive_bytes
-                    .saturating_add(u64::try_from(len).unwrap_or(u64::MAX))
+        // As OpenVPN's register_activity: bytes accumulate, and each time they reach the
+        // minimum the count restarts and so does the inactivity timer.
+        if let Some((_, min_bytes)) = self.cfg.inactive {
+            self.inactive_bytes = self
+                .inactive_bytes
+                .saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
+            if self.inactive_bytes >= min_bytes {
+                self.inactive_bytes = 0;
+                self.inactive_since = now;
             }
-            None => {}
         }
     }
 
