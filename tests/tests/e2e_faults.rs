@@ -62,6 +62,26 @@ struct Rig {
 }
 
 fn start(test: &str, extra: &[String]) -> Option<Rig> {
+    start_logging_to(test, extra, None)
+}
+
+/// Waits until `needle` is in the file at `path` (the daemon's `log` file).
+fn wait_in_file(path: &Path, needle: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// As [`start`]; with `log_file`, the daemon logs there (`log FILE`) and start-up is awaited in it.
+fn start_logging_to(test: &str, extra: &[String], log_file: Option<&Path>) -> Option<Rig> {
     let p = require_privileged(test)?;
     let dir = TestDir::new(test).expect("test dir");
     let net = NetPair::new(&p, "ft").expect("namespaces");
@@ -73,11 +93,19 @@ fn start(test: &str, extra: &[String]) -> Option<Rig> {
     let sock = dir.path().join("mgmt.sock");
     let mut lines = vec![format!("management {} unix", sock.display())];
     lines.extend(extra.iter().cloned());
+    if let Some(l) = log_file {
+        lines.push(format!("log {}", l.display()));
+    }
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     let mut server =
         start_bulwark_server(&dir, net.server_ns(), "bulwark", setup.server_conf(), &refs)
             .expect("start");
-    server.wait_for_line(INIT_COMPLETE, SERVER_UP).expect("up");
+    match log_file {
+        Some(l) => assert!(wait_in_file(l, INIT_COMPLETE, SERVER_UP), "up"),
+        None => {
+            server.wait_for_line(INIT_COMPLETE, SERVER_UP).expect("up");
+        }
+    }
     let mut client = start_stock_client(
         &dir,
         net.client_ns(),
@@ -153,6 +181,33 @@ fn broker_killed_tunnel_unaffected_management_back_quickly() {
     let _ = &rig.dir;
 }
 
+/// A tiny tmpfs at `dir/full`, unmounted on drop.
+fn tiny_tmpfs(dir: &TestDir) -> (PathBuf, Mount) {
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).expect("mkdir");
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&full)
+        .status()
+        .expect("mount");
+    assert!(ok.success(), "mount tmpfs");
+    (full.clone(), Mount(full))
+}
+
+/// Fills the file system holding `dir` with `dir/filler`.
+fn fill(dir: &Path) {
+    let _ = run(
+        None,
+        "dd",
+        &[
+            "if=/dev/zero",
+            &format!("of={}", dir.join("filler").display()),
+            "bs=1k",
+        ],
+        Duration::from_secs(10),
+    );
+}
+
 struct Mount(PathBuf);
 impl Drop for Mount {
     fn drop(&mut self) {
@@ -219,4 +274,77 @@ fn full_disk_for_the_status_file_is_reported_once() {
         .wait_for_line("written again", Duration::from_secs(10))
         .expect("recovery reported");
     assert!(rig.server.try_wait().expect("wait").is_none());
+}
+
+/// The log file and the status file on a full disk: traffic continues and the parent stays up;
+/// lines written meanwhile are lost (the failure cannot be reported in the log that is full: the
+/// test prints what reached stderr), and logging resumes once space is free.
+#[test]
+fn full_disk_for_the_log_file_keeps_the_tunnel_up() {
+    let test = "faults_full_log";
+    let Some(p) = require_privileged(test) else {
+        return;
+    };
+    let _ = p;
+    let pre = TestDir::new("faults_full_log_mnt").expect("dir");
+    let (full, _m) = tiny_tmpfs(&pre);
+    let log = full.join("bulwark.log");
+    let status = full.join("status.txt");
+    let Some(mut rig) = start_logging_to(
+        test,
+        &[format!("status {} 1", status.display()), "verb 3".into()],
+        Some(&log),
+    ) else {
+        return;
+    };
+    let parent = nix::unistd::Pid::from_raw(i32::try_from(rig.server.pid()).expect("pid"));
+    fill(&full);
+    let before = std::fs::metadata(&log).expect("log").len();
+    // SIGUSR2 prints the status into the log: lines that cannot be written
+    // (a few go into the slack of the file's last page; the rest are lost)
+    for _ in 0..15 {
+        nix::sys::signal::kill(parent, nix::sys::signal::Signal::SIGUSR2).expect("SIGUSR2");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = run(
+        Some(rig.net.client_ns()),
+        "ping",
+        &["-q", "-i", "0.05", "-c", "40", "-W", "1", "10.8.0.1"],
+        Duration::from_secs(20),
+    )
+    .expect("ping");
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.contains(" 0% packet loss"), "tunnel unaffected: {out}");
+    assert!(rig.server.try_wait().expect("wait").is_none(), "parent up");
+    assert!(mgmt_pid(&rig.sock).is_some(), "management answers");
+    let after = std::fs::metadata(&log).expect("log").len();
+    let stderr = rig.server.log();
+    let lists = |t: &str| t.matches("CLIENT LIST").count();
+    let listed_while_full = lists(&std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(
+        listed_while_full < 16,
+        "lines are lost while the disk is full ({listed_while_full} status prints reached it)"
+    );
+    let enospc = stderr.matches("No space left on device").count();
+    eprintln!(
+        "log file {before} -> {after} bytes while full; {enospc} ENOSPC reports on the parent's \
+         stderr:\n{}",
+        tail(&stderr, 4)
+    );
+    assert!(enospc >= 1, "the write failure reaches stderr at least");
+    // space again: logging resumes
+    std::fs::remove_file(full.join("filler")).expect("free space");
+    nix::sys::signal::kill(parent, nix::sys::signal::Signal::SIGUSR2).expect("SIGUSR2");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lists(&std::fs::read_to_string(&log).unwrap_or_default()) <= listed_while_full {
+        assert!(
+            Instant::now() < deadline,
+            "the status printed after the disk has space again reaches the log"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "status prints in the log: {listed_while_full} of 15 while full, then logging resumed"
+    );
+    assert!(rig.server.try_wait().expect("wait").is_none(), "parent up");
 }
