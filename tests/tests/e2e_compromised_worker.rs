@@ -36,6 +36,15 @@ struct Rig {
 }
 
 fn start(scenario: &str, restart: bool, extra_conf: &str) -> Option<Rig> {
+    let mut rig = spawn(scenario, restart, extra_conf)?;
+    rig.server
+        .wait_for_line(INIT_COMPLETE, Duration::from_secs(20))
+        .expect("start-up completes with the fake worker");
+    Some(rig)
+}
+
+/// As [`start`] without waiting for the start-up to complete.
+fn spawn(scenario: &str, restart: bool, extra_conf: &str) -> Option<Rig> {
     let test = format!("compromised_{}", scenario.replace('-', "_"));
     let p = require_privileged(&test)?;
     let dir = TestDir::new(&test).expect("test dir");
@@ -62,7 +71,7 @@ fn start(scenario: &str, restart: bool, extra_conf: &str) -> Option<Rig> {
         args.push("--on-security-event".into());
         args.push("restart".into());
     }
-    let mut server = Proc::spawn(
+    let server = Proc::spawn(
         &dir,
         "bulwark",
         Some(net.server_ns()),
@@ -70,9 +79,6 @@ fn start(scenario: &str, restart: bool, extra_conf: &str) -> Option<Rig> {
         &args,
     )
     .expect("start");
-    server
-        .wait_for_line(INIT_COMPLETE, Duration::from_secs(20))
-        .expect("start-up completes with the fake worker");
     Some(Rig {
         _p: p,
         _net: net,
@@ -291,4 +297,134 @@ fn sign_request_flood_is_rate_limited() {
         "a flood of well-formed requests is not a protocol violation"
     );
     let _ = (&rig.dir, &rig.conf);
+}
+
+/// How the parent must react to a message from the worker.
+#[derive(Debug, Clone, Copy)]
+enum Reaction {
+    /// During start-up: the start fails, the parent exits non-zero before completing it and
+    /// names the problem.
+    StartupRefused(&'static str),
+    /// After start-up: a security event naming the problem; the worker is killed and the parent
+    /// stops (default policy).
+    Violation(&'static str),
+    /// Accepted by design (documented in the router): the parent stays up without a security
+    /// event.
+    Accepted,
+}
+
+/// Every kind of message the worker may send, in each start-up state, and the parent's reaction.
+/// Each row is a fresh daemon with the fake worker. (`Fatal` is the one message a worker may send
+/// in any state; it is covered by the worker's own tests.)
+#[test]
+fn every_worker_message_is_checked_in_every_state() {
+    use Reaction::*;
+    let table: &[(&str, Reaction)] = &[
+        // before Hello
+        (
+            "first-ready",
+            StartupRefused("violation during hello: got WorkerToParent::Ready"),
+        ),
+        // after Init, before Ready
+        (
+            "pre-ready-established",
+            StartupRefused("during ready: got WorkerToParent::Client"),
+        ),
+        (
+            "pre-ready-reply",
+            StartupRefused("during ready: got WorkerToParent::Reply"),
+        ),
+        // running
+        ("hello-again", Violation("unexpected WorkerToParent::Hello")),
+        (
+            "ready-again",
+            Violation("unexpected WorkerToParent::Ready after start-up"),
+        ),
+        ("unknown-reply", Violation("answers no outstanding query")),
+        ("auth-without-defer", Violation("without defer_auth")),
+        ("established-outside-pool", Violation("outside the pool")),
+        ("established-twice", Violation("established twice")),
+        (
+            "iroute-not-granted",
+            Violation("iroutes although no hook granted"),
+        ),
+        // an instance that never authenticated is reported with Disconnected too (router doc)
+        ("disconnected-unknown", Accepted),
+        (
+            "floated-unknown",
+            Violation("float of client 77, which is not established"),
+        ),
+        ("garbage", Violation("bad frame magic")),
+        ("fds-attached", Violation("declares 0 fds, 1 arrived")),
+    ];
+    let mut failures = Vec::new();
+    for &(scenario, reaction) in table {
+        let Some(mut rig) = spawn(scenario, false, "") else {
+            return;
+        };
+        if let Accepted = reaction {
+            let up = rig
+                .server
+                .wait_for_line(INIT_COMPLETE, Duration::from_secs(20))
+                .is_ok();
+            std::thread::sleep(Duration::from_millis(1500));
+            let log = rig.server.log();
+            let alive = matches!(rig.server.try_wait(), Ok(None));
+            if !(up && alive && !log.contains("violated the IPC protocol")) {
+                failures.push(format!(
+                    "{scenario}: expected {reaction:?}, alive {alive}, log:\n{}",
+                    tail(&log, 6)
+                ));
+            }
+            continue;
+        }
+        let st = rig.server.wait_timeout(Duration::from_secs(20));
+        let log = rig.server.log();
+        eprintln!("{scenario}: exit {st:?}\n{}", tail(&log, 2));
+        let ok = match (reaction, &st) {
+            (Accepted, _) => false,
+            (_, Err(_)) => false,
+            (_, Ok(st)) if st.success() => false,
+            (StartupRefused(what), Ok(_)) => !log.contains(INIT_COMPLETE) && log.contains(what),
+            (Violation(what), Ok(_)) => log.lines().any(|l| {
+                l.contains("SECURITY")
+                    && l.contains("violated the IPC protocol")
+                    && l.contains(what)
+            }),
+        };
+        if !ok {
+            failures.push(format!(
+                "{scenario}: expected {reaction:?}, exit {st:?}, log:\n{}",
+                tail(&log, 6)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Garbage on the signer channel: the parent reports it as a security event and closes that
+/// channel. What it does with the worker afterwards is printed (see the report: it is neither
+/// killed nor restarted today).
+#[test]
+fn garbage_on_the_signer_channel() {
+    let Some(mut rig) = start("signer-garbage", false, "") else {
+        return;
+    };
+    let line = rig
+        .server
+        .wait_for_line("signer channel protocol error", Duration::from_secs(10))
+        .expect("the signer channel violation is reported");
+    assert!(line.contains("SECURITY"), "{line}");
+    assert!(
+        line.contains("bad frame magic") || line.contains("shorter than"),
+        "{line}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let exited = rig.server.try_wait().expect("wait");
+    eprintln!(
+        "after signer garbage: parent exit {exited:?}, worker killed: {}\n{}",
+        rig.server.log().contains("violated the IPC protocol"),
+        tail(&rig.server.log(), 4)
+    );
+    let _ = (&rig.dir, &rig.conf, &rig.sock);
 }

@@ -8,6 +8,9 @@
 //! Scenarios: `unknown-reply`, `wrong-reply-kind`, `auth-without-defer`, `established-outside-pool`,
 //! `established-twice`, `hello-again`, `iroute-not-granted` (typed messages on the control channel);
 //! `garbage`, `oversized`, `fds-attached` (raw packets written with `sendmsg` on the control fd);
+//! `first-ready` (Ready instead of Hello), `pre-ready-established`, `pre-ready-reply` (instead of
+//! Ready), `ready-again`, `disconnected-unknown`, `floated-unknown` (after start-up),
+//! `signer-garbage` (a raw non-frame on the signer channel);
 //! `sign-flood` (as many well-formed signature requests on the signer channel as it can send in
 //! [`FLOOD_FOR`]; the outcome is reported through the log channel as one line starting with
 //! [`FLOOD_REPORT`], which the parent prints).
@@ -128,6 +131,14 @@ fn sign_flood(signer: &mut WorkerSigner) -> (u64, u64, u64, u64) {
     (signed, refused, other, sent)
 }
 
+/// Idles (bounded, 60 s) until the parent kills this process.
+fn wait_to_be_killed() -> ExitCode {
+    for _ in 0..600 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ExitCode::SUCCESS
+}
+
 fn report(log: &ChildLog, text: &str) {
     let _ = log.send(
         &LogRecord::new(LogOrigin::Worker, 0, 0, Severity::Warning, text),
@@ -151,6 +162,11 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let pid = i32::try_from(std::process::id()).unwrap_or(1);
+    if scenario == "first-ready" {
+        // start-up state "before Hello": Ready instead of Hello
+        let _ = control.send(&WorkerToParent::Ready, &[]);
+        return wait_to_be_killed();
+    }
     if control
         .send(
             &WorkerToParent::Hello {
@@ -171,6 +187,19 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let (_init, _fds) = init.into_parts();
+    // start-up state "after Init, before Ready"
+    let instead_of_ready = match scenario.as_str() {
+        "pre-ready-established" => Some(established(1, [10, 8, 0, 2], vec![])),
+        "pre-ready-reply" => Some(WorkerToParent::Reply {
+            id: 1,
+            reply: WorkerReply::Count(1),
+        }),
+        _ => None,
+    };
+    if let Some(m) = instead_of_ready {
+        let _ = control.send(&m, &[]);
+        return wait_to_be_killed();
+    }
     if control.send(&WorkerToParent::Ready, &[]).is_err() {
         return ExitCode::from(2);
     }
@@ -193,6 +222,16 @@ fn main() -> ExitCode {
             std::thread::sleep(Duration::from_millis(100));
         }
         return ExitCode::SUCCESS;
+    }
+    if scenario == "signer-garbage" {
+        let fd = signer.into_owned_fd();
+        if let Err(e) = send_raw(&fd, b"not a frame", &[]) {
+            report(&log, &format!("fake-worker: raw send failed: {e}"));
+            return ExitCode::from(5);
+        }
+        // keep the control channel open and quiet
+        let _keep = control;
+        return wait_to_be_killed();
     }
     if scenario == "sign-flood" {
         let (signed, refused, other, sent) = sign_flood(&mut signer);
@@ -265,6 +304,23 @@ fn main() -> ExitCode {
             version: PROTOCOL_VERSION,
             pid,
         }],
+        "ready-again" => vec![WorkerToParent::Ready],
+        "disconnected-unknown" => vec![WorkerToParent::Client(ClientEvent::Disconnected {
+            cid: 77,
+            reason: "gone".into(),
+            bytes_received: 0,
+            bytes_sent: 0,
+            duration_secs: 0,
+        })],
+        "floated-unknown" => vec![WorkerToParent::Client(ClientEvent::Floated {
+            cid: 77,
+            real_address: RealAddr {
+                proto: TransportProto::Udp,
+                addr: "192.0.2.67:1194"
+                    .parse()
+                    .unwrap_or_else(|_| std::process::exit(3)),
+            },
+        })],
         // a well-behaved (idle) worker: a status reply of the right kind
         _ => {
             let _ = WorkerStatus::default();
