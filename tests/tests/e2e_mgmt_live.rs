@@ -242,36 +242,63 @@ fn status_kill_client_kill_bytecount_and_status_file() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    // kill by common name: the client is told to restart and comes back with a new CID
+    // client-kill with RESTART (the default) on a second client: it is told and comes back with
+    // a new CID; then HALT: the stock client exits
+    let mut c2 = rig.client("client2");
+    c2.wait_for_line(INIT_COMPLETE, CLIENT_UP)
+        .expect("client2 up");
+    let cid_of = |m: &mut Mgmt, cn: &str| {
+        let st = m.cmd("status 2", Some("END"));
+        rows(&st, "CLIENT_LIST", ',')
+            .iter()
+            .find(|r| r.get(1) == Some(&cn))
+            .map(|r| r[10].to_string())
+            .unwrap_or_else(|| panic!("{cn} in {st}"))
+    };
+    let cid2 = cid_of(&mut m, "client2");
+    let r = m.cmd(&format!("client-kill {cid2}"), None);
+    assert_eq!(r, "SUCCESS: client-kill command succeeded\r\n");
+    c2.wait_for_nth(INIT_COMPLETE, 2, CLIENT_UP)
+        .expect("client2 reconnects after client-kill RESTART");
+    assert!(
+        c2.log().contains("server-pushed-connection-reset"),
+        "{}",
+        tail(&c2.log(), 20)
+    );
+    let cid2b = cid_of(&mut m, "client2");
+    assert_ne!(cid2b, cid2);
+    let r = m.cmd(&format!("client-kill {cid2b} HALT"), None);
+    assert_eq!(r, "SUCCESS: client-kill command succeeded\r\n");
+    let ex = c2.wait_timeout(Duration::from_secs(15));
+    assert!(
+        ex.is_ok(),
+        "client exits after HALT: {}",
+        tail(&c2.log(), 20)
+    );
+    assert!(
+        c2.log().contains("SIGTERM[soft,server-pushed-halt]"),
+        "{}",
+        tail(&c2.log(), 20)
+    );
+    // kill by common name: as OpenVPN 2.6, the instance is closed at once and the client is not
+    // told (it would notice by ping-restart)
     let k = m.cmd("kill client1", None);
     assert_eq!(
         k,
         "SUCCESS: common name 'client1' found, 1 client(s) killed\r\n"
     );
-    c1.wait_for_nth(INIT_COMPLETE, 2, CLIENT_UP)
-        .expect("client1 reconnects after kill");
-    let st = m.cmd("status 2", Some("END"));
-    let again = rows(&st, "CLIENT_LIST", ',');
-    let new_cid = again
-        .iter()
-        .find(|r| r.get(1) == Some(&"client1"))
-        .map(|r| r[10].to_string())
-        .unwrap_or_else(|| panic!("client1 back: {st}"));
-    assert_ne!(new_cid, cid);
-    // client-kill with HALT: the stock client exits
-    let r = m.cmd(&format!("client-kill {new_cid} HALT"), None);
-    assert_eq!(r, "SUCCESS: client-kill command succeeded\r\n");
-    let ex = c1.wait_timeout(Duration::from_secs(15));
+    let st = m.cmd("status 3", Some("END"));
     assert!(
-        ex.is_ok(),
-        "client exits after HALT: {}",
-        tail(&c1.log(), 20)
+        !rows(&st, "CLIENT_LIST", '\t')
+            .iter()
+            .any(|r| r.get(10) == Some(&cid.as_str())),
+        "client1's instance is gone: {st}"
     );
-    assert!(
-        c1.log().contains("SIGTERM[soft,server-pushed-halt]"),
-        "{}",
-        tail(&c1.log(), 20)
+    assert_eq!(
+        m.cmd("kill client1", None),
+        "ERROR: common name 'client1' not found\r\n"
     );
+    let _ = &mut c1;
     let unknown = m.cmd("client-kill 999999", None);
     assert!(unknown.starts_with("ERROR:"), "{unknown}");
     assert!(
