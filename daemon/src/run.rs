@@ -387,12 +387,14 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
         }
     }
 
+    let (viol_tx, viol_rx) = tokio::sync::mpsc::unbounded_channel();
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(RunError::Runtime)
         .and_then(|rt| {
             let ctx = Ctx {
+                signer_violations: viol_tx,
                 hooks: &hooks,
                 opts,
                 config: &config,
@@ -414,7 +416,7 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
                 seccomp: opts.seccomp,
                 key: &key,
             };
-            rt.block_on(supervise(&ctx))
+            rt.block_on(supervise(&ctx, viol_rx))
         });
 
     for m in &mgmt {
@@ -499,6 +501,8 @@ fn finish_tun(tun: TunDevice, persist: bool) {
 }
 
 struct Ctx<'a> {
+    /// Where signer threads report channel violations of their worker.
+    signer_violations: tokio::sync::mpsc::UnboundedSender<crate::signer_service::SignerViolation>,
     /// Scripts, CCD and pool persistence.
     hooks: &'a std::sync::Arc<crate::client_hooks::ClientHooks>,
     /// `--config` and command-line directives, for SIGHUP reloads.
@@ -549,7 +553,12 @@ impl Ctx<'_> {
     ) -> Result<RunningWorker, ChildError> {
         let mut w = start_worker(self.bins, &self.worker_res(engine)).await?;
         if let Some(chan) = w.signer.take() {
-            if let Err(e) = crate::signer_service::spawn(chan, std::sync::Arc::clone(self.key)) {
+            if let Err(e) = crate::signer_service::spawn(
+                chan,
+                std::sync::Arc::clone(self.key),
+                w.proc.pid,
+                self.signer_violations.clone(),
+            ) {
                 tracing::error!("{}", error_chain(&e));
             }
         }
@@ -694,7 +703,12 @@ struct Sup<'c, 'a> {
     config: bulwark_config::Config,
 }
 
-async fn supervise(ctx: &Ctx<'_>) -> Result<&'static str, RunError> {
+async fn supervise(
+    ctx: &Ctx<'_>,
+    mut signer_violations: tokio::sync::mpsc::UnboundedReceiver<
+        crate::signer_service::SignerViolation,
+    >,
+) -> Result<&'static str, RunError> {
     let sig = |k| signal(k).map_err(RunError::Signal);
     let mut sigterm = sig(SignalKind::terminate())?;
     let mut sigint = sig(SignalKind::interrupt())?;
@@ -793,6 +807,13 @@ async fn supervise(ctx: &Ctx<'_>) -> Result<&'static str, RunError> {
                     }),
                 )))
                 .await;
+                SignalAction::Continue
+            }
+            Some(v) = signer_violations.recv() => {
+                // Only the worker that owns that signer channel is concerned.
+                if sup.worker.running.as_ref().is_some_and(|w| w.proc.pid == v.pid) {
+                    violation(&mut sup.worker, v.what);
+                }
                 SignalAction::Continue
             }
             Some(m) = auth_rx.recv() => {

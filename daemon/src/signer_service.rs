@@ -3,8 +3,11 @@
 //!
 //! One blocking thread per worker incarnation reads [`SignRequest`]s (already validated by the IPC
 //! layer: known scheme, bounded size), lets [`ServerKeySigner`] check and rate-limit them, and answers.
-//! Every refusal is logged as a security-relevant event; a channel error ends the thread (the worker
-//! died or is being replaced).
+//! Refusals are logged as security-relevant events, the first at once and then at most one summary
+//! line per second with the count (a compromised worker must not be able to flood the log). A
+//! protocol error on the channel (garbage, wrong fd counts, ...) is a violation: it is reported to
+//! the supervision loop, which kills that worker as for any other IPC violation; the channel
+//! closing ends the thread (the worker died or is being replaced).
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -31,22 +34,35 @@ fn failure_of(e: &SignerError) -> SignFailure {
     }
 }
 
-/// Starts the thread that serves `channel` with `key`.
+/// A signer-channel violation of the worker with this pid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignerViolation {
+    /// The worker's pid.
+    pub pid: i32,
+    /// What happened.
+    pub what: String,
+}
+
+/// Starts the thread that serves `channel` (of the worker `pid`) with `key`; violations are
+/// reported on `violations`.
 pub fn spawn(
     mut channel: ParentSigner,
     key: Arc<Mutex<ServerKeySigner>>,
+    pid: i32,
+    violations: tokio::sync::mpsc::UnboundedSender<SignerViolation>,
 ) -> Result<std::thread::JoinHandle<()>, SignerServiceError> {
     std::thread::Builder::new()
         .name("signer".into())
-        .spawn(move || loop {
+        .spawn(move || {
+            let mut refused_since_report: u64 = 0;
+            let mut last_report: Option<Instant> = None;
+            loop {
             let req = match channel.recv() {
                 Ok(r) => r.msg,
                 Err(ChannelError::PeerClosed) => return,
                 Err(e) => {
-                    tracing::error!(
-                        "SECURITY: worker signer channel protocol error, closing it: {}",
-                        error_chain(&e)
-                    );
+                    let what = format!("signer channel: {}", error_chain(&e));
+                    let _ = violations.send(SignerViolation { pid, what });
                     return;
                 }
             };
@@ -57,15 +73,25 @@ pub fn spawn(
                 }),
             };
             let result = result.map_err(|e| {
-                tracing::warn!(
-                    "SECURITY: refused a signature request from the worker: {}",
-                    error_chain(&e)
-                );
+                refused_since_report += 1;
+                let now = Instant::now();
+                let due = last_report
+                    .is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(1));
+                if due {
+                    tracing::warn!(
+                        "SECURITY: refused {} signature request(s) from the worker since the last report; latest: {}",
+                        refused_since_report,
+                        error_chain(&e)
+                    );
+                    refused_since_report = 0;
+                    last_report = Some(now);
+                }
                 failure_of(&e)
             });
             if let Err(e) = channel.send(&SignResponse { id: req.id, result }, &[]) {
                 tracing::debug!("signer channel closed: {}", error_chain(&e));
                 return;
+            }
             }
         })
         .map_err(SignerServiceError::Spawn)
