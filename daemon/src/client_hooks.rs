@@ -539,6 +539,17 @@ impl ClientHooks {
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             if let Some(st) = child.try_wait()? {
+                tracing::info!(
+                    "AUDIT: ran {} as uid {} gid {}: {}",
+                    args[0],
+                    self.uid,
+                    self.gid,
+                    if st.success() {
+                        "success".to_string()
+                    } else {
+                        format!("failed ({st})")
+                    }
+                );
                 return Ok(st.success());
             }
             if tokio::time::Instant::now() >= deadline {

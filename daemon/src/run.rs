@@ -819,6 +819,17 @@ async fn supervise(
             Some(m) = auth_rx.recv() => {
                 match m {
                     AuthMsg::Verdict { cid, kid, verdict } => {
+                        let decision = match &verdict {
+                            bulwark_ipc::msg::clients::AuthVerdict::Accept(o) => format!(
+                                "accept (ifconfig-push {}, {} iroute(s), {} pushed option(s))",
+                                o.ifconfig_push.map(|(a, _)| a.to_string()).unwrap_or_else(|| "none".into()),
+                                o.iroutes.len() + o.iroutes_v6.len(),
+                                o.push.len()
+                            ),
+                            bulwark_ipc::msg::clients::AuthVerdict::Deny { reason, .. } => format!("deny ({reason})"),
+                            bulwark_ipc::msg::clients::AuthVerdict::Pending { timeout_secs, .. } => format!("pending ({timeout_secs} s)"),
+                        };
+                        tracing::info!("AUDIT: client authorisation cid={cid} kid={kid}: {decision}");
                         let fx = sup.router.auth_decided(cid, kid, verdict);
                         sup.apply(fx).await;
                     }

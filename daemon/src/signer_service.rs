@@ -56,10 +56,16 @@ pub fn spawn(
         .spawn(move || {
             let mut refused_since_report: u64 = 0;
             let mut last_report: Option<Instant> = None;
+            let (mut signed, mut refused) = (0u64, 0u64);
             loop {
             let req = match channel.recv() {
                 Ok(r) => r.msg,
-                Err(ChannelError::PeerClosed) => return,
+                Err(ChannelError::PeerClosed) => {
+                    tracing::info!(
+                        "AUDIT: signer for worker {pid} closed: {signed} signature(s) made, {refused} refused"
+                    );
+                    return;
+                }
                 Err(e) => {
                     let what = format!("signer channel: {}", error_chain(&e));
                     let _ = violations.send(SignerViolation { pid, what });
@@ -72,6 +78,10 @@ pub fn spawn(
                     reason: "signer state poisoned".into(),
                 }),
             };
+            match &result {
+                Ok(_) => signed += 1,
+                Err(_) => refused += 1,
+            }
             let result = result.map_err(|e| {
                 refused_since_report += 1;
                 let now = Instant::now();
