@@ -92,6 +92,40 @@ pub fn admit(policy: &ListenerPolicy, peer: &Peer) -> Result<Role, AccessError> 
     Ok(policy.default_role)
 }
 
+/// The listener policy as it applies to one unix peer whose primary gid is `primary` and whose
+/// supplementary groups (`SO_PEERGROUPS`) are `supplementary`.
+///
+/// [`admit`] compares group rules with the peer's primary gid only; this function rewrites the
+/// group parts of the policy so that [`admit`] on the result matches primary **and**
+/// supplementary groups:
+/// * `required_gid` (`--management-client-group`) is satisfied when the group is the primary
+///   gid or any supplementary group (it is then replaced by `primary`);
+/// * `gid_roles` keeps, in their configured order, only the rules whose gid is one of the
+///   peer's groups, each rewritten to `primary` — so the first configured matching rule wins,
+///   exactly as with primary-gid matching.
+///
+/// Everything else (uid rules, default role, `read_only`, `required_uid`) is unchanged.
+pub fn for_peer_groups(
+    policy: &ListenerPolicy,
+    primary: u32,
+    supplementary: &[u32],
+) -> ListenerPolicy {
+    let member = |g: u32| g == primary || supplementary.contains(&g);
+    let mut p = policy.clone();
+    if let Some(want) = p.required_gid {
+        if member(want) {
+            p.required_gid = Some(primary);
+        }
+    }
+    p.gid_roles = policy
+        .gid_roles
+        .iter()
+        .filter(|(g, _)| member(*g))
+        .map(|(_, r)| (primary, *r))
+        .collect();
+    p
+}
+
 /// The role a command line (already tokenised) requires.
 pub fn required_role(p: &[String]) -> Role {
     let arg = |i: usize| p.get(i).map(String::as_str);
@@ -208,6 +242,62 @@ mod tests {
         assert!(!Role::Operator.receives_auth_requests());
         assert_eq!(parse_role("auth"), Ok(Role::Auth));
         assert!(parse_role("root").is_err());
+    }
+
+    #[test]
+    fn supplementary_groups() {
+        let mut p = ListenerPolicy::openvpn_compatible(ListenerKind::Unix("/s".into()), None);
+        p.default_role = Role::Monitor;
+        p.gid_roles = vec![(500, Role::Operator), (600, Role::Auth), (100, Role::Admin)];
+        let peer = Peer::Unix {
+            uid: 1000,
+            gid: 100,
+            pid: None,
+        };
+        // Primary gid only: the 100 rule.
+        assert_eq!(
+            admit(&for_peer_groups(&p, 100, &[]), &peer),
+            Ok(Role::Admin)
+        );
+        // Supplementary 600: first matching configured rule wins (600 before 100).
+        assert_eq!(
+            admit(&for_peer_groups(&p, 100, &[600, 7]), &peer),
+            Ok(Role::Auth)
+        );
+        assert_eq!(
+            admit(&for_peer_groups(&p, 100, &[600, 500]), &peer),
+            Ok(Role::Operator)
+        );
+        // No group rule matches: default role.
+        let other = Peer::Unix {
+            uid: 1000,
+            gid: 4,
+            pid: None,
+        };
+        assert_eq!(
+            admit(&for_peer_groups(&p, 4, &[5]), &other),
+            Ok(Role::Monitor)
+        );
+        // uid rules still come first.
+        p.uid_roles = vec![(1000, Role::Monitor)];
+        assert_eq!(
+            admit(&for_peer_groups(&p, 100, &[600]), &peer),
+            Ok(Role::Monitor)
+        );
+        // management-client-group satisfied by a supplementary group, not by an unrelated one.
+        p.required_gid = Some(600);
+        assert!(admit(&for_peer_groups(&p, 100, &[600]), &peer).is_ok());
+        assert!(matches!(
+            admit(&for_peer_groups(&p, 100, &[7]), &peer),
+            Err(AccessError::Rejected(m)) if m.contains("GID of socket peer (100)")
+        ));
+        // read_only wins over every mapping.
+        p.read_only = true;
+        p.uid_roles.clear();
+        assert_eq!(
+            admit(&for_peer_groups(&p, 100, &[600]), &peer),
+            Ok(Role::Monitor)
+        );
     }
 
     #[test]

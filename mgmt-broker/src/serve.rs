@@ -180,7 +180,24 @@ async fn accept_loop(hub: Arc<Hub>, listener: Listener) {
                         },
                         Err(_) => Peer::UnixUnknown,
                     };
-                    tokio::spawn(run_session(hub.clone(), stream, peer, policy.clone()));
+                    // Group rules match primary and supplementary groups: the policy is
+                    // specialised to this peer's groups. If SO_PEERGROUPS cannot be read,
+                    // only the primary gid counts (never more access than the kernel proves).
+                    let policy = match &peer {
+                        Peer::Unix { gid, .. } => match peer_groups::read(stream.as_raw_fd()) {
+                            Ok(groups) => {
+                                Arc::new(crate::access::for_peer_groups(policy, *gid, &groups))
+                            }
+                            Err(e) => {
+                                tracing::warn!(
+                                    "MANAGEMENT: cannot read supplementary groups of socket peer: {e}"
+                                );
+                                Arc::new(crate::access::for_peer_groups(policy, *gid, &[]))
+                            }
+                        },
+                        _ => policy.clone(),
+                    };
+                    tokio::spawn(run_session(hub.clone(), stream, peer, policy));
                 }
                 Err(e) => accept_failed(&hub, e).await,
             },
@@ -284,6 +301,49 @@ pub async fn status_file_task(
         }
         if sink.is_closed() {
             return;
+        }
+    }
+}
+
+/// `SO_PEERGROUPS`: the supplementary groups of a unix stream socket's peer, as the kernel
+/// recorded them at `connect()` time.
+#[allow(unsafe_code)]
+mod peer_groups {
+    use std::os::fd::RawFd;
+
+    /// Upper bound of groups read (Linux `NGROUPS_MAX` is 65536).
+    const MAX_GROUPS: usize = 65536;
+
+    /// The peer's supplementary gids.
+    pub(super) fn read(fd: RawFd) -> std::io::Result<Vec<u32>> {
+        let mut buf: Vec<libc::gid_t> = vec![0; 64];
+        loop {
+            let mut len = libc::socklen_t::try_from(buf.len() * std::mem::size_of::<libc::gid_t>())
+                .map_err(|_| std::io::Error::from_raw_os_error(libc::E2BIG))?;
+            // SAFETY: `buf` is a live, writable allocation of exactly `len` bytes; the kernel
+            // writes at most `len` bytes into it and stores the needed/used size in `len`,
+            // which is a valid `socklen_t` we own. `fd` is borrowed from a live socket.
+            let rc = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_PEERGROUPS,
+                    buf.as_mut_ptr().cast(),
+                    &mut len,
+                )
+            };
+            let n = len as usize / std::mem::size_of::<libc::gid_t>();
+            if rc == 0 {
+                buf.truncate(n.min(buf.len()));
+                return Ok(buf);
+            }
+            let err = std::io::Error::last_os_error();
+            // ERANGE: the buffer was too small and `len` holds the size needed.
+            if err.raw_os_error() == Some(libc::ERANGE) && n > buf.len() && n <= MAX_GROUPS {
+                buf.resize(n, 0);
+                continue;
+            }
+            return Err(err);
         }
     }
 }
@@ -486,5 +546,24 @@ mod tests {
             serve(hub, vec![], er, r).await,
             Err(ServeError::NoListener)
         ));
+    }
+
+    #[test]
+    fn peer_groups_are_the_connecting_process_groups() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut got = super::peer_groups::read(a.as_raw_fd()).unwrap();
+        let mut want: Vec<u32> = nix::unistd::getgroups()
+            .unwrap()
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect();
+        got.sort_unstable();
+        want.sort_unstable();
+        want.dedup();
+        got.dedup();
+        assert_eq!(got, want);
+        // Not a socket: an error, not a panic.
+        let f = std::fs::File::open("/dev/null").unwrap();
+        assert!(super::peer_groups::read(f.as_raw_fd()).is_err());
     }
 }
