@@ -422,6 +422,9 @@ static TABLE: &[DirectiveSpec] = &[
     s("management", 2, 3, "management IP PORT [PWFILE] | management PATH unix [PWFILE]", "Management interface listener.", P(p_management)),
     s("management-client-user", 1, 1, "management-client-user USER", "Only this user may connect to the unix management socket.", P(p_mgmt_client_user)),
     s("management-client-group", 1, 1, "management-client-group GROUP", "Only this group may connect to the unix management socket.", P(p_mgmt_client_group)),
+    s("management-client-role", 3, 3, "management-client-role ROLE user|group NAME", "Bulwark: management role (monitor, operator, auth, admin) for a unix-socket peer's user, or for a group (primary or supplementary); repeatable, user rules first, first match wins.", P(p_mgmt_client_role)),
+    s("management-default-role", 1, 1, "management-default-role ROLE", "Bulwark: management role of peers no management-client-role rule matches (default admin, as OpenVPN).", P(p_mgmt_default_role)),
+    s("management-max-clients", 1, 1, "management-max-clients N", "Bulwark: concurrent management sessions (default 16); further connections are closed.", P(p_mgmt_max_clients)),
     s("management-client-auth", 0, 0, "management-client-auth", "Client authentication via the management interface.", P(p_mgmt_client_auth)),
     s("management-hold", 0, 0, "management-hold", "Start in hold state until released.", P(p_mgmt_hold)),
     s("management-log-cache", 1, 1, "management-log-cache N", "Lines of log kept for the management interface.", P(p_mgmt_log_cache)),
@@ -738,6 +741,7 @@ fn default_config(cwd: PathBuf) -> Config {
         status_json: None,
         status_file_mode: None,
         status_file_group: None,
+        management_access: ManagementAccess::default(),
         privileges: Privileges {
             user: None,
             group: None,
@@ -1897,6 +1901,47 @@ fn p_mgmt_client_group(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseEr
     Ok(())
 }
 
+const MGMT_ROLES: [&str; 4] = ["monitor", "operator", "auth", "admin"];
+
+fn mgmt_role(v: &str) -> Result<String, ParseError> {
+    if MGMT_ROLES.contains(&v) {
+        Ok(v.to_string())
+    } else {
+        bad(format!(
+            "unknown management role '{v}' (expected monitor, operator, auth or admin)"
+        ))
+    }
+}
+
+fn p_mgmt_client_role(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
+    let role = mgmt_role(&d.args[0])?;
+    let name = d.args[2].clone();
+    let subject = match d.args[1].as_str() {
+        "user" => RoleSubject::User(name),
+        "group" => RoleSubject::Group(name),
+        other => return bad(format!("expected 'user' or 'group', not '{other}'")),
+    };
+    b.cfg
+        .management_access
+        .client_roles
+        .push(ClientRole { role, subject });
+    Ok(())
+}
+
+fn p_mgmt_default_role(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
+    b.cfg.management_access.default_role = Some(mgmt_role(&d.args[0])?);
+    Ok(())
+}
+
+fn p_mgmt_max_clients(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
+    let n = positive("management-max-clients", &d.args[0])?;
+    if n > 1024 {
+        return bad("management-max-clients must be at most 1024".to_string());
+    }
+    b.cfg.management_access.max_clients = Some(n);
+    Ok(())
+}
+
 fn p_mgmt_client_auth(b: &mut Builder, _d: &Directive<'_>) -> Result<(), ParseError> {
     b.mgmt_client_auth = true;
     Ok(())
@@ -2222,6 +2267,44 @@ mod tests {
             assert!(
                 !matches!(d.support(), Support::Unsupported { .. }),
                 "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn management_access_directives() {
+        let base = "dev tun\nserver 10.8.0.0 255.255.255.0\nca /ca\ncert /c\nkey /k\n";
+        let text = "management /run/m.sock unix\nmanagement-client-role operator user alice\nmanagement-client-role auth group vpnauth\nmanagement-default-role monitor\nmanagement-max-clients 4\n";
+        let c = crate::load_str("t", &format!("{base}{text}"), "/")
+            .unwrap()
+            .config;
+        let a = &c.management_access;
+        assert_eq!(
+            a.client_roles,
+            vec![
+                ClientRole {
+                    role: "operator".into(),
+                    subject: RoleSubject::User("alice".into())
+                },
+                ClientRole {
+                    role: "auth".into(),
+                    subject: RoleSubject::Group("vpnauth".into())
+                },
+            ]
+        );
+        assert_eq!(a.default_role.as_deref(), Some("monitor"));
+        assert_eq!(a.max_clients, Some(4));
+        for bad in [
+            "management-client-role root user alice",
+            "management-client-role admin uid 0",
+            "management-client-role admin user",
+            "management-default-role superuser",
+            "management-max-clients 0",
+            "management-max-clients 5000",
+        ] {
+            assert!(
+                crate::load_str("t", &format!("{base}{bad}\n"), "/").is_err(),
+                "{bad}"
             );
         }
     }

@@ -705,6 +705,9 @@ pub struct Config {
     pub status_file_mode: Option<u32>,
     /// `status-file-group GROUP` (Bulwark): group owner of the status files.
     pub status_file_group: Option<String>,
+    /// Bulwark's management access-control directives (`management-client-role`,
+    /// `management-default-role`, `management-max-clients`).
+    pub management_access: ManagementAccess,
     /// User/group.
     pub privileges: Privileges,
     /// Compression compatibility setting.
@@ -735,4 +738,35 @@ pub struct CcdConfig {
     pub push_remove: Vec<String>,
     /// `disable`.
     pub disable: bool,
+}
+
+/// Bulwark's management access-control directives. Role names are already checked to be one
+/// of `monitor`, `operator`, `auth`, `admin`; user and group names are resolved by the daemon.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagementAccess {
+    /// `management-client-role ROLE user|group NAME`, in configuration order (the first
+    /// matching rule of its kind wins; user rules are checked before group rules).
+    pub client_roles: Vec<ClientRole>,
+    /// `management-default-role ROLE` (default `admin`, OpenVPN's behaviour).
+    pub default_role: Option<String>,
+    /// `management-max-clients N`: concurrent management sessions (default 16).
+    pub max_clients: Option<u32>,
+}
+
+/// One `management-client-role` rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRole {
+    /// `monitor`, `operator`, `auth` or `admin`.
+    pub role: String,
+    /// Who gets it.
+    pub subject: RoleSubject,
+}
+
+/// Whom a `management-client-role` rule applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoleSubject {
+    /// A user (name or numeric uid).
+    User(String),
+    /// A group (name or numeric gid), matched against primary and supplementary groups.
+    Group(String),
 }

@@ -7,8 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use bulwark_config::Config;
-use bulwark_ipc::msg::mgmt::{ListenerKind, ListenerPolicy};
+use bulwark_config::{Config, RoleSubject};
+use bulwark_ipc::msg::mgmt::{ListenerKind, ListenerPolicy, Role};
 use bulwark_ipc::msg::{MgmtSettings, StatusFileSpec, StatusFormat};
 use nix::unistd::{Group, User};
 
@@ -39,6 +39,14 @@ pub enum MgmtSetupError {
         directive: &'static str,
         /// user or group.
         what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// A role name the configuration parser should have rejected.
+    #[error("{directive}: unknown management role '{name}'")]
+    UnknownRole {
+        /// The directive.
+        directive: &'static str,
         /// The name.
         name: String,
     },
@@ -124,6 +132,13 @@ fn gid_of(directive: &'static str, name: &str) -> Result<u32, MgmtSetupError> {
     }
 }
 
+fn role_of(directive: &'static str, name: &str) -> Result<Role, MgmtSetupError> {
+    Role::from_name(name).ok_or_else(|| MgmtSetupError::UnknownRole {
+        directive,
+        name: name.to_string(),
+    })
+}
+
 /// The access policy of the listener for `spec`, from the configuration's management options.
 pub fn listener_policy(cfg: &Config, spec: &Management) -> Result<ListenerPolicy, MgmtSetupError> {
     let m = cfg.management.as_ref();
@@ -135,7 +150,27 @@ pub fn listener_policy(cfg: &Config, spec: &Management) -> Result<ListenerPolicy
         Some(p) => Some(read_password_file(p)?),
         None => None,
     };
+    let is_unix = matches!(kind, ListenerKind::Unix(_));
     let mut policy = ListenerPolicy::openvpn_compatible(kind, password);
+    let access = &cfg.management_access;
+    if let Some(name) = &access.default_role {
+        policy.default_role = role_of("management-default-role", name)?;
+    }
+    // Role mappings need peer credentials, which only unix sockets have; a TCP listener
+    // always uses the default role.
+    if is_unix {
+        for rule in &access.client_roles {
+            let role = role_of("management-client-role", &rule.role)?;
+            match &rule.subject {
+                RoleSubject::User(u) => policy
+                    .uid_roles
+                    .push((uid_of("management-client-role", u)?, role)),
+                RoleSubject::Group(g) => policy
+                    .gid_roles
+                    .push((gid_of("management-client-role", g)?, role)),
+            }
+        }
+    }
     if let Some(m) = m {
         if let Some(u) = &m.client_user {
             policy.required_uid = Some(uid_of("management-client-user", u)?);
@@ -186,7 +221,11 @@ pub fn settings(cfg: &Config) -> Result<(MgmtSettings, Vec<StatusTarget>), MgmtS
             .unwrap_or(250)
             .clamp(1, 1_000_000),
         status_version: cfg.status_version.clamp(1, 3),
-        max_sessions: 16,
+        max_sessions: cfg
+            .management_access
+            .max_clients
+            .unwrap_or(16)
+            .clamp(1, 1024),
         status_files: targets
             .iter()
             .map(|t| StatusFileSpec {
@@ -218,6 +257,47 @@ mod tests {
             Err(MgmtSetupError::PasswordStdin)
         ));
         assert!(read_password_file(&d.path().join("missing")).is_err());
+    }
+
+    fn load(extra: &str) -> Config {
+        let text =
+            format!("dev tun\nserver 10.8.0.0 255.255.255.0\nca /ca\ncert /c\nkey /k\n{extra}");
+        bulwark_config::load_str("t", &text, "/").unwrap().config
+    }
+
+    #[test]
+    fn role_mappings_and_defaults() {
+        let unix = Management::Unix(PathBuf::from("/run/m.sock"));
+        let c = load("management /run/m.sock unix\n");
+        let p = listener_policy(&c, &unix).unwrap();
+        assert_eq!(p.default_role, Role::Admin);
+        assert!(p.uid_roles.is_empty() && p.gid_roles.is_empty() && !p.read_only);
+        assert_eq!(settings(&c).unwrap().0.max_sessions, 16);
+
+        let c = load(
+            "management /run/m.sock unix\nmanagement-client-role operator user root\n\
+             management-client-role auth group 123\nmanagement-client-role monitor user 77\n\
+             management-default-role monitor\nmanagement-max-clients 3\n",
+        );
+        let p = listener_policy(&c, &unix).unwrap();
+        assert_eq!(p.default_role, Role::Monitor);
+        assert_eq!(p.uid_roles, vec![(0, Role::Operator), (77, Role::Monitor)]);
+        assert_eq!(p.gid_roles, vec![(123, Role::Auth)]);
+        assert_eq!(settings(&c).unwrap().0.max_sessions, 3);
+
+        // TCP: no credentials, so only the default role applies.
+        let tcp = Management::Tcp("127.0.0.1".parse().unwrap(), 7505);
+        let p = listener_policy(&c, &tcp).unwrap();
+        assert!(p.uid_roles.is_empty() && p.gid_roles.is_empty());
+        assert_eq!(p.default_role, Role::Monitor);
+
+        let c = load(
+            "management /run/m.sock unix\nmanagement-client-role admin user no-such-user-bulwark\n",
+        );
+        assert!(matches!(
+            listener_policy(&c, &unix),
+            Err(MgmtSetupError::NoSuchId { what: "user", .. })
+        ));
     }
 
     #[test]
