@@ -425,6 +425,7 @@ static TABLE: &[DirectiveSpec] = &[
     s("management-client-role", 3, 3, "management-client-role ROLE user|group NAME", "Bulwark: management role (monitor, operator, auth, admin) for a unix-socket peer's user, or for a group (primary or supplementary); repeatable, user rules first, first match wins.", P(p_mgmt_client_role)),
     s("management-default-role", 1, 1, "management-default-role ROLE", "Bulwark: management role of peers no management-client-role rule matches (default admin, as OpenVPN).", P(p_mgmt_default_role)),
     s("management-max-clients", 1, 1, "management-max-clients N", "Bulwark: concurrent management sessions (default 16); further connections are closed.", P(p_mgmt_max_clients)),
+    s("management-audit", 1, 1, "management-audit FILE|syslog", "Bulwark: one audit line per management command (peer, role, command with secrets redacted, outcome) appended to FILE (created 0600) or sent to syslog (authpriv); default: the daemon log at verb 3.", P(p_mgmt_audit)),
     s("management-client-auth", 0, 0, "management-client-auth", "Client authentication via the management interface.", P(p_mgmt_client_auth)),
     s("management-hold", 0, 0, "management-hold", "Start in hold state until released.", P(p_mgmt_hold)),
     s("management-log-cache", 1, 1, "management-log-cache N", "Lines of log kept for the management interface.", P(p_mgmt_log_cache)),
@@ -1928,6 +1929,18 @@ fn p_mgmt_client_role(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseErr
     Ok(())
 }
 
+fn p_mgmt_audit(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
+    let v = &d.args[0];
+    b.cfg.management_access.audit = Some(if v == "syslog" {
+        AuditTarget::Syslog
+    } else if v.is_empty() {
+        return bad("management-audit needs a file name or 'syslog'".to_string());
+    } else {
+        AuditTarget::File(PathBuf::from(v))
+    });
+    Ok(())
+}
+
 fn p_mgmt_default_role(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
     b.cfg.management_access.default_role = Some(mgmt_role(&d.args[0])?);
     Ok(())
@@ -2294,6 +2307,18 @@ mod tests {
         );
         assert_eq!(a.default_role.as_deref(), Some("monitor"));
         assert_eq!(a.max_clients, Some(4));
+        assert_eq!(a.audit, None);
+        let c = crate::load_str("t", &format!("{base}management-audit syslog\n"), "/")
+            .unwrap()
+            .config;
+        assert_eq!(c.management_access.audit, Some(AuditTarget::Syslog));
+        let c = crate::load_str("t", &format!("{base}management-audit /var/log/a\n"), "/")
+            .unwrap()
+            .config;
+        assert_eq!(
+            c.management_access.audit,
+            Some(AuditTarget::File(PathBuf::from("/var/log/a")))
+        );
         for bad in [
             "management-client-role root user alice",
             "management-client-role admin uid 0",

@@ -751,6 +751,18 @@ pub struct ManagementAccess {
     pub default_role: Option<String>,
     /// `management-max-clients N`: concurrent management sessions (default 16).
     pub max_clients: Option<u32>,
+    /// `management-audit FILE|syslog`: where management audit records go (default: the
+    /// daemon log at verb 3).
+    pub audit: Option<AuditTarget>,
+}
+
+/// Destination of management audit records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditTarget {
+    /// Appended to this file (created 0600).
+    File(PathBuf),
+    /// Sent to syslog (`/dev/log`, facility authpriv).
+    Syslog,
 }
 
 /// One `management-client-role` rule.
