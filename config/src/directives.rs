@@ -424,7 +424,7 @@ static TABLE: &[DirectiveSpec] = &[
     s("management-client-group", 1, 1, "management-client-group GROUP", "Only this group may connect to the unix management socket.", P(p_mgmt_client_group)),
     s("management-client-role", 3, 3, "management-client-role ROLE user|group NAME", "Bulwark: management role (monitor, operator, auth, admin) for a unix-socket peer's user, or for a group (primary or supplementary); repeatable, user rules first, first match wins.", P(p_mgmt_client_role)),
     s("management-default-role", 1, 1, "management-default-role ROLE", "Bulwark: management role of peers no management-client-role rule matches (default admin, as OpenVPN).", P(p_mgmt_default_role)),
-    s("management-max-clients", 1, 1, "management-max-clients N", "Bulwark: concurrent management sessions (default 16); further connections are closed.", P(p_mgmt_max_clients)),
+    s("management-max-clients", 1, 1, "management-max-clients N", "Bulwark: concurrent management sessions (default 16); a further connection gets one ERROR line and is closed.", P(p_mgmt_max_clients)),
     s("management-audit", 1, 1, "management-audit FILE|syslog", "Bulwark: one audit line per management command (peer, role, command with secrets redacted, outcome) appended to FILE (created 0600) or sent to syslog (authpriv); default: the daemon log at verb 3.", P(p_mgmt_audit)),
     s("management-client-auth", 0, 0, "management-client-auth", "Client authentication via the management interface.", P(p_mgmt_client_auth)),
     s("management-hold", 0, 0, "management-hold", "Start in hold state until released.", P(p_mgmt_hold)),
