@@ -426,6 +426,7 @@ static TABLE: &[DirectiveSpec] = &[
     s("management-default-role", 1, 1, "management-default-role ROLE", "Bulwark: management role of peers no management-client-role rule matches (default admin, as OpenVPN).", P(p_mgmt_default_role)),
     s("management-max-clients", 1, 1, "management-max-clients N", "Bulwark: concurrent management sessions (default 16); a further connection gets one ERROR line and is closed.", P(p_mgmt_max_clients)),
     s("management-audit", 1, 1, "management-audit FILE|syslog", "Bulwark: one audit line per management command (peer, role, command with secrets redacted, outcome) appended to FILE (created 0600) or sent to syslog (authpriv); default: the daemon log at verb 3.", P(p_mgmt_audit)),
+    s("management-monitor-socket", 1, 1, "management-monitor-socket PATH", "Bulwark: an additional unix management socket on which every connection has the read-only monitor role (the management pw-file applies; management-client-user/-group and role rules do not).", P(p_mgmt_monitor_socket)),
     s("management-client-auth", 0, 0, "management-client-auth", "Client authentication via the management interface.", P(p_mgmt_client_auth)),
     s("management-hold", 0, 0, "management-hold", "Start in hold state until released.", P(p_mgmt_hold)),
     s("management-log-cache", 1, 1, "management-log-cache N", "Lines of log kept for the management interface.", P(p_mgmt_log_cache)),
@@ -1941,6 +1942,15 @@ fn p_mgmt_audit(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
     Ok(())
 }
 
+fn p_mgmt_monitor_socket(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
+    let v = &d.args[0];
+    if v.is_empty() {
+        return bad("management-monitor-socket needs a path".to_string());
+    }
+    b.cfg.management_access.monitor_socket = Some(PathBuf::from(v));
+    Ok(())
+}
+
 fn p_mgmt_default_role(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
     b.cfg.management_access.default_role = Some(mgmt_role(&d.args[0])?);
     Ok(())
@@ -2308,6 +2318,18 @@ mod tests {
         assert_eq!(a.default_role.as_deref(), Some("monitor"));
         assert_eq!(a.max_clients, Some(4));
         assert_eq!(a.audit, None);
+        assert_eq!(a.monitor_socket, None);
+        let c = crate::load_str(
+            "t",
+            &format!("{base}management-monitor-socket /run/mon.sock\n"),
+            "/",
+        )
+        .unwrap()
+        .config;
+        assert_eq!(
+            c.management_access.monitor_socket,
+            Some(PathBuf::from("/run/mon.sock"))
+        );
         let c = crate::load_str("t", &format!("{base}management-audit syslog\n"), "/")
             .unwrap()
             .config;

@@ -754,6 +754,9 @@ pub struct ManagementAccess {
     /// `management-audit FILE|syslog`: where management audit records go (default: the
     /// daemon log at verb 3).
     pub audit: Option<AuditTarget>,
+    /// `management-monitor-socket PATH`: a second unix management socket on which every
+    /// connection has the `monitor` role.
+    pub monitor_socket: Option<PathBuf>,
 }
 
 /// Destination of management audit records.

@@ -139,9 +139,37 @@ fn role_of(directive: &'static str, name: &str) -> Result<Role, MgmtSetupError> 
     })
 }
 
+/// The read-only listener of `management-monitor-socket PATH`, if configured. The parent binds
+/// it like the `management` listener and gets its policy from [`listener_policy`] (which makes
+/// it read-only: every connection is `monitor`).
+pub fn monitor_listener(cfg: &Config) -> Option<Management> {
+    cfg.management_access
+        .monitor_socket
+        .as_ref()
+        .map(|p| Management::Unix(p.clone()))
+}
+
 /// The access policy of the listener for `spec`, from the configuration's management options.
+///
+/// For the `management-monitor-socket` listener (see [`monitor_listener`]) the policy is
+/// read-only, keeps the pw-file, and has neither role rules nor the client-user/-group checks.
 pub fn listener_policy(cfg: &Config, spec: &Management) -> Result<ListenerPolicy, MgmtSetupError> {
     let m = cfg.management.as_ref();
+    if monitor_listener(cfg).as_ref() == Some(spec) {
+        let password = match m.and_then(|m| m.password_file.as_deref()) {
+            Some(p) => Some(read_password_file(p)?),
+            None => None,
+        };
+        let kind = match spec {
+            Management::Unix(p) => ListenerKind::Unix(p.display().to_string()),
+            Management::Tcp(..) => ListenerKind::Tcp,
+        };
+        let mut policy = ListenerPolicy::openvpn_compatible(kind, password);
+        // INVARIANT: every connection on the monitor socket is `monitor`, whatever its peer.
+        policy.read_only = true;
+        policy.default_role = Role::Monitor;
+        return Ok(policy);
+    }
     let kind = match spec {
         Management::Unix(p) => ListenerKind::Unix(p.display().to_string()),
         Management::Tcp(..) => ListenerKind::Tcp,
@@ -298,6 +326,27 @@ mod tests {
             listener_policy(&c, &unix),
             Err(MgmtSetupError::NoSuchId { what: "user", .. })
         ));
+    }
+
+    #[test]
+    fn monitor_socket_is_read_only() {
+        let c = load("management /run/m.sock unix\nmanagement-client-user root\nmanagement-client-role admin user 0\n");
+        assert_eq!(monitor_listener(&c), None);
+        let c = load(
+            "management /run/m.sock unix\nmanagement-client-user root\n\
+             management-client-role admin user 0\nmanagement-monitor-socket /run/mon.sock\n",
+        );
+        let mon = monitor_listener(&c).unwrap();
+        assert_eq!(mon, Management::Unix(PathBuf::from("/run/mon.sock")));
+        let p = listener_policy(&c, &mon).unwrap();
+        assert!(p.read_only);
+        assert_eq!(p.default_role, Role::Monitor);
+        assert!(p.uid_roles.is_empty() && p.required_uid.is_none());
+        // The main socket is unaffected.
+        let main = listener_policy(&c, &Management::Unix(PathBuf::from("/run/m.sock"))).unwrap();
+        assert!(!main.read_only);
+        assert_eq!(main.required_uid, Some(0));
+        assert_eq!(main.uid_roles, vec![(0, Role::Admin)]);
     }
 
     #[test]
