@@ -167,8 +167,20 @@ pub fn is_secret_env(name: &str) -> bool {
 /// The command text recorded in audit records and logs, with secrets redacted.
 ///
 /// `password <type> <secret>` → `password <type> [redacted]`, `cr-response <b64>` →
-/// `cr-response [redacted]`; everything else is kept.
+/// `cr-response [redacted]`; everything else is kept. A single element holding a raw,
+/// untokenised line (what the session records for a line the lexer rejected) is redacted by
+/// its first word: `password ...` / `cr-response ...` keep only that word plus `[redacted]`.
 pub fn redact_command(p: &[String]) -> String {
+    if let [raw] = p {
+        let mut words = raw.split_whitespace();
+        let first = words
+            .next()
+            .unwrap_or("")
+            .trim_matches(|c| c == '"' || c == '\'');
+        if (first == "password" || first == "cr-response") && words.next().is_some() {
+            return format!("{first} [redacted]");
+        }
+    }
     match p.first().map(String::as_str) {
         Some("password") if p.len() > 2 => format!("password {} [redacted]", p[1]),
         Some("cr-response") if p.len() > 1 => "cr-response [redacted]".to_string(),
@@ -389,6 +401,17 @@ mod tests {
             "cr-response [redacted]"
         );
         assert_eq!(redact_command(&toks("kill client1")), "kill client1");
+        // Raw lines the lexer rejected (one element): never the secret.
+        for raw in [
+            "password Auth \"hunter2",
+            "\"password\" Auth 'hunter2",
+            "  cr-response \"SGFsbG8=",
+        ] {
+            let r = redact_command(&[raw.to_string()]);
+            assert!(!r.contains("hunter2") && !r.contains("SGFsbG8"), "{r}");
+            assert!(r.ends_with("[redacted]"), "{r}");
+        }
+        assert_eq!(redact_command(&["kill \"a".to_string()]), "kill \"a");
         assert!(is_secret_env("password"));
         assert!(is_secret_env("auth_token"));
         assert!(is_secret_env("session_id"));
