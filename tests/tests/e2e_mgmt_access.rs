@@ -217,3 +217,78 @@ fn roles_by_user_primary_and_supplementary_group() {
     server.stop().expect("stop bulwark");
     drop(acc);
 }
+
+#[test]
+fn client_group_matches_supplementary_groups() {
+    let Some(p) = require_privileged("mgmt_access_client_group") else {
+        return;
+    };
+    let tag = std::process::id() % 100_000;
+    let g_mgmt = format!("bwg{tag}");
+    let g_other = format!("bwx{tag}");
+    let u_in = format!("bwui{tag}"); // supplementary member of g_mgmt
+    let u_out = format!("bwuz{tag}"); // not a member
+    let mut acc = Accounts {
+        users: Vec::new(),
+        groups: Vec::new(),
+    };
+    acc.group(&g_mgmt);
+    acc.group(&g_other);
+    acc.user(&u_in, &g_other, &[&g_mgmt]);
+    acc.user(&u_out, &g_other, &[]);
+
+    let dir = TestDir::new("mgmt_access_client_group").expect("test dir");
+    let net = NetPair::new(&p, "mc").expect("namespaces");
+    let opts = ServerConfOptions {
+        remote_host: net.server_addr.to_string(),
+        ..Default::default()
+    };
+    let setup = prepare_server(&dir, &InitOptions::with_clients(1), opts).expect("server dir");
+    let sockdir = tempfile::Builder::new()
+        .prefix("bw-mgmt-group")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(sockdir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = sockdir.path().join("m.sock");
+    let lines = [
+        format!("management {} unix", sock.display()),
+        format!("management-client-group {g_mgmt}"),
+    ];
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let mut server =
+        start_bulwark_server(&dir, net.server_ns(), "bulwark", setup.server_conf(), &refs)
+            .expect("start bulwark");
+    server
+        .wait_for_line(INIT_COMPLETE, SERVER_UP)
+        .expect("bulwark up");
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+
+    // Supplementary member: admitted with OpenVPN's default role (admin).
+    let out = session(&u_in, &sock, &["verb 4"]);
+    assert!(
+        out.contains(">INFO:OpenVPN Management Interface"),
+        "{u_in}: {out}"
+    );
+    assert!(out.contains("SUCCESS: verb"), "{u_in}: {out}");
+
+    // Non-member: closed without a byte, OpenVPN's log line, and the command never ran.
+    let out = session(&u_out, &sock, &["verb 9"]);
+    assert_eq!(out, "", "{u_out}");
+    server
+        .wait_for_line(
+            "MANAGEMENT: unix domain socket client connection rejected -- GID of socket peer",
+            Duration::from_secs(10),
+        )
+        .expect("rejection logged");
+    assert!(server
+        .log()
+        .contains("as given by --management-client-group"));
+    // The rejected `verb 9` did not run: the level is still the 4 set by the member.
+    let out = session(&u_in, &sock, &["verb"]);
+    assert!(out.contains("SUCCESS: verb=4"), "{out}");
+    // root is not a member either.
+    assert_eq!(session("root", &sock, &["verb"]), "");
+
+    server.stop().expect("stop bulwark");
+    drop(acc);
+}
