@@ -394,7 +394,18 @@ fn openvpn_accepts_every_supported_sample() {
             continue;
         }
         // Bulwark's own directives (documented as such in their help text).
-        if ["status-json", "status-file-mode", "status-file-group"].contains(&name) {
+        if [
+            "status-json",
+            "status-file-mode",
+            "status-file-group",
+            "management-client-role",
+            "management-default-role",
+            "management-max-clients",
+            "management-audit",
+            "management-monitor-socket",
+        ]
+        .contains(&name)
+        {
             continue;
         }
         // OpenVPN 2.6 insists on a `dh` line; Bulwark does not (ECDHE only).

@@ -24,6 +24,7 @@
 //! protocol violation: the child is killed and the event logged as a security event); the TUN
 //! device lives in the parent for the daemon's lifetime, so a worker crash never removes it.
 
+pub mod audit;
 pub mod children;
 pub mod cli;
 pub mod client_hooks;

@@ -319,7 +319,10 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
     );
     let mut mgmt = Vec::new();
     let mut policies = Vec::new();
-    for m in &settings.management {
+    // The read-only monitor socket (`management-monitor-socket`) is one more listener whose
+    // policy makes every connection `monitor`.
+    let monitor = crate::mgmt_setup::monitor_listener(&config);
+    for m in settings.management.iter().chain(monitor.iter()) {
         match crate::mgmt_setup::listener_policy(&config, m) {
             Ok(p) => policies.push(p),
             Err(e) => {
@@ -335,6 +338,14 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
             }
         }
     }
+    // INVARIANT: the audit file is opened while the parent is still root, before any child exists.
+    let audit_sink = match crate::audit::AuditSink::from_config(&config) {
+        Ok(a) => a,
+        Err(e) => {
+            finish_tun(tun, false);
+            return Err(Failure::Config(vec![e.to_string()]));
+        }
+    };
     let (mgmt_settings, status_targets) = match crate::mgmt_setup::settings(&config) {
         Ok(v) => v,
         Err(e) => {
@@ -394,6 +405,7 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
         .map_err(RunError::Runtime)
         .and_then(|rt| {
             let ctx = Ctx {
+                audit: &audit_sink,
                 signer_violations: viol_tx,
                 hooks: &hooks,
                 opts,
@@ -501,6 +513,8 @@ fn finish_tun(tun: TunDevice, persist: bool) {
 }
 
 struct Ctx<'a> {
+    /// Where management audit records go (`management-audit`).
+    audit: &'a crate::audit::AuditSink,
     /// Where signer threads report channel violations of their worker.
     signer_violations: tokio::sync::mpsc::UnboundedSender<crate::signer_service::SignerViolation>,
     /// Scripts, CCD and pool persistence.
@@ -1194,7 +1208,7 @@ impl Sup<'_, '_> {
                     self.apply(fx).await;
                 }
             }
-            Ok(BrokerToParent::Audit(rec)) => audit(&rec),
+            Ok(BrokerToParent::Audit(rec)) => self.ctx.audit.record(&rec),
             Ok(BrokerToParent::StatusFile { index, text }) => self.write_status(index, &text),
             Ok(BrokerToParent::StatusDump { text }) => {
                 // As OpenVPN's SIGUSR2: each status line logged at M_INFO.
@@ -1391,30 +1405,6 @@ pub(crate) fn write_atomic_with(
         let _ = std::fs::remove_file(&tmp);
     }
     res
-}
-
-/// Writes one management audit record to the log.
-fn audit(rec: &bulwark_ipc::msg::mgmt::AuditRecord) {
-    use bulwark_ipc::msg::mgmt::{AuditOutcome, Peer};
-    let peer = match &rec.peer {
-        Peer::Unix { uid, gid, pid } => format!(
-            "unix uid={uid} gid={gid} pid={}",
-            pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
-        ),
-        Peer::Tcp(a) => format!("tcp {a}"),
-        Peer::UnixUnknown => "unix (credentials unknown)".into(),
-    };
-    let outcome = match rec.outcome {
-        AuditOutcome::Executed { ok: true } => "ok",
-        AuditOutcome::Executed { ok: false } => "error",
-        AuditOutcome::Denied => "DENIED",
-        AuditOutcome::Rejected => "rejected",
-    };
-    tracing::info!(
-        "MANAGEMENT AUDIT: {peer} role={} outcome={outcome} command={:?}",
-        rec.role.name(),
-        rec.command
-    );
 }
 
 /// One client's authorisation, in OpenVPN's order: `auth-user-pass-verify`, then management

@@ -141,6 +141,14 @@ fn start(test: &str, extra: &[String], wait_init: bool) -> Option<Rig> {
             "STATUSJSON",
             &dir.path().join("status.json").display().to_string(),
         )
+        .replace(
+            "MONSOCK",
+            &dir.path().join("monitor.sock").display().to_string(),
+        )
+        .replace(
+            "AUDITFILE",
+            &dir.path().join("audit.log").display().to_string(),
+        )
     }));
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     let mut server =
@@ -498,4 +506,64 @@ fn json_status_file_with_mode_and_group() {
         assert_eq!(m.mode() & 0o7777, 0o640, "{}", p.display());
         assert_eq!(m.gid(), nogroup, "{}", p.display());
     }
+}
+
+#[test]
+fn read_only_monitor_socket_and_audit_file() {
+    let Some(rig) = start(
+        "mgmt_live_monitor_audit",
+        &[
+            "management-monitor-socket MONSOCK".into(),
+            "management-audit AUDITFILE".into(),
+        ],
+        true,
+    ) else {
+        return;
+    };
+    let mon = rig.dir.path().join("monitor.sock");
+    let audit = rig.dir.path().join("audit.log");
+    let mut m = Mgmt::connect(&mon);
+    let st = m.cmd("status 3", Some("END"));
+    assert!(st.contains("TITLE\t"), "{st}");
+    let denied = m.cmd("kill client1", None);
+    assert!(
+        denied.starts_with("ERROR:"),
+        "monitor role cannot kill: {denied}"
+    );
+    let denied = m.cmd("signal SIGTERM", None);
+    assert!(denied.starts_with("ERROR:"), "{denied}");
+    let mut admin = Mgmt::connect(&rig.sock);
+    assert_eq!(admin.cmd("verb", None), "SUCCESS: verb=3\r\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let t = std::fs::read_to_string(&audit).unwrap_or_default();
+        if t.contains("signal SIGTERM") && t.contains("verb") {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "audit records: {t}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let kill = text
+        .lines()
+        .find(|l| l.contains("kill client1"))
+        .expect("kill audited");
+    assert!(
+        kill.contains("role=monitor") && kill.contains("outcome=denied"),
+        "{kill}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("role=admin") && l.contains("outcome=ok")),
+        "{text}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&audit)
+        .expect("audit file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(rig
+        .server
+        .log()
+        .contains("Initialization Sequence Completed"));
 }

@@ -241,6 +241,26 @@ pub fn samples() -> BTreeMap<&'static str, &'static str> {
     add("status-json", "status-json /run/bulwark/status.json 10");
     add("status-file-mode", "status-file-mode 0640");
     add("status-file-group", "status-file-group adm");
+    add(
+        "management-client-role",
+        "management 127.0.0.1 7505\nmanagement-client-role operator group adm",
+    );
+    add(
+        "management-default-role",
+        "management 127.0.0.1 7505\nmanagement-default-role monitor",
+    );
+    add(
+        "management-max-clients",
+        "management 127.0.0.1 7505\nmanagement-max-clients 4",
+    );
+    add(
+        "management-audit",
+        "management 127.0.0.1 7505\nmanagement-audit syslog",
+    );
+    add(
+        "management-monitor-socket",
+        "management 127.0.0.1 7505\nmanagement-monitor-socket /run/bulwark-mon.sock",
+    );
     m
 }
 
