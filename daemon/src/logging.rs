@@ -206,11 +206,38 @@ struct LogFileMaker(std::sync::Arc<LogFile>);
 /// A write to the log file; a poisoned lock (a panic while writing) loses the line.
 struct LogFileWriter<'a>(Option<std::sync::MutexGuard<'a, std::fs::File>>);
 
+/// Whether the last write to the log file failed (reported once per failure streak).
+static LOG_WRITE_FAILING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Lines lost during the current failure streak.
+static LOG_LINES_LOST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Write for LogFileWriter<'_> {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        match &mut self.0 {
-            Some(f) => f.write(b),
-            None => Ok(b.len()),
+        use std::sync::atomic::Ordering;
+        let Some(f) = &mut self.0 else {
+            return Ok(b.len());
+        };
+        match f.write_all(b) {
+            Ok(()) => {
+                if LOG_WRITE_FAILING.swap(false, Ordering::Relaxed) {
+                    let lost = LOG_LINES_LOST.swap(0, Ordering::Relaxed);
+                    let _ = writeln!(
+                        f,
+                        "log writes resumed; {lost} line(s) were lost while the file could not be written"
+                    );
+                }
+                Ok(b.len())
+            }
+            Err(e) => {
+                // A full disk must not turn every later line into an error report: the failure
+                // is reported once (on stderr, the log itself being unwritable) and the lines
+                // lost meanwhile are counted and reported when writing works again.
+                LOG_LINES_LOST.fetch_add(1, Ordering::Relaxed);
+                if !LOG_WRITE_FAILING.swap(true, Ordering::Relaxed) {
+                    let _ = writeln!(std::io::stderr(), "bulwark: cannot write the log file: {e}");
+                }
+                Ok(b.len())
+            }
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
