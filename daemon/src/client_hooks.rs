@@ -206,13 +206,7 @@ impl ClientHooks {
         if let Some(u) = &req.username {
             v.push(("username".into(), u.clone()));
         }
-        let ip = match req.real_address.addr.ip() {
-            std::net::IpAddr::V6(a) => a
-                .to_ipv4_mapped()
-                .map(|v4| v4.to_string())
-                .unwrap_or_else(|| a.to_string()),
-            a => a.to_string(),
-        };
+        let ip = req.real_address.ip().to_string();
         let trusted = script_type != "user-pass-verify";
         let (ipn, portn) = if trusted {
             ("trusted_ip", "trusted_port")
@@ -409,7 +403,7 @@ impl ClientHooks {
                     "trusted_port".into(),
                     c.real_address.addr.port().to_string(),
                 ),
-                ("trusted_ip".into(), c.real_address.addr.ip().to_string()),
+                ("trusted_ip".into(), c.real_address.ip().to_string()),
             ];
             if let Some(u) = &c.username {
                 env.push(("username".into(), u.clone()));

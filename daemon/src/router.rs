@@ -617,7 +617,7 @@ impl Router {
             "trusted_port".into(),
             rec.real_address.addr.port().to_string(),
         ));
-        vars.push(("trusted_ip".into(), real_ip(&rec.real_address)));
+        vars.push(("trusted_ip".into(), rec.real_address.ip().to_string()));
         vars.push(("common_name".into(), rec.common_name.clone()));
         if let Some(u) = &rec.username {
             vars.push(("username".into(), u.clone()));
@@ -640,7 +640,7 @@ impl Router {
             "untrusted_port".into(),
             req.real_address.addr.port().to_string(),
         ));
-        vars.push(("untrusted_ip".into(), real_ip(&req.real_address)));
+        vars.push(("untrusted_ip".into(), req.real_address.ip().to_string()));
         vars.push(("common_name".into(), req.common_name.clone()));
         if let Some(u) = &req.username {
             vars.push(("username".into(), u.clone()));
@@ -663,16 +663,6 @@ fn established_count(s: &WorkerStatus) -> u32 {
     u32::try_from(s.clients.iter().filter(|c| c.common_name.is_some()).count()).unwrap_or(u32::MAX)
 }
 
-fn real_ip(a: &RealAddr) -> String {
-    match a.addr.ip() {
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => v6.to_string(),
-        },
-        ip => ip.to_string(),
-    }
-}
-
 fn netmask(bits: u8) -> Ipv4Addr {
     let m = if bits == 0 {
         0
@@ -684,15 +674,7 @@ fn netmask(bits: u8) -> Ipv4Addr {
 
 fn ascii_time(t: i64, offset: i32) -> String {
     match time::OffsetDateTime::from_unix_timestamp(t + i64::from(offset)) {
-        Ok(d) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-            d.year(),
-            u8::from(d.month()),
-            d.day(),
-            d.hour(),
-            d.minute(),
-            d.second()
-        ),
+        Ok(d) => crate::logging::timestamp(d),
         Err(_) => String::new(),
     }
 }
@@ -712,7 +694,7 @@ fn disconnect_event(
             "trusted_port".to_string(),
             rec.real_address.addr.port().to_string(),
         ),
-        ("trusted_ip".to_string(), real_ip(&rec.real_address)),
+        ("trusted_ip".to_string(), rec.real_address.ip().to_string()),
         ("common_name".to_string(), rec.common_name.clone()),
     ];
     if let Some(a) = rec.vaddr {

@@ -52,12 +52,18 @@ impl RealAddr {
     /// The address as OpenVPN 2.6 prints it in status output: IPv4 (also v4-mapped) as
     /// `a.b.c.d:port`, IPv6 as the bare address without port.
     pub fn status_form(&self) -> String {
-        match self.addr.ip() {
+        match self.ip() {
             IpAddr::V4(v4) => format!("{}:{}", v4, self.addr.port()),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => format!("{}:{}", v4, self.addr.port()),
-                None => v6.to_string(),
-            },
+            v6 => v6.to_string(),
+        }
+    }
+
+    /// The peer's IP with a v4-mapped IPv6 address (dual-stack socket) shown as IPv4, as
+    /// OpenVPN's `trusted_ip`/`untrusted_ip` environment variables show it.
+    pub fn ip(&self) -> IpAddr {
+        match self.addr.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            ip => ip,
         }
     }
 }

@@ -526,23 +526,6 @@ impl Server {
         }
     }
 
-    /// Disconnects a client by id (management `client-kill`, `kill`).
-    pub fn kill(
-        &mut self,
-        cid: u64,
-        message: Option<&str>,
-        now: Instant,
-        now_unix: u64,
-        out: &mut Outbox,
-    ) -> bool {
-        let Some(peer) = self.peers.get_mut(&cid) else {
-            return false;
-        };
-        peer.send_restart(message, now, now_unix, &mut *self.rng, out);
-        self.remove_peer(cid, "client-instance exiting", now, now_unix, out);
-        true
-    }
-
     /// Management `status`: every instance (handshaking ones too, without a common name, as
     /// OpenVPN lists them `UNDEF`), ordered by client id, the route table entries of established
     /// clients (virtual addresses and granted iroutes as `V4Net`/`V6Net`) and the link byte

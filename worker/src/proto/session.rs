@@ -1467,25 +1467,6 @@ impl Peer {
         }
     }
 
-    /// Management kill: `RESTART[,message]` (or HALT) over the control channel.
-    pub fn send_restart(
-        &mut self,
-        message: Option<&str>,
-        now: Instant,
-        now_unix: u64,
-        rng: &mut dyn FnMut(&mut [u8]),
-        out: &mut Outbox,
-    ) {
-        if self.phase == Phase::Established {
-            let msg = match message {
-                Some(m) => m.to_string(),
-                None => "RESTART".to_string(),
-            };
-            self.send_text(self.primary.key_id, &msg, now, out);
-            self.flush(now, now_unix, rng, out);
-        }
-    }
-
     /// Test scaffolding: marks the session established as `cn` without a handshake, so server
     /// tests can exercise what happens to connected clients.
     #[cfg(test)]
