@@ -41,4 +41,7 @@ pub use openvpn::{
     client_config, genkey_tls_crypt_v2, prepare_server, start_bulwark_server, start_stock_client,
     start_stock_server, ClientOverrides, OpenvpnError, ServerSetup, INIT_COMPLETE, OPENVPN,
 };
-pub use process::{killed_by, read_file, run, run_ok, tail, Proc, ProcError, TestDir};
+pub use process::{
+    child_named, children_of, killed_by, mgmt_pid, read_file, run, run_ok, tail, Proc, ProcError,
+    TestDir,
+};

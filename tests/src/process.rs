@@ -550,6 +550,50 @@ pub fn read_file(path: &Path) -> Result<String, ProcError> {
     Ok(s)
 }
 
+/// The children of `pid`'s main thread (`/proc/PID/task/PID/children`); the daemon spawns its
+/// children from its main thread.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// The first child of `pid` whose command name starts with `name` (e.g. `bulwark-worker`).
+pub fn child_named(pid: u32, name: &str) -> Option<u32> {
+    children_of(pid).into_iter().find(|k| {
+        std::fs::read_to_string(format!("/proc/{k}/comm"))
+            .map(|c| c.starts_with(name))
+            .unwrap_or(false)
+    })
+}
+
+/// Sends `pid` on a management unix socket; the `SUCCESS: pid=N` line, or `None` when nothing
+/// answers within 2 s (used to check that the management interface is reachable).
+pub fn mgmt_pid(sock: &Path) -> Option<String> {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(sock).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.write_all(b"pid\r\n").ok()?;
+    let mut got = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut b = [0u8; 1024];
+    while std::time::Instant::now() < deadline {
+        match s.read(&mut b) {
+            Ok(0) => break,
+            Ok(n) => {
+                got.push_str(&String::from_utf8_lossy(&b[..n]));
+                if let Some(l) = got.lines().find(|l| l.starts_with("SUCCESS: pid=")) {
+                    return Some(l.to_string());
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

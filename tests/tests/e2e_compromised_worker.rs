@@ -212,30 +212,6 @@ fn descriptor_attached_where_none_is_allowed() {
     run_scenario("fds-attached", "Ready declares 0 fds, 1 arrived", false);
 }
 
-/// `pid` over the management socket; `None` if no answer within 2 s.
-fn mgmt_pid(sock: &Path) -> Option<String> {
-    use std::io::Read;
-    let mut s = UnixStream::connect(sock).ok()?;
-    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
-    s.write_all(b"pid\r\n").ok()?;
-    let mut got = String::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    let mut b = [0u8; 1024];
-    while std::time::Instant::now() < deadline {
-        match s.read(&mut b) {
-            Ok(0) => break,
-            Ok(n) => {
-                got.push_str(&String::from_utf8_lossy(&b[..n]));
-                if let Some(l) = got.lines().find(|l| l.starts_with("SUCCESS: pid=")) {
-                    return Some(l.to_string());
-                }
-            }
-            Err(_) => {}
-        }
-    }
-    None
-}
-
 fn count(line: &str, key: &str) -> u64 {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))

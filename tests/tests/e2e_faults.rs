@@ -2,8 +2,6 @@
 //! is back within 2 s) and a full disk under the status file (traffic continues, the failure is
 //! reported once, the recovery once).
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -12,45 +10,6 @@ use bulwark_tests::*;
 
 const SERVER_UP: Duration = Duration::from_secs(20);
 const CLIENT_UP: Duration = Duration::from_secs(40);
-
-fn children_of(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|s| s.parse().ok())
-        .collect()
-}
-
-fn child_named(pid: u32, name: &str) -> Option<u32> {
-    children_of(pid).into_iter().find(|k| {
-        std::fs::read_to_string(format!("/proc/{k}/comm"))
-            .map(|c| c.starts_with(name))
-            .unwrap_or(false)
-    })
-}
-
-/// `pid` over the management socket; `None` if no answer.
-fn mgmt_pid(sock: &Path) -> Option<String> {
-    let mut s = UnixStream::connect(sock).ok()?;
-    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
-    s.write_all(b"pid\r\n").ok()?;
-    let mut got = String::new();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let mut b = [0u8; 1024];
-    while Instant::now() < deadline {
-        match s.read(&mut b) {
-            Ok(0) => break,
-            Ok(n) => {
-                got.push_str(&String::from_utf8_lossy(&b[..n]));
-                if let Some(l) = got.lines().find(|l| l.starts_with("SUCCESS: pid=")) {
-                    return Some(l.to_string());
-                }
-            }
-            Err(_) => {}
-        }
-    }
-    None
-}
 
 struct Rig {
     _p: Privileged,

@@ -62,14 +62,6 @@ fn filters_allow_the_workload_and_kill_forbidden_syscalls() {
     }
 }
 
-fn children_of(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|s| s.parse().ok())
-        .collect()
-}
-
 fn status_field(text: &str, key: &str) -> String {
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{key}:")))
@@ -174,16 +166,7 @@ fn killed_worker_is_replaced_and_clients_reconnect() {
     ping(net.client_ns(), "10.8.0.1", 2, Duration::from_secs(10)).expect("ping");
     let tun_before =
         std::fs::read_to_string(format!("/proc/{}/net/dev", server.pid())).unwrap_or_default();
-    let kids = children_of(server.pid());
-    let worker = kids
-        .iter()
-        .copied()
-        .find(|k| {
-            std::fs::read_to_string(format!("/proc/{k}/comm"))
-                .map(|c| c.starts_with("bulwark-worker"))
-                .unwrap_or(false)
-        })
-        .expect("worker pid");
+    let worker = child_named(server.pid(), "bulwark-worker").expect("worker pid");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(worker as i32),
         nix::sys::signal::Signal::SIGKILL,
