@@ -242,19 +242,7 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
         config,
     } = config_input::load(&opts.config, &opts.directives).map_err(Failure::Config)?;
     // options the parser accepts but this build does not implement: fail loudly, never silently
-    let (nyi_fatal, nyi_warn) = crate::engine::unimplemented_options(&config);
-    if !nyi_fatal.is_empty() {
-        return Err(Failure::Config(nyi_fatal));
-    }
-    // the engine's share of the configuration, with every key/certificate file read and checked
-    let engine_cfg =
-        crate::engine::build(&config).map_err(|e| Failure::Config(vec![e.to_string()]))?;
-    // INVARIANT: the private key is loaded here and stays in the parent; the worker signs through
-    // the signer channel.
-    let key = crate::engine::load_key_signer(&config)
-        .map_err(|e| Failure::Config(vec![e.to_string()]))?;
-    crate::engine::check(&engine_cfg, key.algorithm())
-        .map_err(|e| Failure::Config(vec![e.to_string()]))?;
+    let (engine_cfg, key, nyi_warn) = prepare_engine(&config).map_err(Failure::Config)?;
     let key = std::sync::Arc::new(std::sync::Mutex::new(key));
     if let Some(cd) = &settings.cd {
         std::env::set_current_dir(cd).map_err(|source| {
@@ -501,6 +489,32 @@ fn daemon_env(
     v.push(("dev".to_string(), dev.to_string()));
     v.push(("dev_type".to_string(), "tun".to_string()));
     v
+}
+
+/// The checks and the engine's share of a configuration, at start-up and on SIGHUP: refused
+/// unimplemented options, the engine configuration with every key/certificate file read and
+/// checked, and the server key for the signer. Returns the start-up warnings of options that are
+/// accepted but not implemented.
+fn prepare_engine(
+    config: &bulwark_config::Config,
+) -> Result<
+    (
+        bulwark_ipc::msg::engine::EngineConfig,
+        crate::signer::ServerKeySigner,
+        Vec<String>,
+    ),
+    Vec<String>,
+> {
+    let (fatal, warn) = crate::engine::unimplemented_options(config);
+    if !fatal.is_empty() {
+        return Err(fatal);
+    }
+    let engine = crate::engine::build(config).map_err(|e| vec![e.to_string()])?;
+    // INVARIANT: the private key is loaded here and stays in the parent; the worker signs through
+    // the signer channel.
+    let key = crate::engine::load_key_signer(config).map_err(|e| vec![e.to_string()])?;
+    crate::engine::check(&engine, key.algorithm()).map_err(|e| vec![e.to_string()])?;
+    Ok((engine, key, warn))
 }
 
 fn finish_tun(tun: TunDevice, persist: bool) {
@@ -940,21 +954,10 @@ impl Sup<'_, '_> {
             Err(errs) => return reject(errs),
         };
         let new = loaded.config;
-        let (fatal, _) = crate::engine::unimplemented_options(&new);
-        if !fatal.is_empty() {
-            return reject(fatal);
-        }
-        let mut engine = match crate::engine::build(&new) {
-            Ok(e) => e,
-            Err(e) => return reject(vec![e.to_string()]),
+        let (mut engine, key, _) = match prepare_engine(&new) {
+            Ok(v) => v,
+            Err(errs) => return reject(errs),
         };
-        let key = match crate::engine::load_key_signer(&new) {
-            Ok(k) => k,
-            Err(e) => return reject(vec![e.to_string()]),
-        };
-        if let Err(e) = crate::engine::check(&engine, key.algorithm()) {
-            return reject(vec![e.to_string()]);
-        }
         for what in restart_only_changes(&self.config, &new) {
             tracing::warn!(
                 "SIGHUP: {what} changed; it takes effect when bulwark itself is restarted (the running value stays)"
