@@ -679,3 +679,159 @@ fn installed_package_serves_a_stock_client() {
         .unwrap()
         .success());
 }
+
+/// Removes the files it names when dropped (also when the test fails).
+struct RemoveOnDrop(Vec<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn wait_file_contains(path: &Path, needle: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} not in {} within {timeout:?}:\n{text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The installed logrotate snippet, run with `logrotate -f` against a log of the INSTALLED daemon:
+/// the file is renamed, the snippet's postrotate makes the daemon reopen it (SIGHUP), the lines
+/// written before the rotation stay in the rotated file and the daemon goes on logging into a new
+/// file, with the client still connected. Only this test's own log file is rotated (the snippet's
+/// directives with its glob replaced by that one path).
+#[test]
+fn installed_logrotate_snippet_reopens_the_log() {
+    if !installed_mode() {
+        eprintln!("SKIP installed_logrotate_snippet_reopens_the_log: set BULWARK_INSTALLED=1 after installing the .deb (the CI packaging step does)");
+        return;
+    }
+    let Some(p) = require_privileged("installed_logrotate_snippet_reopens_the_log") else {
+        return;
+    };
+    let logrotate = tool("logrotate").expect("logrotate (apt-get install logrotate)");
+    let dir = TestDir::new("pkg_logrotate").unwrap();
+    let net = NetPair::new(&p, "pkglrot").unwrap();
+    let pki = dir.path().join("pki");
+    run_ok(
+        None,
+        "/usr/sbin/bulwark",
+        &[Path::new("init"), &pki],
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    std::fs::create_dir_all("/var/log/bulwark").unwrap();
+    let log = PathBuf::from(format!(
+        "/var/log/bulwark/ci-logrotate-{}.log",
+        std::process::id()
+    ));
+    let rotated = log.with_extension("log.1");
+    let _cleanup = RemoveOnDrop(vec![log.clone(), rotated.clone()]);
+    let mut conf = std::fs::read_to_string(pki.join("server.conf")).unwrap();
+    conf.push_str(&format!("\nlog-append {}\nverb 3\n", log.display()));
+    std::fs::write(pki.join("lrot.conf"), conf).unwrap();
+
+    let snippet = std::fs::read_to_string("/etc/logrotate.d/bulwark").unwrap();
+    assert!(snippet.contains("/var/log/bulwark/*.log {"), "{snippet}");
+    assert!(
+        !snippet.contains("copytruncate"),
+        "the daemon reopens its log on SIGHUP"
+    );
+    let own = snippet.replace("/var/log/bulwark/*.log {", &format!("{} {{", log.display()));
+    let own_conf = dir.path().join("logrotate.conf");
+    std::fs::write(&own_conf, own).unwrap();
+
+    let mut server = Proc::spawn(
+        &dir,
+        "server",
+        Some(net.server_ns()),
+        "/usr/bin/env",
+        &[
+            "-C".to_string(),
+            pki.display().to_string(),
+            "/usr/sbin/bulwark".into(),
+            "--config".into(),
+            "lrot.conf".into(),
+        ],
+    )
+    .unwrap();
+    wait_file_contains(&log, INIT_COMPLETE, Duration::from_secs(30));
+    let ov = ClientOverrides {
+        remote: Some((net.server_addr.to_string(), 1194)),
+        ..Default::default()
+    };
+    let mut client = start_stock_client(
+        &dir,
+        net.client_ns(),
+        "client1",
+        &pki.join("clients/client1.ovpn"),
+        &ov,
+    )
+    .unwrap();
+    client
+        .wait_for_line(INIT_COMPLETE, Duration::from_secs(30))
+        .unwrap();
+    wait_file_contains(
+        &log,
+        "Peer Connection Initiated with",
+        Duration::from_secs(10),
+    );
+
+    let state = dir.path().join("logrotate.state");
+    let out = run(
+        None,
+        &logrotate,
+        &[
+            Path::new("-v"),
+            Path::new("-f"),
+            Path::new("-s"),
+            &state,
+            &own_conf,
+        ],
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "logrotate failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The old lines are in the rotated file (delaycompress: not compressed on the first rotation),
+    // the daemon writes the reload into a new file.
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains(INIT_COMPLETE), "{old}");
+    assert!(old.contains("Peer Connection Initiated with"), "{old}");
+    let new = wait_file_contains(
+        &log,
+        "configuration reloaded without disconnecting clients",
+        Duration::from_secs(15),
+    );
+    assert!(new.contains("SIGHUP"), "{new}");
+    assert!(!new.contains(INIT_COMPLETE), "line written twice:\n{new}");
+    // the client stayed connected through the rotation
+    ping(net.client_ns(), "10.8.0.1", 3, Duration::from_secs(15)).unwrap();
+    assert!(
+        client.log().matches(INIT_COMPLETE).count() == 1,
+        "the client reconnected"
+    );
+
+    client.stop().unwrap();
+    server.kill(Signal::SIGTERM).unwrap();
+    assert!(server
+        .wait_timeout(Duration::from_secs(20))
+        .unwrap()
+        .success());
+}
