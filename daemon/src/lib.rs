@@ -35,6 +35,7 @@ pub mod logging;
 pub mod mgmt_setup;
 pub mod netlink;
 pub mod notify;
+pub mod reload_plan;
 pub mod router;
 pub mod run;
 pub mod settings;

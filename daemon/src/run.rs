@@ -958,7 +958,19 @@ impl Sup<'_, '_> {
             Ok(v) => v,
             Err(errs) => return reject(errs),
         };
-        for what in restart_only_changes(&self.config, &new) {
+        let running_key = match self.ctx.key.lock() {
+            Ok(k) => k.algorithm(),
+            Err(_) => return reject(vec!["the signer's key lock is poisoned".into()]),
+        };
+        let plan = crate::reload_plan::plan(
+            &self.config,
+            &new,
+            &self.engine,
+            &engine,
+            running_key,
+            key.algorithm(),
+        );
+        for what in &plan.restart_only {
             tracing::warn!(
                 "SIGHUP: {what} changed; it takes effect when bulwark itself is restarted (the running value stays)"
             );
@@ -967,42 +979,49 @@ impl Sup<'_, '_> {
         engine.transport = self.engine.transport;
         engine.pool = self.engine.pool.clone();
         engine.defer_auth = self.engine.defer_auth;
+        // INVARIANT: the key is swapped before the worker gets the matching certificate (SetTls
+        // below, or the restarted worker's Init): from here on the parent signs with the new key.
+        // A handshake in flight during the swap fails and the client retries.
         match self.ctx.key.lock() {
             Ok(mut k) => *k = key,
             Err(_) => return reject(vec!["the signer's key lock is poisoned".into()]),
         }
+        // As OpenVPN's SIGHUP: the configured verbosity applies again, also after a management
+        // `verb` command changed it.
         let verb = u8::try_from(new.logging.verb).unwrap_or(11).min(11);
         logging::set_verb(verb);
         self.send_broker(ParentToBroker::SetVerb { level: verb })
             .await;
-        // Only the push list and the CRL changed: apply them to the running worker, nobody is
-        // disconnected. Anything else in the engine's share needs a new worker.
-        let live_only = {
-            let (mut a, mut b) = (self.engine.clone(), engine.clone());
-            a.push.clear();
-            b.push.clear();
-            a.tls.crl = None;
-            b.tls.crl = None;
-            a == b && (engine.tls.crl.is_some() || self.engine.tls.crl.is_none())
-        };
-        let push_changed = engine.push != self.engine.push;
-        let crl = (engine.tls.crl != self.engine.tls.crl)
-            .then(|| engine.tls.crl.clone())
-            .flatten();
+        self.send_worker(ParentToWorker::SetVerb { level: verb })
+            .await;
         self.engine = engine;
         self.config = *new;
-        if live_only {
-            if push_changed {
-                let push = self.engine.push.clone();
-                self.send_worker(ParentToWorker::SetPush { push }).await;
-            }
-            if let Some(pem) = crl {
-                self.send_worker(ParentToWorker::CrlUpdate { pem }).await;
+        if plan.worker_restart.is_empty() {
+            for change in &plan.live {
+                match change {
+                    crate::reload_plan::LiveChange::Verb => {}
+                    crate::reload_plan::LiveChange::Push => {
+                        let push = self.engine.push.clone();
+                        self.send_worker(ParentToWorker::SetPush { push }).await;
+                    }
+                    crate::reload_plan::LiveChange::Crl => {
+                        if let Some(pem) = self.engine.tls.crl.clone() {
+                            self.send_worker(ParentToWorker::CrlUpdate { pem }).await;
+                        }
+                    }
+                    crate::reload_plan::LiveChange::Tls => {
+                        let tls = Box::new(self.engine.tls.clone());
+                        self.send_worker(ParentToWorker::SetTls { tls }).await;
+                    }
+                }
             }
             tracing::info!("SIGHUP: configuration reloaded without disconnecting clients");
             return;
         }
-        tracing::info!("SIGHUP: the data-channel/TLS settings changed; restarting the worker (clients reconnect)");
+        tracing::info!(
+            "SIGHUP: {} changed; restarting the worker (clients reconnect)",
+            plan.worker_restart.join(", ")
+        );
         self.state("RECONNECTING", "SIGHUP").await;
         if self.worker.running.is_some() {
             self.worker_restart = true;
@@ -1306,53 +1325,6 @@ impl Sup<'_, '_> {
             }
         }
     }
-}
-
-/// The options whose change a reload cannot apply (they are bound to sockets, the TUN device,
-/// addresses and routes, the management listener or the identities the parent set up).
-fn restart_only_changes(
-    old: &bulwark_config::Config,
-    new: &bulwark_config::Config,
-) -> Vec<&'static str> {
-    let mut v = Vec::new();
-    let mut check = |changed: bool, what: &'static str| {
-        if changed {
-            v.push(what);
-        }
-    };
-    check(old.transport != new.transport, "proto/port/local");
-    check(old.device != new.device, "dev/tun-mtu/txqueuelen");
-    check(old.topology != new.topology, "topology");
-    check(
-        old.server_v4 != new.server_v4
-            || old.server_v6 != new.server_v6
-            || old.ifconfig_v4 != new.ifconfig_v4
-            || old.ifconfig_v6 != new.ifconfig_v6
-            || old.pool_v4 != new.pool_v4
-            || old.pool_v6 != new.pool_v6,
-        "server/server-ipv6/ifconfig-pool",
-    );
-    check(
-        old.routes != new.routes || old.routes_v6 != new.routes_v6,
-        "route/route-ipv6",
-    );
-    check(old.management != new.management, "management");
-    check(
-        old.status != new.status
-            || old.status_version != new.status_version
-            || old.status_json != new.status_json
-            || old.status_file_mode != new.status_file_mode
-            || old.status_file_group != new.status_file_group,
-        "status/status-version/status-json/status-file-mode/status-file-group",
-    );
-    check(old.privileges != new.privileges, "user/group");
-    check(old.logging.file != new.logging.file, "log/log-append");
-    check(
-        old.management.as_ref().map(|m| m.client_auth)
-            != new.management.as_ref().map(|m| m.client_auth),
-        "management-client-auth",
-    );
-    v
 }
 
 /// The ASSIGN_IP/ADD_ROUTES states of the start-up sequence (the TUN was configured before the

@@ -367,38 +367,14 @@ pub fn generate(opts: &InitOptions) -> Result<Pki, PkiError> {
     let issuer = Issuer::new(ca_params.clone(), ca_key);
 
     // Server
-    let server_key = kind.generate("the server")?;
-    let server_serial = random_serial(&rng)?;
-    let mut sp = leaf_params(
+    let server = server_credential(
+        kind,
         &opts.server_common_name,
-        &server_serial,
+        &issuer,
+        &rng,
         now,
         opts.validity_days,
-    );
-    sp.key_usages = if kind.is_rsa() {
-        vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ]
-    } else {
-        vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyAgreement,
-        ]
-    };
-    sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server_cert =
-        sp.signed_by(&server_key, &issuer)
-            .map_err(|source| PkiError::Certificate {
-                what: opts.server_common_name.clone(),
-                source,
-            })?;
-    let server = Credential {
-        common_name: opts.server_common_name.clone(),
-        serial: server_serial,
-        cert_pem: server_cert.pem(),
-        key_pem: server_key.serialize_pem(),
-    };
+    )?;
 
     // Clients
     let mut clients = Vec::with_capacity(opts.clients.len());
@@ -444,6 +420,45 @@ pub fn generate(opts: &InitOptions) -> Result<Pki, PkiError> {
     Ok(pki)
 }
 
+/// A server certificate (serverAuth, the key usages stock OpenVPN clients check) and its new key,
+/// signed by `issuer`.
+fn server_credential(
+    kind: KeyKind,
+    common_name: &str,
+    issuer: &Issuer<'_, KeyPair>,
+    rng: &SystemRandom,
+    now: OffsetDateTime,
+    validity_days: u32,
+) -> Result<Credential, PkiError> {
+    let server_key = kind.generate(common_name)?;
+    let server_serial = random_serial(rng)?;
+    let mut sp = leaf_params(common_name, &server_serial, now, validity_days);
+    sp.key_usages = if kind.is_rsa() {
+        vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ]
+    } else {
+        vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyAgreement,
+        ]
+    };
+    sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_cert =
+        sp.signed_by(&server_key, issuer)
+            .map_err(|source| PkiError::Certificate {
+                what: common_name.to_string(),
+                source,
+            })?;
+    Ok(Credential {
+        common_name: common_name.to_string(),
+        serial: server_serial,
+        cert_pem: server_cert.pem(),
+        key_pem: server_key.serialize_pem(),
+    })
+}
+
 /// The CA's CN may contain spaces (it is never a file name).
 fn valid_ca_name(name: &str) -> bool {
     !name.trim().is_empty()
@@ -454,6 +469,31 @@ fn valid_ca_name(name: &str) -> bool {
 }
 
 impl Pki {
+    /// A new server certificate and key from this CA (certificate rotation), valid for
+    /// `validity_days`; the PKI's own `server` credential is unchanged.
+    pub fn issue_server(
+        &self,
+        common_name: &str,
+        validity_days: u32,
+    ) -> Result<Credential, PkiError> {
+        if !valid_name(common_name) {
+            return Err(PkiError::InvalidName(common_name.to_string()));
+        }
+        if validity_days == 0 {
+            return Err(PkiError::BadValidity);
+        }
+        let ca_key = self.key_kind.load("the CA", &self.ca.key_pem)?;
+        let issuer = Issuer::new(self.ca_params.clone(), ca_key);
+        server_credential(
+            self.key_kind,
+            common_name,
+            &issuer,
+            &SystemRandom::new(),
+            OffsetDateTime::now_utc(),
+            validity_days,
+        )
+    }
+
     /// The client credential with this CN.
     pub fn client(&self, common_name: &str) -> Option<&Credential> {
         self.clients.iter().find(|c| c.common_name == common_name)

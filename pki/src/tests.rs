@@ -265,3 +265,32 @@ fn write_dir_tls_crypt_v2_needs_keys() {
     let profile = fs::read_to_string(w.profile("client1").unwrap()).unwrap();
     assert!(profile.contains("<tls-crypt-v2>\nCLIENT1-V2\n</tls-crypt-v2>\n"));
 }
+
+#[test]
+fn issue_server_rotates_the_server_certificate_under_the_same_ca() {
+    let pki = generate(&InitOptions::default()).unwrap();
+    let new = pki.issue_server("server2", 30).unwrap();
+    assert_ne!(new.key_pem, pki.server.key_pem);
+    assert_ne!(new.serial, pki.server.serial);
+    let der = der_of(&new.cert_pem);
+    let (_, cert) = parse_x509_certificate(&der).unwrap();
+    let cn = cert.subject().iter_common_name().next().unwrap();
+    assert_eq!(cn.as_str().unwrap(), "server2");
+    let eku = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.server_auth && !eku.client_auth);
+    let ca_der = der_of(&pki.ca.cert_pem);
+    verify_sig(
+        pki.key_kind,
+        &ca_der,
+        cert.tbs_certificate.as_ref(),
+        &cert.signature_value.data,
+    );
+    assert!(matches!(
+        pki.issue_server("bad name/", 30),
+        Err(PkiError::InvalidName(_))
+    ));
+    assert!(matches!(
+        pki.issue_server("server3", 0),
+        Err(PkiError::BadValidity)
+    ));
+}

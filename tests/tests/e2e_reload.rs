@@ -1,7 +1,8 @@
 //! SIGHUP on a running daemon with stock clients connected: a changed push list and a new CRL
 //! apply without disconnecting anyone (new clients get the new route, the revoked client is
 //! refused), a broken configuration is rejected and the running one stays, and log rotation
-//! (rename + SIGHUP) loses and duplicates no line.
+//! (rename + SIGHUP) loses and duplicates no line. A rotated server certificate and key apply
+//! to new handshakes AND to renegotiations of connected clients without disconnecting anyone.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -203,4 +204,83 @@ fn log_rotation_by_rename_and_sighup_loses_nothing() {
     }
     ping(net.client_ns(), "10.8.0.1", 2, Duration::from_secs(10)).expect("tunnel unaffected");
     assert_eq!(c.count_lines(INIT_COMPLETE), 1, "nobody disconnected");
+}
+
+#[test]
+fn sighup_rotates_the_server_certificate_for_new_clients_and_renegotiations() {
+    let Some(p) = require_privileged("reload_cert") else {
+        return;
+    };
+    let dir = TestDir::new("reload_cert").expect("test dir");
+    let net = NetPair::new(&p, "rc").expect("namespaces");
+    let init = InitOptions::with_clients(2);
+    let opts = ServerConfOptions {
+        remote_host: net.server_addr.to_string(),
+        ..Default::default()
+    };
+    let setup = prepare_server(&dir, &init, opts).expect("server dir");
+    // a short renegotiation period (server side), so client1 renegotiates after the rotation
+    let conf = dir.path().join("cert.conf");
+    let base = std::fs::read_to_string(setup.server_conf()).expect("read conf");
+    std::fs::write(&conf, format!("{base}reneg-sec 15\n")).expect("write conf");
+    let mut server =
+        start_bulwark_server(&dir, net.server_ns(), "bulwark", &conf, &[]).expect("start");
+    server.wait_for_line(INIT_COMPLETE, SERVER_UP).expect("up");
+    let client = |name: &str| {
+        start_stock_client(
+            &dir,
+            net.client_ns(),
+            name,
+            setup.profile(name).expect("profile"),
+            &ClientOverrides::default(),
+        )
+        .expect("client")
+    };
+    let mut c1 = client("client1");
+    c1.wait_for_line(INIT_COMPLETE, CLIENT_UP)
+        .expect("client1 up");
+    assert!(c1.log().contains("CN=server"), "{}", tail(&c1.log(), 20));
+
+    // Rotate: a new certificate (another CN, same CA) and a new key in place, then SIGHUP.
+    let new = setup.pki.issue_server("server2", 30).expect("issue");
+    let paths = &setup.written.paths;
+    std::fs::write(&paths.cert, &new.cert_pem).expect("write cert");
+    std::fs::write(&paths.key, new.key_pem()).expect("write key");
+    server.kill(Signal::SIGHUP).expect("SIGHUP");
+    server
+        .wait_for_line(
+            "configuration reloaded without disconnecting clients",
+            SERVER_UP,
+        )
+        .expect("live reload");
+    server
+        .wait_for_line("TLS settings reloaded", SERVER_UP)
+        .expect("the worker took the new TLS settings");
+
+    // A new client sees the new certificate.
+    let mut c2 = client("client2");
+    c2.wait_for_line(INIT_COMPLETE, CLIENT_UP)
+        .expect("client2 up");
+    assert!(
+        c2.log().contains("CN=server2"),
+        "client2 verified the new certificate: {}",
+        tail(&c2.log(), 30)
+    );
+    // client1 renegotiates (reneg-sec 15) with the new certificate and key and stays connected.
+    c1.wait_for_line("CN=server2", Duration::from_secs(45))
+        .expect("client1 renegotiated against the new certificate");
+    std::thread::sleep(Duration::from_secs(2));
+    ping(net.client_ns(), "10.8.0.1", 2, Duration::from_secs(10))
+        .expect("client1 still passes traffic");
+    assert_eq!(
+        c1.count_lines(INIT_COMPLETE),
+        1,
+        "client1 was not reconnected: {}",
+        tail(&c1.log(), 30)
+    );
+    assert!(
+        !c1.log().contains("TLS Error"),
+        "renegotiation failed: {}",
+        tail(&c1.log(), 30)
+    );
 }

@@ -298,7 +298,8 @@ async fn serve(
             std::process::abort();
         }
     });
-    let engine = bulwark_worker::setup::build(ec, Arc::new(key), secret, rng)
+    let key: Arc<dyn bulwark_worker::proto::tls::KeySigner> = Arc::new(key);
+    let engine = bulwark_worker::setup::build(ec, Arc::clone(&key), secret, rng)
         .map_err(|e| engine_err(e.to_string()))?;
     let verb = Arc::new(AtomicU8::new(init.config.verb));
     // INVARIANT: the seccomp filter is installed on every thread (TSYNC) as the last step before the
@@ -393,6 +394,26 @@ async fn serve(
                             })))
                             .await;
                     }
+                    ParentToWorker::SetTls { tls } => {
+                        // Built here, outside the engine loop: parsing certificates is not
+                        // per-packet work, and a failure keeps the running TLS server.
+                        match bulwark_worker::setup::tls_server(&tls, Arc::clone(&key)) {
+                            Ok(server) => {
+                                let server = Arc::new(server);
+                                let _ = tx
+                                    .send(DriverCommand::Engine(Box::new(move |s, _, out| {
+                                        s.set_tls(server);
+                                        out.log(LogClass::Info, "TLS settings reloaded (certificate, CA, CRL); handshakes from now on use them");
+                                    })))
+                                    .await;
+                            }
+                            Err(e) => log.log(
+                                Severity::Error,
+                                1,
+                                &format!("TLS settings update rejected, keeping the running ones: {e}"),
+                            ),
+                        }
+                    }
                     ParentToWorker::SetPush { push } => {
                         let _ = tx
                             .send(DriverCommand::Engine(Box::new(move |s, _, out| {
@@ -427,7 +448,7 @@ async fn serve(
                     }
                     other @ (ParentToWorker::Hello { .. } | ParentToWorker::Init(_)) => {
                         let e = WorkerError::Unexpected {
-                            expected: "Shutdown/SetVerb/CrlUpdate",
+                            expected: "Shutdown/SetVerb/CrlUpdate/SetPush/SetTls/Query/AuthVerdict",
                             got: other_name(&other),
                         };
                         return Err((control.into_blocking().ok(), e));

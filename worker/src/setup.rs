@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulwark_ipc::msg::engine::{EngineConfig, WrapConfig};
+use bulwark_ipc::msg::engine::{EngineConfig, TlsConfigData, WrapConfig};
 use rustls::{SignatureAlgorithm, SignatureScheme};
 
 use crate::proto::data::{Cipher, Digest};
@@ -39,8 +39,7 @@ pub enum SetupError {
     Pool(String),
 }
 
-fn tls_settings(ec: &EngineConfig) -> Result<ServerTlsSettings, SetupError> {
-    let t = &ec.tls;
+fn tls_settings(t: &TlsConfigData) -> Result<ServerTlsSettings, SetupError> {
     let e = |x: crate::proto::tls::SettingsError| SetupError::Tls(x.to_string());
     let tls_version_min = match &t.tls_version_min {
         None => None,
@@ -209,6 +208,15 @@ fn peer_config(ec: &EngineConfig, tls: Arc<TlsServer>) -> Result<PeerConfig, Set
     })
 }
 
+/// Builds the TLS server of `tls` whose signatures go through `signer` (start-up, and the SIGHUP
+/// reload of certificates for new handshakes).
+pub fn tls_server(
+    tls: &TlsConfigData,
+    signer: Arc<dyn KeySigner>,
+) -> Result<TlsServer, SetupError> {
+    TlsServer::new(&tls_settings(tls)?, signer).map_err(|e| SetupError::Tls(e.to_string()))
+}
+
 /// Builds the engine. `signer` reaches the parent's private key; `rng` is the OS generator.
 pub fn build(
     ec: &EngineConfig,
@@ -216,8 +224,7 @@ pub fn build(
     cookie_secret: [u8; 32],
     rng: crate::proto::io::Rng,
 ) -> Result<Server, SetupError> {
-    let tls =
-        TlsServer::new(&tls_settings(ec)?, signer).map_err(|e| SetupError::Tls(e.to_string()))?;
+    let tls = tls_server(&ec.tls, signer)?;
     let (wrap, group_key) = server_wrap(ec)?;
     let pool = pool(ec)?;
     let cfg = peer_config(ec, Arc::new(tls))?;

@@ -48,6 +48,8 @@ pub const KIND_P2W_QUERY: u16 = 0x0106;
 pub const KIND_P2W_AUTH_VERDICT: u16 = 0x0107;
 /// `ParentToWorker::SetPush`.
 pub const KIND_P2W_SET_PUSH: u16 = 0x0108;
+/// `ParentToWorker::SetTls`.
+pub const KIND_P2W_SET_TLS: u16 = 0x0109;
 /// `WorkerToParent::Reply`.
 pub const KIND_W2P_REPLY: u16 = 0x0184;
 /// `WorkerToParent::AuthRequest`.
@@ -94,6 +96,13 @@ pub enum ParentToWorker {
     SetPush {
         /// The options, in order (each as `EngineConfig::push` allows).
         push: Vec<String>,
+    },
+    /// New TLS settings (certificate chain, CA, CRL, TLS options) for handshakes from now on,
+    /// renegotiations of connected clients included (SIGHUP reload; the parent already signs with
+    /// the matching key, whose algorithm did not change).
+    SetTls {
+        /// The settings, as in `EngineConfig::tls`.
+        tls: Box<super::engine::TlsConfigData>,
     },
     /// The parent's decision about an `AuthRequest`.
     AuthVerdict {
@@ -161,6 +170,7 @@ impl Message for ParentToWorker {
             ParentToWorker::Query { .. } => KIND_P2W_QUERY,
             ParentToWorker::AuthVerdict { .. } => KIND_P2W_AUTH_VERDICT,
             ParentToWorker::SetPush { .. } => KIND_P2W_SET_PUSH,
+            ParentToWorker::SetTls { .. } => KIND_P2W_SET_TLS,
         }
     }
 
@@ -174,6 +184,7 @@ impl Message for ParentToWorker {
             ParentToWorker::Query { .. } => "ParentToWorker::Query",
             ParentToWorker::AuthVerdict { .. } => "ParentToWorker::AuthVerdict",
             ParentToWorker::SetPush { .. } => "ParentToWorker::SetPush",
+            ParentToWorker::SetTls { .. } => "ParentToWorker::SetTls",
         }
     }
 
@@ -186,7 +197,8 @@ impl Message for ParentToWorker {
             | ParentToWorker::CrlUpdate { .. }
             | ParentToWorker::Query { .. }
             | ParentToWorker::AuthVerdict { .. }
-            | ParentToWorker::SetPush { .. } => 0,
+            | ParentToWorker::SetPush { .. }
+            | ParentToWorker::SetTls { .. } => 0,
         }
     }
 
@@ -200,6 +212,7 @@ impl Message for ParentToWorker {
             ParentToWorker::Query { query, .. } => query.validate(),
             ParentToWorker::AuthVerdict { verdict, .. } => verdict.validate(),
             ParentToWorker::SetPush { push } => super::engine::check_push(push),
+            ParentToWorker::SetTls { tls } => tls.validate(),
         }
     }
 }
@@ -424,6 +437,7 @@ mod tests {
             KIND_P2W_QUERY,
             KIND_P2W_AUTH_VERDICT,
             KIND_P2W_SET_PUSH,
+            KIND_P2W_SET_TLS,
             KIND_W2P_HELLO,
             KIND_W2P_READY,
             KIND_W2P_FATAL,

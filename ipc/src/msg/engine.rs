@@ -248,6 +248,30 @@ fn bad(field: &'static str, why: String) -> ValidationError {
     ValidationError::Field { field, why }
 }
 
+impl TlsConfigData {
+    /// Checks sizes: CA and certificate present, every PEM within [`MAX_PEM_LEN`].
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        for (name, v) in [
+            ("tls.ca_pem", Some(&self.ca_pem)),
+            ("tls.cert_chain_pem", Some(&self.cert_chain_pem)),
+            ("tls.crl", self.crl.as_ref()),
+        ] {
+            if let Some(v) = v {
+                if v.len() > MAX_PEM_LEN {
+                    return Err(bad(
+                        name,
+                        format!("{} bytes exceeds {MAX_PEM_LEN}", v.len()),
+                    ));
+                }
+            }
+        }
+        if self.ca_pem.is_empty() || self.cert_chain_pem.is_empty() {
+            return Err(bad("tls", "CA and certificate are required".into()));
+        }
+        Ok(())
+    }
+}
+
 impl EngineConfig {
     /// Checks sizes and ranges of every field.
     pub fn validate(&self) -> Result<(), ValidationError> {
@@ -291,23 +315,7 @@ impl EngineConfig {
                 }
             }
         }
-        for (name, v) in [
-            ("tls.ca_pem", Some(&self.tls.ca_pem)),
-            ("tls.cert_chain_pem", Some(&self.tls.cert_chain_pem)),
-            ("tls.crl", self.tls.crl.as_ref()),
-        ] {
-            if let Some(v) = v {
-                if v.len() > MAX_PEM_LEN {
-                    return Err(bad(
-                        name,
-                        format!("{} bytes exceeds {MAX_PEM_LEN}", v.len()),
-                    ));
-                }
-            }
-        }
-        if self.tls.ca_pem.is_empty() || self.tls.cert_chain_pem.is_empty() {
-            return Err(bad("tls", "CA and certificate are required".into()));
-        }
+        self.tls.validate()?;
         if self.data_ciphers.is_empty() || self.data_ciphers.len() > 32 {
             return Err(bad("data_ciphers", "1..=32 ciphers required".into()));
         }

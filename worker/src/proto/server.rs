@@ -141,6 +141,18 @@ impl Server {
         self.cfg = Arc::new(cfg);
     }
 
+    /// Replaces the TLS server (certificate chain, CA, CRL, TLS options) for every handshake from
+    /// now on, renegotiations of connected clients included: after a SIGHUP reload the parent signs
+    /// with the new key, so an old certificate must not be presented any more.
+    pub fn set_tls(&mut self, tls: Arc<crate::proto::tls::TlsServer>) {
+        let mut cfg = (*self.cfg).clone();
+        cfg.tls = tls;
+        self.cfg = Arc::new(cfg);
+        for peer in self.peers.values_mut() {
+            peer.set_config(Arc::clone(&self.cfg));
+        }
+    }
+
     /// Replaces the CRL used by NEW handshakes (the parent re-read the file).
     pub fn set_crl(&mut self, crl: Option<&[u8]>) -> Result<(), crate::proto::tls::TlsError> {
         self.cfg.tls.set_crl(crl)

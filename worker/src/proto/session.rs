@@ -248,6 +248,12 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// Replaces the settings this client's next TLS handshakes (renegotiations) use, e.g. the
+    /// server certificate after a SIGHUP reload; running key states and what was pushed stay.
+    pub fn set_config(&mut self, cfg: Arc<PeerConfig>) {
+        self.cfg = cfg;
+    }
+
     /// Creates a session. `stateless` means our hard reset was sent by the cookie path and is therefore
     /// already ACKed (digest §3.6).
     #[allow(clippy::too_many_arguments)]
