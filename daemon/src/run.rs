@@ -285,6 +285,10 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
     if let Some(note) = &ident.note {
         tracing::warn!("{note}");
     }
+    let broker_ident = bulwark_policy::resolve_broker(&ident).map_err(|e| l(e.into()))?;
+    if let Some(note) = &broker_ident.note {
+        tracing::warn!("{note}");
+    }
     let sandbox = opts
         .sandbox_dir
         .clone()
@@ -407,6 +411,7 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
                 status_targets: &status_targets,
                 router_cfg: &router_cfg,
                 identity: ident.identity,
+                broker_identity: broker_ident.identity,
                 sandbox: &sandbox,
                 verb,
                 policy: opts.on_security_event,
@@ -545,7 +550,10 @@ struct Ctx<'a> {
     mgmt_settings: &'a bulwark_ipc::msg::MgmtSettings,
     status_targets: &'a [crate::mgmt_setup::StatusTarget],
     router_cfg: &'a crate::router::RouterConfig,
+    /// The worker's (and the scripts') identity.
     identity: bulwark_policy::Identity,
+    /// The management broker's identity (`bulwark-mgmt` when it exists).
+    broker_identity: bulwark_policy::Identity,
     sandbox: &'a Path,
     verb: u8,
     policy: SecurityEventPolicy,
@@ -608,7 +616,7 @@ impl Ctx<'_> {
                 })
                 .collect(),
             mgmt: self.mgmt_settings.clone(),
-            identity: self.identity,
+            identity: self.broker_identity,
             chroot_dir: self.sandbox,
             verb: self.verb,
             seccomp: self.seccomp,

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 /// The dedicated service user looked up when the configuration names no `user`.
 pub const DEFAULT_SERVICE_USER: &str = "bulwark";
 
+/// The dedicated user of the management broker (created by the package), so that the
+/// internet-facing worker and the broker cannot signal or inspect each other.
+pub const BROKER_SERVICE_USER: &str = "bulwark-mgmt";
+
 /// Numeric identity a child demotes to. Both ids are non-zero once produced by [`resolve`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
@@ -149,6 +153,39 @@ pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<ResolvedIdenti
     })
 }
 
+/// The management broker's identity: the dedicated [`BROKER_SERVICE_USER`] (with its primary
+/// group) if it exists, so that a compromised worker cannot signal, trace or read the memory of the
+/// broker (and the other way round); otherwise the worker's identity, with a note for the log.
+pub fn resolve_broker(worker: &ResolvedIdentity) -> Result<ResolvedIdentity, IdentityError> {
+    match lookup_user(BROKER_SERVICE_USER)? {
+        Some(u) if u.uid.is_root() => Err(IdentityError::RootUser(u.name)),
+        Some(u) if u.gid.as_raw() == 0 => Err(IdentityError::RootGroup(u.gid.to_string())),
+        Some(u) if u.uid.as_raw() == worker.identity.uid => Ok(ResolvedIdentity {
+            note: Some(format!(
+                "the '{BROKER_SERVICE_USER}' user has the worker's uid {}: the management broker and the worker are not separated",
+                u.uid
+            )),
+            ..worker.clone()
+        }),
+        Some(u) => Ok(ResolvedIdentity {
+            identity: Identity {
+                uid: u.uid.as_raw(),
+                gid: u.gid.as_raw(),
+            },
+            group_name: u.gid.as_raw().to_string(),
+            user_name: u.name,
+            note: None,
+        }),
+        None => Ok(ResolvedIdentity {
+            note: Some(format!(
+                "no '{BROKER_SERVICE_USER}' user exists: the management broker runs as the worker's user '{}' (the package creates it; `useradd --system {BROKER_SERVICE_USER}` separates them)",
+                worker.user_name
+            )),
+            ..worker.clone()
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +233,33 @@ mod tests {
         let r = resolve(Some("nobody"), Some("nogroup")).unwrap();
         assert_eq!(r.group_name, "nogroup");
         assert_eq!(r.note, None);
+    }
+}
+
+#[cfg(test)]
+mod broker_tests {
+    use super::*;
+
+    #[test]
+    fn broker_identity_is_separate_when_the_user_exists_else_the_worker_one_with_a_note() {
+        let Ok(worker) = resolve(None, None) else {
+            eprintln!("SKIP: neither bulwark nor nobody exists here");
+            return;
+        };
+        let broker = resolve_broker(&worker).unwrap();
+        assert_ne!(broker.identity.uid, 0);
+        assert_ne!(broker.identity.gid, 0);
+        match User::from_name(BROKER_SERVICE_USER).unwrap() {
+            Some(u) if u.uid.as_raw() != worker.identity.uid => {
+                assert_eq!(broker.identity.uid, u.uid.as_raw());
+                assert_eq!(broker.identity.gid, u.gid.as_raw());
+                assert!(broker.note.is_none());
+            }
+            _ => {
+                assert_eq!(broker.identity, worker.identity);
+                let note = broker.note.unwrap();
+                assert!(note.contains(BROKER_SERVICE_USER), "{note}");
+            }
+        }
     }
 }

@@ -29,4 +29,4 @@ pub mod seccomp;
 mod sys;
 
 pub use demote::{demote, DemoteError, DemotePlan};
-pub use identity::{resolve, Identity, IdentityError, ResolvedIdentity};
+pub use identity::{resolve, resolve_broker, Identity, IdentityError, ResolvedIdentity};

@@ -129,6 +129,28 @@ fn running_children_are_confined_on_every_thread() {
         }
         assert!(n >= 1);
     }
+    // The worker and the broker are separate users when the package's `bulwark-mgmt` user
+    // exists; otherwise they share one and the daemon says so at start-up.
+    let uid_of = |comm: &str| -> String {
+        let kid = child_named(server.pid(), comm).unwrap_or_else(|| panic!("no {comm}"));
+        let st = std::fs::read_to_string(format!("/proc/{kid}/status")).expect("status");
+        status_field(&st, "Uid")
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (worker_uid, broker_uid) = (uid_of("bulwark-worker"), uid_of("bulwark-mgmt"));
+    match nix::unistd::User::from_name("bulwark-mgmt").expect("passwd lookup") {
+        Some(u) => {
+            assert_eq!(broker_uid, u.uid.to_string(), "broker runs as bulwark-mgmt");
+            assert_ne!(worker_uid, broker_uid, "worker and broker separated");
+        }
+        None => {
+            assert_eq!(worker_uid, broker_uid);
+            assert_eq!(server.count_lines("no 'bulwark-mgmt' user exists"), 1);
+        }
+    }
     assert_eq!(server.count_lines("seccomp violation"), 0);
 }
 

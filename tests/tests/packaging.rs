@@ -303,6 +303,15 @@ fn sysusers_snippet_creates_the_sandbox_user() {
     assert_eq!(f[6], "/usr/sbin/nologin", "{line}");
     let group = std::fs::read_to_string(root.path().join("etc/group")).unwrap();
     assert!(group.lines().any(|l| l.starts_with("bulwark:")), "{group}");
+    // the broker's own user, with another uid
+    let mgmt = passwd
+        .lines()
+        .find(|l| l.starts_with("bulwark-mgmt:"))
+        .unwrap_or_else(|| panic!("no bulwark-mgmt user in:\n{passwd}"));
+    let m: Vec<&str> = mgmt.split(':').collect();
+    let mgmt_uid: u32 = m[2].parse().unwrap();
+    assert!(mgmt_uid > 0 && mgmt_uid < 1000 && mgmt_uid != uid, "{mgmt}");
+    assert_eq!(m[6], "/usr/sbin/nologin", "{mgmt}");
 }
 
 #[test]
@@ -653,6 +662,28 @@ fn installed_package_serves_a_stock_client() {
     let have = u64::from_str_radix(&proc_status_field(pid, "CapBnd"), 16).unwrap();
     assert_eq!(have, want, "CapBnd {have:#x} vs unit {want:#x}");
     assert_eq!(proc_status_field(pid, "NoNewPrivs"), "1");
+    // The worker and the broker run as different unprivileged users (the package's two users).
+    let uid_of = |comm: &str| -> u32 {
+        let child = child_named(pid, comm).unwrap_or_else(|| panic!("no {comm} child"));
+        proc_status_field(child, "Uid")
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let bulwark_uid = nix::unistd::User::from_name("bulwark")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    let mgmt_uid = nix::unistd::User::from_name("bulwark-mgmt")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    assert_eq!(uid_of("bulwark-worker"), bulwark_uid);
+    assert_eq!(uid_of("bulwark-mgmt"), mgmt_uid);
 
     // A stock client connects and passes traffic.
     let ov = ClientOverrides {
