@@ -32,6 +32,11 @@ pub enum LiveChange {
     Crl,
     /// `cert`/`key`/`ca`/`crl-verify`/`tls-*` options: a new TLS server for new handshakes
     Tls,
+    /// management access rules (`management-client-user/-group`, `management-client-role`,
+    /// `management-default-role`, the password file): new management connections use them
+    ManagementAccess,
+    /// the interval of `status` / `status-json`
+    StatusInterval,
 }
 
 /// What the reload does.
@@ -63,6 +68,13 @@ pub fn plan(
     };
     if old.logging.verb != new.logging.verb {
         p.live.push(LiveChange::Verb);
+    }
+    // Management access and status intervals live in the broker: independent of the worker.
+    if !p.restart_only.contains(&MANAGEMENT) && management_access(old) != management_access(new) {
+        p.live.push(LiveChange::ManagementAccess);
+    }
+    if !p.restart_only.contains(&STATUS) && status_intervals(old) != status_intervals(new) {
+        p.live.push(LiveChange::StatusInterval);
     }
     // The engine's share, field by field. Start-up-bound fields (transport, pool, defer_auth)
     // are reported above and keep their running value; they are not compared here.
@@ -141,6 +153,51 @@ pub fn plan(
     p
 }
 
+const MANAGEMENT: &str = "management (listeners and their options other than access rules)";
+const STATUS: &str = "status/status-json (path)/status-version/status-file-mode/status-file-group";
+
+/// The management configuration without what a reload applies live (access rules, password
+/// file): the listeners and the options bound to them.
+fn management_listeners(c: &Config) -> (Option<bulwark_config::Management>, impl PartialEq) {
+    let m = c.management.clone().map(|mut m| {
+        m.client_user = None;
+        m.client_group = None;
+        m.password_file = None;
+        m
+    });
+    let a = &c.management_access;
+    (
+        m,
+        (a.max_clients, a.audit.clone(), a.monitor_socket.clone()),
+    )
+}
+
+/// The access rules a reload applies to new management connections.
+fn management_access(c: &Config) -> impl PartialEq {
+    let m = c.management.as_ref();
+    (
+        m.and_then(|m| m.client_user.clone()),
+        m.and_then(|m| m.client_group.clone()),
+        m.and_then(|m| m.password_file.clone()),
+        c.management_access.client_roles.clone(),
+        c.management_access.default_role.clone(),
+    )
+}
+
+fn status_files(c: &Config) -> impl PartialEq {
+    (
+        c.status.as_ref().map(|s| s.path.clone()),
+        c.status_json.as_ref().map(|s| s.path.clone()),
+    )
+}
+
+fn status_intervals(c: &Config) -> impl PartialEq {
+    (
+        c.status.as_ref().map(|s| s.interval),
+        c.status_json.as_ref().map(|s| s.interval),
+    )
+}
+
 /// Options bound to what the parent created at start-up: reported by a reload, applied by a
 /// restart of bulwark.
 pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
@@ -166,14 +223,16 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         old.routes != new.routes || old.routes_v6 != new.routes_v6,
         "route/route-ipv6",
     );
-    check(old.management != new.management, "management");
     check(
-        old.status != new.status
+        management_listeners(old) != management_listeners(new),
+        MANAGEMENT,
+    );
+    check(
+        status_files(old) != status_files(new)
             || old.status_version != new.status_version
-            || old.status_json != new.status_json
             || old.status_file_mode != new.status_file_mode
             || old.status_file_group != new.status_file_group,
-        "status/status-version/status-json/status-file-mode/status-file-group",
+        STATUS,
     );
     check(old.privileges != new.privileges, "user/group");
     check(old.logging.file != new.logging.file, "log/log-append");
@@ -276,8 +335,56 @@ mod tests {
         );
         assert_eq!(
             p.restart_only,
-            vec!["proto/port/local", "route/route-ipv6", "management"]
+            vec!["proto/port/local", "route/route-ipv6", MANAGEMENT]
         );
         assert!(p.live.is_empty() && p.worker_restart.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn management_access_rules_and_status_intervals_apply_live() {
+        let base = "management /run/m.sock unix\nstatus /run/s.log 60\n";
+        let p = plan(
+            &cfg(&format!("{base}management-default-role monitor")),
+            &cfg("management /run/m.sock unix\nstatus /run/s.log 5\nmanagement-default-role admin\nmanagement-client-role operator user nobody"),
+            &engine(),
+            &engine(),
+            RSA,
+            RSA,
+        );
+        assert_eq!(
+            p.live,
+            vec![LiveChange::ManagementAccess, LiveChange::StatusInterval]
+        );
+        assert!(
+            p.restart_only.is_empty() && p.worker_restart.is_empty(),
+            "{p:?}"
+        );
+        // ... and they still apply when the worker restarts for another change
+        let mut e2 = engine();
+        e2.auth = "SHA512".into();
+        let p = plan(
+            &cfg(base),
+            &cfg("management /run/m.sock unix\nstatus /run/s.log 5\n"),
+            &engine(),
+            &e2,
+            RSA,
+            RSA,
+        );
+        assert_eq!(p.live, vec![LiveChange::StatusInterval]);
+        assert_eq!(p.worker_restart.len(), 1);
+    }
+
+    #[test]
+    fn a_new_listener_or_status_path_is_start_up_bound_and_carries_nothing_live() {
+        let p = plan(
+            &cfg("management /run/m.sock unix\nstatus /run/s.log 60\n"),
+            &cfg("management 127.0.0.1 7505\nstatus /run/other.log 5\nmanagement-default-role monitor\n"),
+            &engine(),
+            &engine(),
+            RSA,
+            RSA,
+        );
+        assert_eq!(p.restart_only, vec![MANAGEMENT, STATUS]);
+        assert!(p.live.is_empty(), "{p:?}");
     }
 }

@@ -737,6 +737,9 @@ struct Sup<'c, 'a> {
     engine: bulwark_ipc::msg::engine::EngineConfig,
     /// The configuration in effect.
     config: bulwark_config::Config,
+    /// The broker's share of the last SIGHUP reload, sent again to a restarted broker (which
+    /// starts from the start-up policies).
+    broker_reconfigure: Option<bulwark_ipc::msg::BrokerReconfigure>,
 }
 
 async fn supervise(
@@ -767,6 +770,7 @@ async fn supervise(
         worker_restart: false,
         engine: ctx.engine.clone(),
         config: ctx.config.clone(),
+        broker_reconfigure: None,
     };
     // INVARIANT: the broker starts first, so that `management-hold` can hold the worker back and
     // the management interface reports the start-up states.
@@ -900,6 +904,9 @@ async fn supervise(
                             tracing::info!("management broker process {} restarted and ready", b.pid);
                             sup.broker.running = Some(b);
                             sup.broker.ctl_open = true;
+                            if let Some(r) = sup.broker_reconfigure.clone() {
+                                sup.send_broker(ParentToBroker::Reconfigure(Box::new(r))).await;
+                            }
                         }
                         Err(e) => {
                             tracing::error!("broker restart failed: {}", error_chain(&e));
@@ -978,6 +985,30 @@ impl Sup<'_, '_> {
             running_key,
             key.algorithm(),
         );
+        // The broker's share, computed (and checked: password file, users, groups) before
+        // anything changes.
+        use crate::reload_plan::LiveChange;
+        let broker_live = plan.live.contains(&LiveChange::ManagementAccess)
+            || plan.live.contains(&LiveChange::StatusInterval);
+        let reconfigure = if broker_live {
+            let mut policies = Vec::new();
+            for m in self.ctx.mgmt {
+                match crate::mgmt_setup::listener_policy(&new, &m.spec) {
+                    Ok(p) => policies.push(p),
+                    Err(e) => return reject(vec![e.to_string()]),
+                }
+            }
+            let status_intervals = match crate::mgmt_setup::settings(&new) {
+                Ok((s, _)) => s.status_files.iter().map(|f| f.interval_secs).collect(),
+                Err(e) => return reject(vec![e.to_string()]),
+            };
+            Some(bulwark_ipc::msg::BrokerReconfigure {
+                policies,
+                status_intervals,
+            })
+        } else {
+            None
+        };
         for what in &plan.restart_only {
             tracing::warn!(
                 "SIGHUP: {what} changed; it takes effect when bulwark itself is restarted (the running value stays)"
@@ -1004,20 +1035,27 @@ impl Sup<'_, '_> {
             .await;
         self.engine = engine;
         self.config = *new;
+        if let Some(r) = reconfigure {
+            self.broker_reconfigure = Some(r.clone());
+            self.send_broker(ParentToBroker::Reconfigure(Box::new(r)))
+                .await;
+        }
         if plan.worker_restart.is_empty() {
             for change in &plan.live {
                 match change {
-                    crate::reload_plan::LiveChange::Verb => {}
-                    crate::reload_plan::LiveChange::Push => {
+                    LiveChange::Verb
+                    | LiveChange::ManagementAccess
+                    | LiveChange::StatusInterval => {}
+                    LiveChange::Push => {
                         let push = self.engine.push.clone();
                         self.send_worker(ParentToWorker::SetPush { push }).await;
                     }
-                    crate::reload_plan::LiveChange::Crl => {
+                    LiveChange::Crl => {
                         if let Some(pem) = self.engine.tls.crl.clone() {
                             self.send_worker(ParentToWorker::CrlUpdate { pem }).await;
                         }
                     }
-                    crate::reload_plan::LiveChange::Tls => {
+                    LiveChange::Tls => {
                         let tls = Box::new(self.engine.tls.clone());
                         self.send_worker(ParentToWorker::SetTls { tls }).await;
                     }

@@ -300,6 +300,8 @@ async fn serve(
             Listener::from_fd(fd, policy).map_err(|e| (None, BrokerError::Serve(e.to_string())))?;
         listeners.push(l);
     }
+    // Kept to apply the access rules of a SIGHUP reload (ParentToBroker::Reconfigure).
+    let policy_slots: Vec<_> = listeners.iter().map(|l| l.policy_slot()).collect();
     let (ev_tx, ev_rx) = broadcast::channel::<MgmtEvent>(4096);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -315,7 +317,9 @@ async fn serve(
     }
     // Status files: rendered here (the broker owns the formats), written by the parent.
     let (file_tx, mut file_rx) = mpsc::channel::<BrokerToParent>(8);
-    for (index, spec) in m.status_files.iter().enumerate() {
+    let mut status_specs = m.status_files.clone();
+    let mut status_loops = Vec::new();
+    for (index, spec) in status_specs.iter().enumerate() {
         let StatusFileSpec {
             format,
             interval_secs,
@@ -325,10 +329,11 @@ async fn serve(
         };
         let h = hub.clone();
         let tx = file_tx.clone();
-        tasks.spawn(async move {
+        status_loops.push(tasks.spawn(async move {
             status_file_loop(h, index, format, interval_secs, tx).await;
-        });
+        }));
     }
+    let status_tx = file_tx.clone();
     let dump_tx = file_tx.clone();
     drop(file_tx);
 
@@ -343,6 +348,40 @@ async fn serve(
                         break Ok(());
                     }
                     ParentToBroker::SetVerb { level } => hub.set_verb(level),
+                    ParentToBroker::Reconfigure(r) => {
+                        // The parent sends one entry per running listener and status file; a
+                        // mismatch is its bug: keep everything as it is and say so.
+                        if r.policies.len() != policy_slots.len() || r.status_intervals.len() != status_specs.len() {
+                            log.log(Severity::Error, 1, &format!(
+                                "broker: reconfiguration ignored: {} policies for {} listeners, {} intervals for {} status files",
+                                r.policies.len(), policy_slots.len(), r.status_intervals.len(), status_specs.len()
+                            ));
+                        } else {
+                            for (slot, policy) in policy_slots.iter().zip(r.policies) {
+                                slot.replace(policy);
+                            }
+                            for (index, interval) in r.status_intervals.into_iter().enumerate() {
+                                let (Some(spec), Ok(i)) = (status_specs.get_mut(index), u8::try_from(index)) else {
+                                    break;
+                                };
+                                if spec.interval_secs == interval {
+                                    continue;
+                                }
+                                spec.interval_secs = interval;
+                                if let Some(old) = status_loops.get(index) {
+                                    old.abort();
+                                }
+                                let (h, tx, format) = (hub.clone(), status_tx.clone(), spec.format);
+                                let handle = tasks.spawn(async move {
+                                    status_file_loop(h, i, format, interval, tx).await;
+                                });
+                                if let Some(slot) = status_loops.get_mut(index) {
+                                    *slot = handle;
+                                }
+                            }
+                            log.log(Severity::Info, 3, "broker: management access rules and status intervals reloaded");
+                        }
+                    }
                     ParentToBroker::DumpStatus => {
                         let h = hub.clone();
                         let tx = dump_tx.clone();
@@ -368,7 +407,7 @@ async fn serve(
                     }
                     other @ (ParentToBroker::Hello { .. } | ParentToBroker::Init(_)) => {
                         let e = BrokerError::Unexpected {
-                            expected: "Shutdown/SetVerb/Response/Event",
+                            expected: "Shutdown/SetVerb/Response/Event/DumpStatus/Reconfigure",
                             got: other_name(&other),
                         };
                         break Err((control.into_blocking().ok(), e));

@@ -62,6 +62,30 @@ pub enum ServeError {
     NoListener,
 }
 
+/// A listener's access policy, replaceable while the listener runs (SIGHUP reload of the
+/// management access rules): every connection takes the policy current when it is accepted and
+/// keeps it for its lifetime.
+#[derive(Debug, Clone)]
+pub struct PolicySlot(Arc<std::sync::RwLock<Arc<ListenerPolicy>>>);
+
+impl PolicySlot {
+    /// A slot holding `policy`.
+    pub fn new(policy: ListenerPolicy) -> Self {
+        PolicySlot(Arc::new(std::sync::RwLock::new(Arc::new(policy))))
+    }
+
+    /// The current policy.
+    pub fn current(&self) -> Arc<ListenerPolicy> {
+        // A poisoned lock still holds a complete Arc (the write is a single assignment).
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the policy for connections accepted from now on.
+    pub fn replace(&self, policy: ListenerPolicy) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+    }
+}
+
 /// A listening socket and its access policy.
 #[derive(Debug)]
 pub enum Listener {
@@ -70,14 +94,14 @@ pub enum Listener {
         /// The socket.
         listener: tokio::net::UnixListener,
         /// Policy.
-        policy: Arc<ListenerPolicy>,
+        policy: PolicySlot,
     },
     /// TCP socket.
     Tcp {
         /// The socket.
         listener: tokio::net::TcpListener,
         /// Policy.
-        policy: Arc<ListenerPolicy>,
+        policy: PolicySlot,
     },
 }
 
@@ -103,7 +127,7 @@ impl Listener {
         }
         let addr: SockaddrStorage =
             getsockname(raw).map_err(|source| ServeError::Inspect { fd: raw, source })?;
-        let policy = Arc::new(policy);
+        let policy = PolicySlot::new(policy);
         match addr.family() {
             Some(AddressFamily::Unix) => {
                 let std_l = std::os::unix::net::UnixListener::from(fd);
@@ -130,10 +154,17 @@ impl Listener {
         }
     }
 
+    /// The listener's policy slot (kept by the caller to replace the policy on reload).
+    pub fn policy_slot(&self) -> PolicySlot {
+        match self {
+            Listener::Unix { policy, .. } | Listener::Tcp { policy, .. } => policy.clone(),
+        }
+    }
+
     fn announce(&self, hub: &Hub) {
         match self {
             Listener::Unix { policy, .. } => {
-                let path = match &policy.kind {
+                let path = match &policy.current().kind {
                     ListenerKind::Unix(p) => p.clone(),
                     ListenerKind::Tcp => "?".into(),
                 };
@@ -152,7 +183,7 @@ impl Listener {
                         format!("MANAGEMENT: TCP Socket listening on [{fam}]{a}"),
                     );
                 }
-                if policy.password.is_none() {
+                if policy.current().password.is_none() {
                     hub.log_local(
                         0,
                         LogFlags {
@@ -172,6 +203,7 @@ async fn accept_loop(hub: Arc<Hub>, listener: Listener) {
         match &listener {
             Listener::Unix { listener, policy } => match listener.accept().await {
                 Ok((stream, _)) => {
+                    let policy = policy.current();
                     let peer = match stream.peer_cred() {
                         Ok(c) => Peer::Unix {
                             uid: c.uid(),
@@ -186,13 +218,13 @@ async fn accept_loop(hub: Arc<Hub>, listener: Listener) {
                     let policy = match &peer {
                         Peer::Unix { gid, .. } => match peer_groups::read(stream.as_raw_fd()) {
                             Ok(groups) => {
-                                Arc::new(crate::access::for_peer_groups(policy, *gid, &groups))
+                                Arc::new(crate::access::for_peer_groups(&policy, *gid, &groups))
                             }
                             Err(e) => {
                                 tracing::warn!(
                                     "MANAGEMENT: cannot read supplementary groups of socket peer: {e}"
                                 );
-                                Arc::new(crate::access::for_peer_groups(policy, *gid, &[]))
+                                Arc::new(crate::access::for_peer_groups(&policy, *gid, &[]))
                             }
                         },
                         _ => policy.clone(),
@@ -208,7 +240,7 @@ async fn accept_loop(hub: Arc<Hub>, listener: Listener) {
                         hub.clone(),
                         stream,
                         Peer::Tcp(addr),
-                        policy.clone(),
+                        policy.current(),
                     ));
                 }
                 Err(e) => accept_failed(&hub, e).await,

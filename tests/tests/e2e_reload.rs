@@ -284,3 +284,135 @@ fn sighup_rotates_the_server_certificate_for_new_clients_and_renegotiations() {
         tail(&c1.log(), 30)
     );
 }
+
+/// Sends one management command on a fresh connection and returns what arrives within `wait`.
+fn mgmt_once(sock: &Path, cmd: &str, wait: Duration) -> (UnixStream, String) {
+    let mut m = UnixStream::connect(sock).expect("connect management");
+    m.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    m.write_all(format!("{cmd}\r\n").as_bytes()).expect("send");
+    let out = mgmt_read(&mut m, wait);
+    (m, out)
+}
+
+fn mgmt_read(m: &mut UnixStream, wait: Duration) -> String {
+    let deadline = Instant::now() + wait;
+    let mut out = Vec::new();
+    let mut b = [0u8; 4096];
+    while Instant::now() < deadline {
+        match m.read(&mut b) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&b[..n]),
+            Err(_) => {}
+        }
+        if out.windows(2).filter(|w| w == b"\r\n").count() >= 2 {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn sighup_applies_management_roles_and_status_interval_live() {
+    let Some(p) = require_privileged("reload_mgmt") else {
+        return;
+    };
+    let dir = TestDir::new("reload_mgmt").expect("test dir");
+    let net = NetPair::new(&p, "rm").expect("namespaces");
+    let opts = ServerConfOptions {
+        remote_host: net.server_addr.to_string(),
+        ..Default::default()
+    };
+    let setup = prepare_server(&dir, &InitOptions::with_clients(1), opts).expect("server dir");
+    let sock = dir.path().join("mgmt.sock");
+    let status = dir.path().join("status.log");
+    let base = std::fs::read_to_string(setup.server_conf()).expect("read conf");
+    let base: String = base
+        .lines()
+        .filter(|l| !l.starts_with("status "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let conf = dir.path().join("mgmt.conf");
+    let write_conf = |role: &str, interval: u32| {
+        std::fs::write(
+            &conf,
+            format!(
+                "{base}management {} unix\nmanagement-default-role {role}\nstatus {} {interval}\n",
+                sock.display(),
+                status.display()
+            ),
+        )
+        .expect("write conf")
+    };
+    write_conf("monitor", 3600);
+    let mut server =
+        start_bulwark_server(&dir, net.server_ns(), "bulwark", &conf, &[]).expect("start");
+    server.wait_for_line(INIT_COMPLETE, SERVER_UP).expect("up");
+    let mut c = start_stock_client(
+        &dir,
+        net.client_ns(),
+        "client1",
+        setup.profile("client1").expect("profile"),
+        &ClientOverrides::default(),
+    )
+    .expect("client");
+    c.wait_for_line(INIT_COMPLETE, CLIENT_UP)
+        .expect("client up");
+
+    // monitor: kill is refused
+    let (mut old_session, out) = mgmt_once(&sock, "kill nosuchcn", Duration::from_secs(3));
+    assert!(
+        out.contains("ERROR: permission denied"),
+        "monitor may not kill: {out:?}"
+    );
+    // the status file is written at start and then only hourly
+    let first = std::fs::metadata(&status)
+        .and_then(|m| m.modified())
+        .expect("status file written at start");
+
+    write_conf("admin", 1);
+    server.kill(Signal::SIGHUP).expect("SIGHUP");
+    server
+        .wait_for_line(
+            "configuration reloaded without disconnecting clients",
+            SERVER_UP,
+        )
+        .expect("live reload");
+    server
+        .wait_for_line(
+            "management access rules and status intervals reloaded",
+            SERVER_UP,
+        )
+        .expect("the broker took the new rules");
+
+    // a new connection gets the new default role: kill runs (and finds no such client)
+    let (_, out) = mgmt_once(&sock, "kill nosuchcn", Duration::from_secs(3));
+    assert!(
+        out.contains("ERROR: common name 'nosuchcn' not found"),
+        "admin runs kill: {out:?}"
+    );
+    // the session opened before the reload keeps the role it was given
+    old_session
+        .write_all(b"kill nosuchcn\r\n")
+        .expect("send on the old session");
+    let out = mgmt_read(&mut old_session, Duration::from_secs(3));
+    assert!(out.contains("ERROR: permission denied"), "{out:?}");
+
+    // the status file is now rewritten every second
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = std::fs::metadata(&status)
+            .and_then(|m| m.modified())
+            .expect("status file");
+        if now > first {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status file not rewritten after the reload"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ping(net.client_ns(), "10.8.0.1", 2, Duration::from_secs(10)).expect("tunnel unaffected");
+    assert_eq!(c.count_lines(INIT_COMPLETE), 1, "nobody disconnected");
+}

@@ -33,6 +33,8 @@ pub const KIND_P2B_RESPONSE: u16 = 0x0205;
 pub const KIND_P2B_EVENT: u16 = 0x0206;
 /// `ParentToBroker::DumpStatus`.
 pub const KIND_P2B_DUMP_STATUS: u16 = 0x0207;
+/// `ParentToBroker::Reconfigure`.
+pub const KIND_P2B_RECONFIGURE: u16 = 0x0208;
 /// `BrokerToParent::StatusDump`.
 pub const KIND_B2P_STATUS_DUMP: u16 = 0x0287;
 /// `BrokerToParent::Request`.
@@ -206,6 +208,37 @@ pub enum ParentToBroker {
     /// Render the status in the configured `status-version` for the log (SIGUSR2); answered by
     /// `BrokerToParent::StatusDump`.
     DumpStatus,
+    /// New access rules and status intervals after a SIGHUP reload (same listeners, same status
+    /// files): connections accepted from now on get the new policies; running sessions keep theirs.
+    Reconfigure(Box<BrokerReconfigure>),
+}
+
+/// The part of the broker's configuration a SIGHUP reload can change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerReconfigure {
+    /// The access policy of each listener, in the order of `BrokerInit::fds`.
+    pub policies: Vec<ListenerPolicy>,
+    /// The interval of each status file, in the order of `MgmtSettings::status_files`.
+    pub status_intervals: Vec<u32>,
+}
+
+impl BrokerReconfigure {
+    /// Checks every policy and interval (the counts are checked by the broker against what it runs).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.policies.len() > 16 || self.status_intervals.len() > 8 {
+            return Err(ValidationError::Field {
+                field: "BrokerReconfigure",
+                why: "at most 16 listeners and 8 status files".into(),
+            });
+        }
+        if self.status_intervals.contains(&0) {
+            return Err(ValidationError::Field {
+                field: "BrokerReconfigure.status_intervals",
+                why: "intervals ≥ 1 s".into(),
+            });
+        }
+        self.policies.iter().try_for_each(ListenerPolicy::validate)
+    }
 }
 
 impl Message for ParentToBroker {
@@ -218,6 +251,7 @@ impl Message for ParentToBroker {
             ParentToBroker::Response { .. } => KIND_P2B_RESPONSE,
             ParentToBroker::Event(_) => KIND_P2B_EVENT,
             ParentToBroker::DumpStatus => KIND_P2B_DUMP_STATUS,
+            ParentToBroker::Reconfigure(_) => KIND_P2B_RECONFIGURE,
         }
     }
 
@@ -230,6 +264,7 @@ impl Message for ParentToBroker {
             ParentToBroker::Response { .. } => "ParentToBroker::Response",
             ParentToBroker::Event(_) => "ParentToBroker::Event",
             ParentToBroker::DumpStatus => "ParentToBroker::DumpStatus",
+            ParentToBroker::Reconfigure(_) => "ParentToBroker::Reconfigure",
         }
     }
 
@@ -241,7 +276,8 @@ impl Message for ParentToBroker {
             | ParentToBroker::SetVerb { .. }
             | ParentToBroker::Response { .. }
             | ParentToBroker::Event(_)
-            | ParentToBroker::DumpStatus => 0,
+            | ParentToBroker::DumpStatus
+            | ParentToBroker::Reconfigure(_) => 0,
         }
     }
 
@@ -257,6 +293,7 @@ impl Message for ParentToBroker {
             },
             ParentToBroker::Event(e) => e.validate(),
             ParentToBroker::DumpStatus => Ok(()),
+            ParentToBroker::Reconfigure(r) => r.validate(),
         }
     }
 }

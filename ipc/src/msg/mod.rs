@@ -24,8 +24,8 @@ pub mod signer;
 pub mod worker_config;
 
 pub use broker::{
-    BrokerConfig, BrokerInit, BrokerToParent, MgmtSettings, ParentToBroker, StatusFileSpec,
-    StatusFormat,
+    BrokerConfig, BrokerInit, BrokerReconfigure, BrokerToParent, MgmtSettings, ParentToBroker,
+    StatusFileSpec, StatusFormat,
 };
 pub use common::{FdRole, MAX_FD_ROLES, MAX_REASON_LEN};
 pub use control::{ParentToWorker, WorkerInit, WorkerToParent, MAX_CRL_PEM_LEN};
