@@ -774,9 +774,24 @@ async fn supervise(
     };
     // INVARIANT: the broker starts first, so that `management-hold` can hold the worker back and
     // the management interface reports the start-up states.
-    let broker = start_broker(ctx.bins, &ctx.broker_res()).await?;
-    tracing::info!("management broker process {} ready", broker.pid);
-    sup.broker = Slot::new("broker", broker);
+    match start_broker(ctx.bins, &ctx.broker_res()).await {
+        Ok(broker) => {
+            tracing::info!("management broker process {} ready", broker.pid);
+            sup.broker = Slot::new("broker", broker);
+        }
+        Err(e) if e.is_protocol_violation() => {
+            let what = error_chain(&e);
+            tracing::error!(
+                "SECURITY: broker violated the IPC protocol during start-up: {what}; killing it"
+            );
+            schedule_restart(
+                &mut sup.broker,
+                Some(format!("violated the IPC protocol during start-up: {what}")),
+                ctx.policy,
+            )?;
+        }
+        Err(e) => return Err(e.into()),
+    }
     sup.state("CONNECTING", "").await;
     if sup.router.holding() {
         sup.send_broker(ParentToBroker::Event(Box::new(
@@ -785,8 +800,25 @@ async fn supervise(
         .await;
         tracing::info!("Need hold release from management interface, waiting...");
     } else if let Err(e) = sup.start_worker_now().await {
-        stop_children(None, sup.broker.running.take()).await;
-        return Err(e.into());
+        // A worker that breaks the start-up protocol is a security event like one that breaks
+        // it later: labelled, and `--on-security-event` decides (stop, or restart it).
+        let outcome = if e.is_protocol_violation() {
+            let what = error_chain(&e);
+            tracing::error!(
+                "SECURITY: worker violated the IPC protocol during start-up: {what}; killing it"
+            );
+            schedule_restart(
+                &mut sup.worker,
+                Some(format!("violated the IPC protocol during start-up: {what}")),
+                ctx.policy,
+            )
+        } else {
+            Err(e.into())
+        };
+        if let Err(e) = outcome {
+            stop_children(None, sup.broker.running.take()).await;
+            return Err(e);
+        }
     }
     let mut watchdog = ctx
         .watchdog

@@ -364,7 +364,14 @@ fn every_worker_message_is_checked_in_every_state() {
             (Accepted, _) => false,
             (_, Err(_)) => false,
             (_, Ok(st)) if st.success() => false,
-            (StartupRefused(what), Ok(_)) => !log.contains(INIT_COMPLETE) && log.contains(what),
+            (StartupRefused(what), Ok(_)) => {
+                !log.contains(INIT_COMPLETE)
+                    && log.contains(what)
+                    && log.lines().any(|l| {
+                        l.contains("SECURITY: worker violated the IPC protocol during start-up")
+                    })
+                    && log.contains("security event, stopping")
+            }
             (Violation(what), Ok(_)) => log.lines().any(|l| {
                 l.contains("SECURITY")
                     && l.contains("violated the IPC protocol")
