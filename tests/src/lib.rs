@@ -42,6 +42,6 @@ pub use openvpn::{
     start_stock_server, ClientOverrides, OpenvpnError, ServerSetup, INIT_COMPLETE, OPENVPN,
 };
 pub use process::{
-    child_named, children_of, killed_by, mgmt_pid, read_file, run, run_ok, tail, Proc, ProcError,
-    TestDir,
+    child_named, children_of, killed_by, mgmt_pid, read_file, run, run_ok, tail,
+    wait_file_contains, Proc, ProcError, TestDir,
 };

@@ -225,6 +225,34 @@ impl Drop for TestDir {
     }
 }
 
+/// Polls the file at `path` (every 100 ms) until it contains `needle` and returns its whole text;
+/// a file that does not exist yet counts as empty. On timeout the error carries the last 30 lines.
+pub fn wait_file_contains(
+    path: &Path,
+    needle: &str,
+    timeout: Duration,
+) -> Result<String, ProcError> {
+    let start = Instant::now();
+    loop {
+        let text = fs::read(path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        if text.contains(needle) {
+            return Ok(text);
+        }
+        if start.elapsed() >= timeout {
+            return Err(ProcError::Timeout {
+                what: path.display().to_string(),
+                needle: needle.to_string(),
+                nth: 1,
+                secs: timeout.as_secs_f64(),
+                tail: tail(&text, 30),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The last `n` lines of `text`.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();

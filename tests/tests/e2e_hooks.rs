@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bulwark_pki::{InitOptions, ServerConfOptions};
 use bulwark_tests::*;
@@ -21,22 +21,6 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("write script");
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     p
-}
-
-fn wait_file(path: &Path, needle: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let t = std::fs::read_to_string(path).unwrap_or_default();
-        if t.contains(needle) {
-            return t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{needle:?} not in {}: {t}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -116,11 +100,12 @@ fn ccd_scripts_and_pool_persist() {
         tail(&log, 30)
     );
     ping(net.client_ns(), "10.8.0.1", 2, Duration::from_secs(10)).expect("traffic");
-    let ev = wait_file(
+    let ev = wait_file_contains(
         &events,
         "learn add 10.8.0.77 client1",
         Duration::from_secs(10),
-    );
+    )
+    .expect("file line");
     assert!(ev.contains("uid=65534"), "scripts run unprivileged: {ev}");
 
     let mut c2 = client("client2");
@@ -132,11 +117,13 @@ fn ccd_scripts_and_pool_persist() {
     let mut c3 = client("client3");
     c3.wait_for_line(INIT_COMPLETE, CLIENT_UP)
         .expect("client3 up");
-    let t = wait_file(&persist, "client3,10.8.0.", Duration::from_secs(10));
+    let t = wait_file_contains(&persist, "client3,10.8.0.", Duration::from_secs(10))
+        .expect("file line");
     assert!(t.lines().any(|l| l.starts_with("client1,10.8.0.77")), "{t}");
 
     c1.stop().expect("stop client1");
-    let ev = wait_file(&events, "learn delete 10.8.0.77", Duration::from_secs(20));
+    let ev = wait_file_contains(&events, "learn delete 10.8.0.77", Duration::from_secs(20))
+        .expect("file line");
     assert!(ev.contains("disconnect client1 bytes_received="), "{ev}");
     let line = ev
         .lines()

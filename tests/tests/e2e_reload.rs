@@ -16,23 +16,6 @@ use nix::sys::signal::Signal;
 const SERVER_UP: Duration = Duration::from_secs(20);
 const CLIENT_UP: Duration = Duration::from_secs(40);
 
-fn wait_file_line(path: &Path, needle: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{needle:?} not in {} within {timeout:?}:\n{}",
-            path.display(),
-            tail(&text, 30)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn sighup_applies_push_and_crl_live_and_rejects_a_broken_config() {
     let Some(p) = require_privileged("reload_push_crl") else {
@@ -159,7 +142,7 @@ fn log_rotation_by_rename_and_sighup_loses_nothing() {
     let mut server =
         start_bulwark_server(&dir, net.server_ns(), "bulwark", setup.server_conf(), &refs)
             .expect("start");
-    wait_file_line(&log, INIT_COMPLETE, SERVER_UP);
+    wait_file_contains(&log, INIT_COMPLETE, SERVER_UP).expect("file line");
     let mut c = start_stock_client(
         &dir,
         net.client_ns(),
@@ -184,15 +167,15 @@ fn log_rotation_by_rename_and_sighup_loses_nothing() {
     for n in 0..50 {
         send(n);
     }
-    wait_file_line(&log, "rotation-seq-0049", Duration::from_secs(10));
+    wait_file_contains(&log, "rotation-seq-0049", Duration::from_secs(10)).expect("file line");
     let rotated = dir.path().join("bulwark.log.1");
     std::fs::rename(&log, &rotated).expect("rotate");
     server.kill(Signal::SIGHUP).expect("SIGHUP");
-    wait_file_line(&log, "reopened", Duration::from_secs(10));
+    wait_file_contains(&log, "reopened", Duration::from_secs(10)).expect("file line");
     for n in 50..100 {
         send(n);
     }
-    wait_file_line(&log, "rotation-seq-0099", Duration::from_secs(10));
+    wait_file_contains(&log, "rotation-seq-0099", Duration::from_secs(10)).expect("file line");
     let all = format!(
         "{}{}",
         std::fs::read_to_string(&rotated).expect("old"),

@@ -722,22 +722,6 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-fn wait_file_contains(path: &Path, needle: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{needle:?} not in {} within {timeout:?}:\n{text}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The installed logrotate snippet, run with `logrotate -f` against a log of the INSTALLED daemon:
 /// the file is renamed, the snippet's postrotate makes the daemon reopen it (SIGHUP), the lines
 /// written before the rotation stay in the rotated file and the daemon goes on logging into a new
@@ -798,7 +782,7 @@ fn installed_logrotate_snippet_reopens_the_log() {
         ],
     )
     .unwrap();
-    wait_file_contains(&log, INIT_COMPLETE, Duration::from_secs(30));
+    wait_file_contains(&log, INIT_COMPLETE, Duration::from_secs(30)).unwrap();
     let ov = ClientOverrides {
         remote: Some((net.server_addr.to_string(), 1194)),
         ..Default::default()
@@ -818,7 +802,8 @@ fn installed_logrotate_snippet_reopens_the_log() {
         &log,
         "Peer Connection Initiated with",
         Duration::from_secs(10),
-    );
+    )
+    .unwrap();
 
     let state = dir.path().join("logrotate.state");
     let out = run(
@@ -849,7 +834,8 @@ fn installed_logrotate_snippet_reopens_the_log() {
         &log,
         "configuration reloaded without disconnecting clients",
         Duration::from_secs(15),
-    );
+    )
+    .unwrap();
     assert!(new.contains("SIGHUP"), "{new}");
     assert!(!new.contains(INIT_COMPLETE), "line written twice:\n{new}");
     // the client stayed connected through the rotation
