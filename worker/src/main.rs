@@ -357,7 +357,9 @@ async fn serve(
                 }
             }
             // Reported to the parent above; the engine already logged them in OpenVPN's words.
-            EngineEvent::ClientConnected(_) | EngineEvent::ClientDisconnected { .. } => {}
+            EngineEvent::ClientConnected(_)
+            | EngineEvent::ClientDisconnected { .. }
+            | EngineEvent::ClientFloated { .. } => {}
             EngineEvent::CloseTcp { .. } => {}
         }
     };

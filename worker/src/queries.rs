@@ -53,6 +53,10 @@ pub fn client_event(ev: &EngineEvent) -> Option<ClientEvent> {
             bytes_sent: *bytes_out,
             duration_secs: *duration_secs,
         }),
+        EngineEvent::ClientFloated { cid, to } => Some(ClientEvent::Floated {
+            cid: *cid,
+            real_address: crate::proto::server::real_addr(to),
+        }),
         _ => None,
     }
 }

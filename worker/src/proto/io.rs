@@ -113,6 +113,13 @@ pub enum EngineEvent {
         /// seconds connected
         duration_secs: u64,
     },
+    /// an established client's packets now come from another address (float)
+    ClientFloated {
+        /// the client id
+        cid: u64,
+        /// the new address
+        to: PeerAddr,
+    },
     /// a TCP connection must be closed by the driver
     CloseTcp {
         /// connection id

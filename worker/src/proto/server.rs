@@ -423,14 +423,29 @@ impl Server {
         };
         if from != peer.addr() {
             // INVARIANT: floating happens only after the packet authenticated and passed the replay check.
+            // OpenVPN's wording and level (D_MULTI_MEDIUM), with the instance's old prefix.
             let old = peer.addr();
-            peer.set_addr(from);
             out.log(
-                LogClass::Info,
-                format!("{} Float from {} to {}", peer.log_prefix(), old, from),
+                LogClass::Detail,
+                format!(
+                    "{} peer {} ({}) floated from {} to [AF_INET]{}",
+                    peer.log_prefix(),
+                    peer.peer_id(),
+                    peer.common_name(),
+                    old,
+                    from
+                ),
             );
+            peer.set_addr(from);
             self.by_addr.remove(&old);
             self.by_addr.insert(from, cid);
+            // INVARIANT: only a client the parent knows as established is reported (a float of
+            // an unknown client is an IPC violation in the parent's eyes; a client may send data
+            // packets before it is admitted).
+            if peer.is_established() {
+                out.events
+                    .push(EngineEvent::ClientFloated { cid, to: from });
+            }
         }
         if plain.is_empty() {
             return;
