@@ -453,6 +453,8 @@ static TABLE: &[DirectiveSpec] = &[
     s("errors-to-stderr", 0, 0, "errors-to-stderr", "Also print errors to stderr.", P(p_errors_to_stderr)),
     s("status", 1, 2, "status FILE [SECONDS]", "Write the status file every SECONDS (default 60).", P(p_status)),
     s("status-version", 1, 1, "status-version 1|2|3", "Status file format (default 1).", P(p_status_version)),
+    s("metrics-listen", 2, 3, "metrics-listen IP PORT | metrics-listen PATH unix [GROUP]", "Bulwark: serve Prometheus metrics (GET /metrics, read-only) from the management broker on a loopback address or a unix socket (mode 0660, group GROUP); off by default.", P(p_metrics_listen)),
+    s("metrics-per-client", 1, 1, "metrics-per-client N", "Bulwark: export per-client series (bytes, connection time) for at most N clients (default 0: none).", P(p_metrics_per_client)),
     s("status-json", 1, 2, "status-json FILE [SECONDS]", "Bulwark: also write the status as a versioned JSON document (schema bulwark.status.v1) every SECONDS (default 60).", P(p_status_json)),
     s("status-file-mode", 1, 1, "status-file-mode MODE", "Bulwark: octal permissions of the status files (default 0644), e.g. 0640 with status-file-group.", P(p_status_file_mode)),
     s("status-file-group", 1, 1, "status-file-group GROUP", "Bulwark: group owner of the status files (e.g. a monitoring group).", P(p_status_file_group)),
@@ -741,6 +743,8 @@ fn default_config(cwd: PathBuf) -> Config {
         status: None,
         status_version: 1,
         status_json: None,
+        metrics: None,
+        metrics_per_client: 0,
         status_file_mode: None,
         status_file_group: None,
         management_access: ManagementAccess::default(),
@@ -2114,6 +2118,52 @@ fn p_status(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
     Ok(())
 }
 
+fn p_metrics_listen(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
+    let listen = if d.args[1] == "unix" {
+        if d.args[0].is_empty() {
+            return bad("metrics-listen needs a socket path");
+        }
+        MetricsListen::Unix {
+            path: path(&d.args[0]),
+            group: d.args.get(2).cloned(),
+        }
+    } else {
+        if d.args.len() > 2 {
+            return bad("metrics-listen IP PORT takes no third argument");
+        }
+        let Ok(ip) = d.args[0].parse::<std::net::IpAddr>() else {
+            return bad(format!(
+                "metrics-listen: '{}' is not an IP address",
+                d.args[0]
+            ));
+        };
+        // INVARIANT: the endpoint is never reachable from the network: loopback only.
+        if !ip.is_loopback() {
+            return bad(format!(
+                "metrics-listen: {ip} is not a loopback address (the metrics endpoint has no authentication; use 127.0.0.1, ::1 or a unix socket)"
+            ));
+        }
+        MetricsListen::Tcp {
+            ip,
+            port: port(&d.args[1])?,
+        }
+    };
+    b.cfg.metrics = Some(listen);
+    Ok(())
+}
+
+fn p_metrics_per_client(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
+    let v = &d.args[0];
+    let Ok(n) = v.parse::<u32>() else {
+        return bad(format!("metrics-per-client: '{v}' is not a number"));
+    };
+    if n > 10_000 {
+        return bad("metrics-per-client must be at most 10000".to_string());
+    }
+    b.cfg.metrics_per_client = n;
+    Ok(())
+}
+
 fn p_status_json(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
     let interval = match d.args.get(1) {
         Some(v) => positive("interval", v)?,
@@ -2352,6 +2402,55 @@ mod tests {
             assert!(
                 crate::load_str("t", &format!("{base}{bad}\n"), "/").is_err(),
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn metrics_directives_allow_only_loopback_or_a_unix_socket() {
+        let base = "dev tun\nserver 10.8.0.0 255.255.255.0\nca /ca\ncert /c\nkey /k\n";
+        let load = |extra: &str| crate::load_str("t.conf", &format!("{base}{extra}\n"), "/");
+        let c = load("metrics-listen 127.0.0.1 9176\nmetrics-per-client 20")
+            .unwrap()
+            .config;
+        assert_eq!(
+            c.metrics,
+            Some(MetricsListen::Tcp {
+                ip: "127.0.0.1".parse().unwrap(),
+                port: 9176
+            })
+        );
+        assert_eq!(c.metrics_per_client, 20);
+        let c = load("metrics-listen ::1 9176").unwrap().config;
+        assert!(matches!(c.metrics, Some(MetricsListen::Tcp { .. })));
+        let c = load("metrics-listen /run/bulwark/metrics.sock unix prometheus")
+            .unwrap()
+            .config;
+        assert_eq!(
+            c.metrics,
+            Some(MetricsListen::Unix {
+                path: PathBuf::from("/run/bulwark/metrics.sock"),
+                group: Some("prometheus".into())
+            })
+        );
+        assert_eq!(load("").unwrap().config.metrics, None);
+        for (bad, why) in [
+            ("metrics-listen 0.0.0.0 9176", "not a loopback address"),
+            ("metrics-listen 10.1.2.3 9176", "not a loopback address"),
+            ("metrics-listen localhost 9176", "not an IP address"),
+            ("metrics-listen 127.0.0.1 9176 extra", "no third argument"),
+            ("metrics-per-client lots", "not a number"),
+            ("metrics-per-client 20000", "at most 10000"),
+        ] {
+            let errs = load(bad).unwrap_err();
+            let text = errs
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(
+                text.contains(why) && text.contains("t.conf:6"),
+                "{bad}: {text}"
             );
         }
     }

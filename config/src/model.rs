@@ -708,6 +708,11 @@ pub struct Config {
     /// Bulwark's management access-control directives (`management-client-role`,
     /// `management-default-role`, `management-max-clients`).
     pub management_access: ManagementAccess,
+    /// `metrics-listen` (Bulwark): the Prometheus endpoint served by the broker (off by default).
+    pub metrics: Option<MetricsListen>,
+    /// `metrics-per-client N` (Bulwark): per-client series for at most N clients (default 0:
+    /// none).
+    pub metrics_per_client: u32,
     /// User/group.
     pub privileges: Privileges,
     /// Compression compatibility setting.
@@ -757,6 +762,25 @@ pub struct ManagementAccess {
     /// `management-monitor-socket PATH`: a second unix management socket on which every
     /// connection has the `monitor` role.
     pub monitor_socket: Option<PathBuf>,
+}
+
+/// Where the Prometheus metrics endpoint listens (`metrics-listen`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetricsListen {
+    /// `metrics-listen IP PORT`: a loopback address (checked at load).
+    Tcp {
+        /// The loopback address.
+        ip: std::net::IpAddr,
+        /// The port.
+        port: u16,
+    },
+    /// `metrics-listen PATH unix [GROUP]`: a unix socket (mode 0660, group GROUP or root's).
+    Unix {
+        /// The socket path.
+        path: PathBuf,
+        /// Group that may connect.
+        group: Option<String>,
+    },
 }
 
 /// Destination of management audit records.

@@ -403,6 +403,8 @@ fn openvpn_accepts_every_supported_sample() {
             "management-max-clients",
             "management-audit",
             "management-monitor-socket",
+            "metrics-listen",
+            "metrics-per-client",
         ]
         .contains(&name)
         {

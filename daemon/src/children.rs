@@ -231,6 +231,8 @@ pub struct BrokerResources<'a> {
         FdRole,
         bulwark_ipc::msg::mgmt::ListenerPolicy,
     )>,
+    /// The metrics endpoint's listener (passed after the management listeners).
+    pub metrics: Option<(BorrowedFd<'a>, FdRole)>,
     /// Management settings.
     pub mgmt: bulwark_ipc::msg::MgmtSettings,
     /// Identity to demote to.
@@ -515,10 +517,20 @@ async fn handshake_broker(
             seccomp: res.seccomp,
             mgmt: res.mgmt.clone(),
         },
-        fds: res.listeners.iter().map(|(_, r, _)| *r).collect(),
+        fds: res
+            .listeners
+            .iter()
+            .map(|(_, r, _)| *r)
+            .chain(res.metrics.map(|(_, r)| r))
+            .collect(),
         policies: res.listeners.iter().map(|(_, _, p)| p.clone()).collect(),
     };
-    let fds: Vec<BorrowedFd<'_>> = res.listeners.iter().map(|(f, _, _)| *f).collect();
+    let fds: Vec<BorrowedFd<'_>> = res
+        .listeners
+        .iter()
+        .map(|(f, _, _)| *f)
+        .chain(res.metrics.map(|(f, _)| f))
+        .collect();
     step(C, "init", ctl.send(&ParentToBroker::Init(init), &fds)).await?;
     match step(C, "ready", ctl.recv()).await?.into_parts().0 {
         BrokerToParent::Ready => Ok(()),

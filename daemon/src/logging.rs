@@ -210,6 +210,13 @@ struct LogFileWriter<'a>(Option<std::sync::MutexGuard<'a, std::fs::File>>);
 static LOG_WRITE_FAILING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// Lines lost during the current failure streak.
 static LOG_LINES_LOST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Lines lost since start (metrics).
+static LOG_LINES_LOST_TOTAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Log lines that could not be written to the log file since start.
+pub fn lines_lost_total() -> u64 {
+    LOG_LINES_LOST_TOTAL.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 impl Write for LogFileWriter<'_> {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -233,6 +240,7 @@ impl Write for LogFileWriter<'_> {
                 // is reported once (on stderr, the log itself being unwritable) and the lines
                 // lost meanwhile are counted and reported when writing works again.
                 LOG_LINES_LOST.fetch_add(1, Ordering::Relaxed);
+                LOG_LINES_LOST_TOTAL.fetch_add(1, Ordering::Relaxed);
                 if !LOG_WRITE_FAILING.swap(true, Ordering::Relaxed) {
                     let _ = writeln!(std::io::stderr(), "bulwark: cannot write the log file: {e}");
                 }

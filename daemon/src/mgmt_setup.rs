@@ -113,7 +113,8 @@ fn uid_of(directive: &'static str, name: &str) -> Result<u32, MgmtSetupError> {
     }
 }
 
-fn gid_of(directive: &'static str, name: &str) -> Result<u32, MgmtSetupError> {
+/// The gid of a group named in `directive` (a name or a number).
+pub fn gid_of(directive: &'static str, name: &str) -> Result<u32, MgmtSetupError> {
     if let Ok(n) = name.parse::<u32>() {
         return Ok(n);
     }
@@ -261,6 +262,18 @@ pub fn settings(cfg: &Config) -> Result<(MgmtSettings, Vec<StatusTarget>), MgmtS
                 interval_secs: t.interval_secs,
             })
             .collect(),
+        metrics: cfg
+            .metrics
+            .as_ref()
+            .map(|_| bulwark_ipc::msg::broker::MetricsSettings {
+                // kumina's openvpn_exporter labels every series with the status file it read
+                status_path: cfg
+                    .status
+                    .as_ref()
+                    .map(|s| s.path.display().to_string())
+                    .unwrap_or_default(),
+                per_client: cfg.metrics_per_client,
+            }),
     };
     Ok((settings, targets))
 }

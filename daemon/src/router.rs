@@ -155,6 +155,8 @@ pub struct Router {
     holding: bool,
     auth_retry: AuthRetry,
     worker_up: bool,
+    /// What the parent counts for the metrics endpoint (the supervisor increments them).
+    pub counters: bulwark_ipc::msg::mgmt::ParentCounters,
 }
 
 fn unix_now() -> i64 {
@@ -183,6 +185,7 @@ impl Router {
             holding: hold,
             auth_retry: AuthRetry::None,
             worker_up: false,
+            counters: Default::default(),
         }
     }
 
@@ -379,6 +382,15 @@ impl Router {
 
     fn snapshot(&self, s: WorkerStatus) -> StatusSnapshot {
         StatusSnapshot {
+            counters: bulwark_ipc::msg::mgmt::SnapshotCounters {
+                engine: s.counters,
+                parent: bulwark_ipc::msg::mgmt::ParentCounters {
+                    log_lines_lost: crate::logging::lines_lost_total(),
+                    ..self.counters
+                },
+                link_bytes_in: s.link_bytes_in,
+                link_bytes_out: s.link_bytes_out,
+            },
             title: title(),
             updated: unix_now(),
             utc_offset_secs: self.cfg.utc_offset_secs,
@@ -779,6 +791,7 @@ mod tests {
         let (qid, q) = worker_query(&fx);
         assert_eq!(q, WorkerQuery::Status);
         let status = WorkerStatus {
+            counters: Default::default(),
             clients: vec![ClientEntry {
                 common_name: Some("c".into()),
                 real_address: addr(),

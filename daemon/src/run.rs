@@ -330,6 +330,31 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
             }
         }
     }
+    // The metrics endpoint (`metrics-listen`), served read-only by the broker.
+    let metrics = match &config.metrics {
+        None => None,
+        Some(spec) => {
+            let gid = match spec {
+                bulwark_config::MetricsListen::Unix { group: Some(g), .. } => {
+                    match crate::mgmt_setup::gid_of("metrics-listen", g) {
+                        Ok(g) => Some(g),
+                        Err(e) => {
+                            finish_tun(tun, false);
+                            return Err(Failure::Config(vec![e.to_string()]));
+                        }
+                    }
+                }
+                _ => None,
+            };
+            match crate::sockets::bind_metrics(spec, gid) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    finish_tun(tun, false);
+                    return Err(l(e.into()));
+                }
+            }
+        }
+    };
     // INVARIANT: the audit file is opened while the parent is still root, before any child exists.
     let audit_sink = match crate::audit::AuditSink::from_config(&config) {
         Ok(a) => a,
@@ -406,6 +431,7 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
                 tun: &tun,
                 transport: &transport,
                 mgmt: &mgmt,
+                metrics: metrics.as_ref(),
                 policies: &policies,
                 mgmt_settings: &mgmt_settings,
                 status_targets: &status_targets,
@@ -546,6 +572,8 @@ struct Ctx<'a> {
     tun: &'a TunDevice,
     transport: &'a TransportSocket,
     mgmt: &'a [ManagementSocket],
+    /// The metrics endpoint's listener and whether it is a unix socket.
+    metrics: Option<&'a (std::os::fd::OwnedFd, bool)>,
     policies: &'a [bulwark_ipc::msg::mgmt::ListenerPolicy],
     mgmt_settings: &'a bulwark_ipc::msg::MgmtSettings,
     status_targets: &'a [crate::mgmt_setup::StatusTarget],
@@ -615,6 +643,16 @@ impl Ctx<'_> {
                     (m.fd.as_fd(), role, p.clone())
                 })
                 .collect(),
+            metrics: self.metrics.map(|(fd, unix)| {
+                (
+                    fd.as_fd(),
+                    if *unix {
+                        FdRole::UnixListener
+                    } else {
+                        FdRole::TcpListener
+                    },
+                )
+            }),
             mgmt: self.mgmt_settings.clone(),
             identity: self.broker_identity,
             chroot_dir: self.sandbox,
@@ -902,6 +940,11 @@ async fn supervise(
                             bulwark_ipc::msg::clients::AuthVerdict::Pending { timeout_secs, .. } => format!("pending ({timeout_secs} s)"),
                         };
                         tracing::info!("AUDIT: client authorisation cid={cid} kid={kid}: {decision}");
+                        match &verdict {
+                            bulwark_ipc::msg::clients::AuthVerdict::Accept(_) => sup.router.counters.auth_accepted += 1,
+                            bulwark_ipc::msg::clients::AuthVerdict::Deny { .. } => sup.router.counters.auth_denied += 1,
+                            bulwark_ipc::msg::clients::AuthVerdict::Pending { .. } => {}
+                        }
                         let fx = sup.router.auth_decided(cid, kid, verdict);
                         sup.apply(fx).await;
                     }
@@ -916,6 +959,7 @@ async fn supervise(
                     match sup.ctx.start_worker(&sup.engine).await {
                         Ok(w) => {
                             tracing::info!("worker process {} restarted and ready", w.proc.pid);
+                            sup.router.counters.worker_restarts += 1;
                             sup.worker.running = Some(w);
                             sup.worker.ctl_open = true;
                             sup.router.worker_started();
@@ -986,6 +1030,15 @@ impl Sup<'_, '_> {
     /// identities) keep their running values until the daemon itself is restarted; each such
     /// change is reported. A broken configuration is rejected and the running one stays.
     async fn reload(&mut self) {
+        if self.reload_config().await {
+            self.router.counters.reloads += 1;
+        } else {
+            self.router.counters.reloads_rejected += 1;
+        }
+    }
+
+    /// The body of [`Self::reload`]: `false` when the new configuration was rejected.
+    async fn reload_config(&mut self) -> bool {
         if let Err(e) = logging::reopen() {
             tracing::error!("SIGHUP: cannot reopen the log file: {}", error_chain(&e));
         }
@@ -995,6 +1048,7 @@ impl Sup<'_, '_> {
                 "SIGHUP: configuration rejected, the running configuration stays in effect: {}",
                 errs.join("; ")
             );
+            false
         };
         let loaded = match config_input::load(&self.ctx.opts.config, &self.ctx.opts.directives) {
             Ok(l) => l,
@@ -1094,7 +1148,7 @@ impl Sup<'_, '_> {
                 }
             }
             tracing::info!("SIGHUP: configuration reloaded without disconnecting clients");
-            return;
+            return true;
         }
         tracing::info!(
             "SIGHUP: {} changed; restarting the worker (clients reconnect)",
@@ -1105,6 +1159,7 @@ impl Sup<'_, '_> {
             self.worker_restart = true;
             self.send_worker(ParentToWorker::Shutdown).await;
         }
+        true
     }
 
     /// Records a state transition for the management interface.
@@ -1396,6 +1451,7 @@ impl Sup<'_, '_> {
                 *failed = false;
             }
             Err(e) => {
+                self.router.counters.status_write_errors += 1;
                 if !*failed {
                     tracing::error!("cannot write status file {}: {e}", t.path.display());
                 }

@@ -239,6 +239,43 @@ pub fn bind_management(spec: &Management) -> Result<ManagementSocket, SocketErro
     })
 }
 
+/// Creates the listener of the metrics endpoint (`metrics-listen`): a loopback TCP socket, or a
+/// unix socket with mode 0660 and group `gid` (root's group when `None`). Returns the fd and
+/// whether it is a unix socket.
+pub fn bind_metrics(
+    spec: &bulwark_config::MetricsListen,
+    gid: Option<u32>,
+) -> Result<(OwnedFd, bool), SocketError> {
+    match spec {
+        bulwark_config::MetricsListen::Tcp { ip, port } => {
+            // INVARIANT: the configuration loader admits loopback addresses only; checked again
+            // here, where the socket is made.
+            if !ip.is_loopback() {
+                return Err(SocketError::Bind {
+                    addr: format!("{ip}:{port}"),
+                    source: nix::errno::Errno::EADDRNOTAVAIL,
+                });
+            }
+            Ok((
+                bind_inet(SocketAddr::new(*ip, *port), true, None, None)?.fd,
+                false,
+            ))
+        }
+        bulwark_config::MetricsListen::Unix { path, .. } => {
+            let fd = bind_unix(path)?;
+            let perr = |source| SocketError::UnixPath {
+                path: path.clone(),
+                source,
+            };
+            if let Some(g) = gid {
+                std::os::unix::fs::chown(path, None, Some(g)).map_err(perr)?;
+            }
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(perr)?;
+            Ok((fd, true))
+        }
+    }
+}
+
 fn bind_unix(path: &Path) -> Result<OwnedFd, SocketError> {
     let perr = |source| SocketError::UnixPath {
         path: path.to_owned(),

@@ -81,6 +81,7 @@ pub(crate) fn snap(
     q: u64,
 ) -> StatusSnapshot {
     StatusSnapshot {
+        counters: Default::default(),
         title: TITLE.into(),
         updated,
         utc_offset_secs: 0,

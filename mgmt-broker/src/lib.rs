@@ -34,6 +34,7 @@ pub mod backend;
 pub mod cmdline;
 pub mod commands;
 pub mod hub;
+pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod serve;

@@ -294,6 +294,36 @@ async fn serve(
     };
     let (backend, mut calls) = ChannelBackend::new(256);
     let (hub, mut outputs) = Hub::new(cfg, Arc::new(backend), system_clock());
+    // The metrics listener, if configured, is the last descriptor (BrokerInit::validate checked
+    // the count).
+    let mut fds = fds;
+    let metrics_counters = Arc::new(bulwark_mgmt::metrics::BrokerCounters::default());
+    if let Some(ms) = &m.metrics {
+        let unix = init.fds.last() == Some(&bulwark_ipc::msg::FdRole::UnixListener);
+        let Some(fd) = fds.pop() else {
+            return Err((None, BrokerError::Serve("metrics listener missing".into())));
+        };
+        let listener = bulwark_mgmt::metrics::MetricsListener::from_fd(fd, unix)
+            .map_err(|e| (None, BrokerError::Serve(e.to_string())))?;
+        let cfg = bulwark_mgmt::metrics::MetricsConfig {
+            status_path: ms.status_path.clone(),
+            per_client: ms.per_client,
+        };
+        let (h, counters) = (hub.clone(), Arc::clone(&metrics_counters));
+        let render: bulwark_mgmt::metrics::RenderFn = Arc::new(move || {
+            let (h, counters, cfg) = (h.clone(), Arc::clone(&counters), cfg.clone());
+            Box::pin(async move {
+                use bulwark_ipc::msg::mgmt::Request;
+                // The same worker query as the status file: the numbers agree.
+                let snap = match h.backend().call(Request::Status).await {
+                    Ok(Response::Status(s)) => Some(s),
+                    _ => None,
+                };
+                bulwark_mgmt::metrics::render(&cfg, snap.as_deref(), &counters, h.session_count())
+            })
+        });
+        tokio::spawn(bulwark_mgmt::metrics::serve(listener, render));
+    }
     let mut listeners = Vec::new();
     for (fd, policy) in fds.into_iter().zip(init.policies.iter().cloned()) {
         let l =
@@ -426,6 +456,7 @@ async fn serve(
             }
             Some(out) = outputs.recv() => match out {
                 BrokerOutput::Audit(rec) => {
+                    metrics_counters.command(rec.role, &rec.outcome);
                     if let Err(source) = control.send(&BrokerToParent::Audit(rec), &[]).await {
                         break Err((None, BrokerError::Ipc { step: "audit", source }));
                     }

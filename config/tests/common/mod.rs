@@ -261,6 +261,11 @@ pub fn samples() -> BTreeMap<&'static str, &'static str> {
         "management-monitor-socket",
         "management 127.0.0.1 7505\nmanagement-monitor-socket /run/bulwark-mon.sock",
     );
+    add("metrics-listen", "metrics-listen 127.0.0.1 9176");
+    add(
+        "metrics-per-client",
+        "metrics-listen 127.0.0.1 9176\nmetrics-per-client 50",
+    );
     m
 }
 

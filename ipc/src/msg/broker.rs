@@ -101,6 +101,18 @@ pub struct MgmtSettings {
     pub max_sessions: u32,
     /// Status files to render, in the parent's order.
     pub status_files: Vec<StatusFileSpec>,
+    /// The Prometheus endpoint (`metrics-listen`); its listener is the last descriptor of
+    /// `BrokerInit::fds`.
+    pub metrics: Option<MetricsSettings>,
+}
+
+/// The broker's metrics endpoint settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsSettings {
+    /// The `status_path` label of the openvpn_exporter-compatible series.
+    pub status_path: String,
+    /// Per-client series for at most this many clients (0: none).
+    pub per_client: u32,
 }
 
 impl Default for MgmtSettings {
@@ -111,6 +123,7 @@ impl Default for MgmtSettings {
             status_version: 1,
             max_sessions: 16,
             status_files: Vec::new(),
+            metrics: None,
         }
     }
 }
@@ -137,6 +150,12 @@ impl BrokerConfig {
         if m.status_files.len() > 8 || m.status_files.iter().any(|f| f.interval_secs == 0) {
             return Err(bad("mgmt.status_files", "at most 8, intervals ≥ 1 s"));
         }
+        if let Some(x) = &m.metrics {
+            crate::validate::check_text("mgmt.metrics.status_path", &x.status_path, 4096)?;
+            if x.per_client > 10_000 {
+                return Err(bad("mgmt.metrics.per_client", "at most 10000"));
+            }
+        }
         Ok(())
     }
 }
@@ -160,7 +179,8 @@ impl BrokerInit {
     pub fn validate(&self) -> Result<(), ValidationError> {
         self.config.validate()?;
         check_roles("BrokerInit", &self.fds, 0, &Self::ALLOWED)?;
-        if self.policies.len() != self.fds.len() {
+        let metrics = usize::from(self.config.mgmt.metrics.is_some());
+        if self.policies.len() + metrics != self.fds.len() {
             return Err(ValidationError::Field {
                 field: "BrokerInit.policies",
                 why: format!(
@@ -432,6 +452,7 @@ mod tests {
                     status_version: 1,
                     max_sessions: 16,
                     status_files: vec![],
+                    metrics: None,
                 },
             },
             policies: fds

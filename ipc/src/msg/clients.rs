@@ -216,9 +216,42 @@ impl WorkerQuery {
     }
 }
 
+/// The engine's counters since the worker started (metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct EngineCounters {
+    /// Packets dropped because they were malformed.
+    pub malformed: u64,
+    /// Control packets that failed authentication (tls-auth HMAC, tls-crypt tag, WKc).
+    pub control_auth_failures: u64,
+    /// Third packets of the UDP handshake with an invalid cookie.
+    pub cookie_failures: u64,
+    /// Stateless replies suppressed by the initial-packet rate limit.
+    pub rate_limited: u64,
+    /// Data packets from unknown peers.
+    pub unknown_data: u64,
+    /// Packets from the TUN with no route to a client.
+    pub no_route: u64,
+    /// Packets from a client with a source address it does not own.
+    pub spoofed: u64,
+    /// Handshakes started (sessions created).
+    pub handshakes_started: u64,
+    /// Clients that completed authentication.
+    pub handshakes_completed: u64,
+    /// Sessions that ended before authentication completed.
+    pub handshakes_failed: u64,
+    /// Data packets refused by a replay window.
+    pub replay_drops: u64,
+    /// Data packets that failed authentication or decryption.
+    pub decrypt_failures: u64,
+    /// Renegotiations started by either side.
+    pub renegotiations: u64,
+}
+
 /// The engine's view for `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct WorkerStatus {
+    /// The engine's counters.
+    pub counters: EngineCounters,
     /// Client instances (established and connecting), oldest first.
     pub clients: Vec<ClientEntry>,
     /// Routing table.

@@ -151,9 +151,45 @@ pub struct GlobalStats {
     pub dco_enabled: bool,
 }
 
+/// What the parent counts for the metrics endpoint (since it started).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ParentCounters {
+    /// SIGHUP reloads that were applied.
+    pub reloads: u64,
+    /// SIGHUP reloads rejected because the new configuration failed a check.
+    pub reloads_rejected: u64,
+    /// Status file writes that failed.
+    pub status_write_errors: u64,
+    /// Log lines that could not be written to the log file.
+    pub log_lines_lost: u64,
+    /// Worker restarts (crash, SIGUSR1, configuration change).
+    pub worker_restarts: u64,
+    /// Authorisation verdicts: clients admitted by the hooks / management client-auth.
+    pub auth_accepted: u64,
+    /// Authorisation verdicts: clients refused.
+    pub auth_denied: u64,
+}
+
+/// The counters of a status snapshot (not part of OpenVPN's status formats; the metrics
+/// endpoint exports them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SnapshotCounters {
+    /// The engine's counters.
+    pub engine: super::clients::EngineCounters,
+    /// The parent's counters.
+    pub parent: ParentCounters,
+    /// Link bytes read by the worker (all clients, also dropped packets).
+    pub link_bytes_in: u64,
+    /// Link bytes written by the worker.
+    pub link_bytes_out: u64,
+}
+
 /// A point-in-time view of the server, rendered by the broker's status renderer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusSnapshot {
+    /// Counters for the metrics endpoint (not rendered in the status formats).
+    #[serde(default)]
+    pub counters: SnapshotCounters,
     /// Title/version line (`OpenVPN 2.6.14 x86_64-pc-linux-gnu [...]` compatible).
     pub title: String,
     /// Time the snapshot was taken (Unix seconds).

@@ -51,6 +51,12 @@ pub struct ServerStats {
     pub handshakes_completed: u64,
     /// handshakes that failed
     pub handshakes_failed: u64,
+    /// data packets refused by a replay window
+    pub replay_drops: u64,
+    /// data packets that failed authentication or decryption
+    pub decrypt_failures: u64,
+    /// renegotiations started (by either side)
+    pub renegotiations: u64,
 }
 
 /// The server engine.
@@ -120,7 +126,15 @@ impl Server {
 
     /// Counters.
     pub fn stats(&self) -> ServerStats {
-        self.stats
+        // Sessions that ended were added in remove_peer; the live ones are summed now.
+        let mut st = self.stats;
+        for p in self.peers.values() {
+            let d = p.drops();
+            st.replay_drops += d.replay;
+            st.decrypt_failures += d.decrypt;
+            st.renegotiations += d.renegotiations;
+        }
+        st
     }
 
     /// What the parent granted a client (`defer_auth`), if anything.
@@ -614,7 +628,23 @@ impl Server {
                 last_ref: now_i,
             }));
         }
+        let st = self.stats();
         WorkerStatus {
+            counters: bulwark_ipc::msg::clients::EngineCounters {
+                malformed: st.malformed,
+                control_auth_failures: st.auth_failures,
+                cookie_failures: st.cookie_failures,
+                rate_limited: st.rate_limited,
+                unknown_data: st.unknown_data,
+                no_route: st.no_route,
+                spoofed: st.spoofed,
+                handshakes_started: st.handshakes_started,
+                handshakes_completed: st.handshakes_completed,
+                handshakes_failed: st.handshakes_failed,
+                replay_drops: st.replay_drops,
+                decrypt_failures: st.decrypt_failures,
+                renegotiations: st.renegotiations,
+            },
             clients,
             routes,
             link_bytes_in: link_in,
@@ -1021,6 +1051,10 @@ impl Server {
         if !peer.is_established() {
             self.stats.handshakes_failed += 1;
         }
+        let d = peer.drops();
+        self.stats.replay_drops += d.replay;
+        self.stats.decrypt_failures += d.decrypt;
+        self.stats.renegotiations += d.renegotiations;
         out.log(LogClass::Info, format!("{} {}", peer.log_prefix(), reason));
         let asked = self.asked.remove(&cid);
         if peer.is_established() || asked {

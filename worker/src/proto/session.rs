@@ -193,6 +193,17 @@ struct Negotiated {
     data_v2: bool,
 }
 
+/// Per-session counters the server sums for its metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PeerDrops {
+    /// data packets refused by the replay window (duplicates, too old)
+    pub replay: u64,
+    /// data packets that failed authentication or decryption
+    pub decrypt: u64,
+    /// renegotiations (new key states after the first), either side starting them
+    pub renegotiations: u64,
+}
+
 /// One client session.
 pub struct Peer {
     cfg: Arc<PeerConfig>,
@@ -219,6 +230,9 @@ pub struct Peer {
     last_send: Instant,
     bytes_in: u64,
     bytes_out: u64,
+    /// data packets dropped by the replay window, dropped for failed authentication/decryption,
+    /// and renegotiations started (metrics; summed by the server)
+    drops: PeerDrops,
     connected_since: u64,
     reneg_at: Option<Instant>,
     push_sent_at: Option<Instant>,
@@ -303,6 +317,7 @@ impl Peer {
             last_recv: now,
             last_send: now,
             bytes_in: 0,
+            drops: PeerDrops::default(),
             bytes_out: 0,
             connected_since: now_unix,
             reneg_at: None,
@@ -361,6 +376,11 @@ impl Peer {
     /// (bytes received from the client, bytes sent to it), data channel payload bytes on the wire.
     pub fn byte_counts(&self) -> (u64, u64) {
         (self.bytes_in, self.bytes_out)
+    }
+
+    /// Drop and renegotiation counters of this session.
+    pub fn drops(&self) -> PeerDrops {
+        self.drops
     }
 
     /// True once the client authenticated and got an address.
@@ -578,6 +598,7 @@ impl Peer {
         now: Instant,
         out: &mut Outbox,
     ) -> Result<(), TlsError> {
+        self.drops.renegotiations += 1;
         let rel = Reliable::new(
             key_id,
             self.own_sid,
@@ -1263,6 +1284,11 @@ impl Peer {
         let range = match dk.decrypt(&mut pkt, now_unix) {
             Ok(r) => r,
             Err(e) => {
+                if matches!(e, crate::proto::data::DataError::Replay(_)) {
+                    self.drops.replay += 1;
+                } else {
+                    self.drops.decrypt += 1;
+                }
                 out.log(
                     LogClass::Detail,
                     format!("{prefix} Authenticate/Decrypt packet error: {e}"),
