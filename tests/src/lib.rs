@@ -29,13 +29,16 @@
 //! with timeouts), [`bins`] (workspace binaries), [`openvpn`] (stock OpenVPN and Bulwark runners).
 
 pub mod bins;
+pub mod mgmt;
 pub mod netns;
 pub mod openvpn;
 pub mod process;
 
 pub use bins::{bin_dir, bulwark_bin, mgmt_bin, worker_bin, workspace_bin, BinError};
+pub use mgmt::MgmtClient;
 pub use netns::{
-    ping, require_privileged, NetPair, Netns, NetnsError, Privileged, CLIENT_IF, SERVER_IF,
+    in_netns, ping, require_privileged, NetPair, Netns, NetnsError, Privileged, CLIENT_IF,
+    SERVER_IF,
 };
 pub use openvpn::{
     client_config, genkey_tls_crypt_v2, prepare_server, start_bulwark_server, start_stock_client,

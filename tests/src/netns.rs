@@ -280,3 +280,17 @@ pub fn ping(ns: &str, addr: &str, count: u32, timeout: Duration) -> Result<(), N
         })
     }
 }
+
+/// Runs `f` on a thread that has joined the network namespace `ns` (setns affects only the
+/// calling thread), e.g. to connect to a daemon's loopback-only listener from a test.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}

@@ -27,19 +27,15 @@ fn exchange(mut s: impl Read + Write, request: &str) -> String {
 }
 
 /// An HTTP request to `addr` from inside the network namespace `ns` (the daemon's loopback is
-/// the namespace's own): a thread joins the namespace, connects, and is discarded.
+/// the namespace's own).
 fn http_in_ns(ns: &str, addr: SocketAddr, request: &str) -> String {
-    let (ns, request) = (ns.to_string(), request.to_string());
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(format!("/run/netns/{ns}")).expect("open netns");
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    let request = request.to_string();
+    in_netns(ns, move || {
         let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
         exchange(s, &request)
     })
-    .join()
-    .expect("http thread")
 }
 
 fn get(path: &str) -> String {

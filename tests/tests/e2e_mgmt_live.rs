@@ -4,9 +4,8 @@
 //! broker and written by the parent, `management-hold` holds the worker back until `hold release`,
 //! `signal SIGUSR2` prints the status to the log.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bulwark_pki::{InitOptions, ServerConfOptions};
@@ -14,104 +13,6 @@ use bulwark_tests::*;
 
 const SERVER_UP: Duration = Duration::from_secs(20);
 const CLIENT_UP: Duration = Duration::from_secs(40);
-
-/// A line-oriented management client with bounded waits.
-struct Mgmt {
-    s: UnixStream,
-    buf: String,
-}
-
-impl Mgmt {
-    fn connect(path: &Path) -> Mgmt {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let s = loop {
-            match UnixStream::connect(path) {
-                Ok(s) => break s,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => panic!("connect {}: {e}", path.display()),
-            }
-        };
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("socket timeout");
-        let mut m = Mgmt {
-            s,
-            buf: String::new(),
-        };
-        m.notification(
-            ">INFO:OpenVPN Management Interface Version 5",
-            Duration::from_secs(5),
-        );
-        m
-    }
-
-    /// Reads one complete line (without CRLF).
-    fn line(&mut self, deadline: Instant) -> String {
-        loop {
-            if let Some(i) = self.buf.find("\r\n") {
-                let l = self.buf[..i].to_string();
-                self.buf.drain(..i + 2);
-                return l;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no complete line; got {:?}",
-                self.buf
-            );
-            let mut b = [0u8; 4096];
-            match self.s.read(&mut b) {
-                Ok(0) => panic!("management connection closed; got {:?}", self.buf),
-                Ok(n) => self.buf.push_str(&String::from_utf8_lossy(&b[..n])),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => panic!("read: {e}"),
-            }
-        }
-    }
-
-    /// Waits for a notification line starting with `prefix` (other lines are skipped).
-    fn notification(&mut self, prefix: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let l = self.line(deadline);
-            if l.starts_with(prefix) {
-                return l;
-            }
-        }
-    }
-
-    /// Sends a command and returns its reply lines (CRLF-terminated, notifications interleaved
-    /// by the server skipped) up to and including the first line equal to `last`, or the first
-    /// line when `last` is `None`.
-    fn cmd(&mut self, line: &str, last: Option<&str>) -> String {
-        self.s
-            .write_all(format!("{line}\r\n").as_bytes())
-            .expect("send command");
-        self.reply(last)
-    }
-
-    /// Reads a reply (see [`Mgmt::cmd`]) to something already sent.
-    fn reply(&mut self, last: Option<&str>) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut out = String::new();
-        loop {
-            let l = self.line(deadline);
-            if l.starts_with('>') {
-                continue;
-            }
-            out.push_str(&l);
-            out.push_str("\r\n");
-            if last.is_none_or(|e| l == e) {
-                return out;
-            }
-        }
-    }
-}
 
 struct Rig {
     _p: Privileged,
@@ -201,7 +102,7 @@ fn status_kill_client_kill_bytecount_and_status_file() {
         .expect("client1 up");
     ping(rig.net.client_ns(), "10.8.0.1", 2, Duration::from_secs(10)).expect("ping");
 
-    let mut m = Mgmt::connect(&rig.sock);
+    let mut m = MgmtClient::connect(&rig.sock);
     let v = m.cmd("version", Some("END"));
     assert!(v.contains("OpenVPN Version: OpenVPN 2.6.14 "), "{v}");
     assert!(v.contains("Management Version: 5"), "{v}");
@@ -255,7 +156,7 @@ fn status_kill_client_kill_bytecount_and_status_file() {
     let mut c2 = rig.client("client2");
     c2.wait_for_line(INIT_COMPLETE, CLIENT_UP)
         .expect("client2 up");
-    let cid_of = |m: &mut Mgmt, cn: &str| {
+    let cid_of = |m: &mut MgmtClient, cn: &str| {
         let st = m.cmd("status 2", Some("END"));
         rows(&st, "CLIENT_LIST", ',')
             .iter()
@@ -323,7 +224,7 @@ fn hold_until_release_then_sigusr2_prints_status() {
     rig.server
         .wait_for_line("Need hold release from management interface", SERVER_UP)
         .expect("daemon holds");
-    let mut m = Mgmt::connect(&rig.sock);
+    let mut m = MgmtClient::connect(&rig.sock);
     m.notification(">HOLD:Waiting for hold release:0", Duration::from_secs(5));
     // nothing serves clients while held
     let mut c = rig.client("client1");
@@ -361,7 +262,7 @@ fn log_history_and_realtime_log_and_verb() {
     let Some(rig) = start("mgmt_live_log", &[], true) else {
         return;
     };
-    let mut m = Mgmt::connect(&rig.sock);
+    let mut m = MgmtClient::connect(&rig.sock);
     // the start-up lines are in the log cache, in OpenVPN's >LOG form
     let hist = m.cmd("log all", Some("END"));
     assert!(
@@ -395,7 +296,7 @@ fn management_client_auth_approves_one_client_and_denies_another() {
     ) else {
         return;
     };
-    let mut m = Mgmt::connect(&rig.sock);
+    let mut m = MgmtClient::connect(&rig.sock);
     let mut c1 = rig.client("client1");
     // CONNECT + ENV block for client1
     let connect = m.notification(">CLIENT:CONNECT,", Duration::from_secs(30));
@@ -522,7 +423,7 @@ fn read_only_monitor_socket_and_audit_file() {
     };
     let mon = rig.dir.path().join("monitor.sock");
     let audit = rig.dir.path().join("audit.log");
-    let mut m = Mgmt::connect(&mon);
+    let mut m = MgmtClient::connect(&mon);
     let st = m.cmd("status 3", Some("END"));
     assert!(st.contains("TITLE\t"), "{st}");
     let denied = m.cmd("kill client1", None);
@@ -532,7 +433,7 @@ fn read_only_monitor_socket_and_audit_file() {
     );
     let denied = m.cmd("signal SIGTERM", None);
     assert!(denied.starts_with("ERROR:"), "{denied}");
-    let mut admin = Mgmt::connect(&rig.sock);
+    let mut admin = MgmtClient::connect(&rig.sock);
     assert_eq!(admin.cmd("verb", None), "SUCCESS: verb=3\r\n");
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
