@@ -22,8 +22,8 @@ pub struct Loaded {
     pub settings: Settings,
     /// `verb` (clamped to 0..=11).
     pub verb: u8,
-    /// `suppress-timestamps`.
-    pub suppress_timestamps: bool,
+    /// How log lines start (`suppress-timestamps`, `machine-readable-output`).
+    pub line_prefix: crate::logging::LinePrefix,
     /// Non-fatal findings (`FILE:LINE: message`).
     pub warnings: Vec<String>,
     /// The full typed configuration (for the engine configuration and key custody).
@@ -61,7 +61,14 @@ pub fn load(path: &Path, directives: &[String]) -> Result<Loaded, Vec<String>> {
     Ok(Loaded {
         settings,
         verb,
-        suppress_timestamps: loaded.config.logging.suppress_timestamps,
+        // As OpenVPN: machine-readable-output wins over suppress-timestamps.
+        line_prefix: if loaded.config.logging.machine_readable_output {
+            crate::logging::LinePrefix::MachineReadable
+        } else if loaded.config.logging.suppress_timestamps {
+            crate::logging::LinePrefix::None
+        } else {
+            crate::logging::LinePrefix::Timestamp
+        },
         warnings,
         config: Box::new(loaded.config),
     })

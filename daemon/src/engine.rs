@@ -139,11 +139,6 @@ pub fn unimplemented_options(cfg: &Config) -> (Vec<String>, Vec<String>) {
             "mute {m} {nyi}; repeated messages are not suppressed"
         ));
     }
-    if cfg.logging.machine_readable_output {
-        warn.push(format!(
-            "machine-readable-output {nyi}; lines keep the default format"
-        ));
-    }
     (fatal, warn)
 }
 

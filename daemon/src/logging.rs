@@ -72,9 +72,41 @@ pub fn level_for_verb(verb: u8) -> tracing::level_filters::LevelFilter {
     }
 }
 
+/// How a line starts (file and stderr sinks; syslog lines never carry a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinePrefix {
+    /// `YYYY-MM-DD HH:MM:SS ` local time (with ` us=N` at verb 4 and above), OpenVPN's default.
+    Timestamp,
+    /// Nothing (`suppress-timestamps`).
+    None,
+    /// `SECONDS.MICROSECONDS FLAGS ` (`machine-readable-output`): FLAGS in hex as OpenVPN prints
+    /// its message flags — the verbosity level, `0x20` for a non-fatal error (errors print `21`),
+    /// `0x40` for a warning (`40`), `0x10` for a fatal error. OpenVPN also packs a mute category
+    /// into the top byte; Bulwark's messages carry none, so that byte is always 0.
+    MachineReadable,
+}
+
 struct OvpnFormat {
     offset: UtcOffset,
-    timestamps: bool,
+    prefix: LinePrefix,
+}
+
+/// The `machine-readable-output` flags of a record at `level`.
+pub fn machine_flags(level: &Level) -> u32 {
+    match *level {
+        Level::ERROR => 0x20 | 1,
+        Level::WARN => 0x40,
+        Level::INFO => 1,
+        Level::DEBUG => 4,
+        Level::TRACE => 7,
+    }
+}
+
+/// The `machine-readable-output` prefix of a line written at `unix_micros`.
+pub fn machine_prefix(unix_micros: i128, flags: u32) -> String {
+    let secs = unix_micros.div_euclid(1_000_000);
+    let us = unix_micros.rem_euclid(1_000_000);
+    format!("{secs}.{us:06} {flags:x} ")
 }
 
 /// One emitted log line as the management interface's log cache and `>LOG:` want it.
@@ -178,7 +210,10 @@ where
                 }
             }
         }
-        if self.timestamps {
+        if self.prefix == LinePrefix::MachineReadable {
+            let micros = now.unix_timestamp_nanos() / 1000;
+            write!(writer, "{}", machine_prefix(micros, machine_flags(level)))?;
+        } else if self.prefix == LinePrefix::Timestamp {
             write!(writer, "{} ", timestamp(now.to_offset(self.offset)))?;
             // As OpenVPN: at verb 4 and above the time gains microseconds (`us=`, not
             // zero-padded, omitted when 0).
@@ -356,10 +391,10 @@ pub fn init(
     sink: &Sink,
     verb: u8,
     offset: UtcOffset,
-    suppress_timestamps: bool,
+    prefix: LinePrefix,
 ) -> Result<(), LoggingError> {
-    let (writer, timestamps) = match sink {
-        Sink::Stderr => (BoxMakeWriter::new(std::io::stderr), !suppress_timestamps),
+    let (writer, prefix) = match sink {
+        Sink::Stderr => (BoxMakeWriter::new(std::io::stderr), prefix),
         Sink::File { path, append } => {
             let f = open_log(path, *append)?;
             let lf = std::sync::Arc::new(LogFile {
@@ -367,7 +402,7 @@ pub fn init(
                 file: Mutex::new(f),
             });
             let _ = LOG_FILE.set(std::sync::Arc::clone(&lf));
-            (BoxMakeWriter::new(LogFileMaker(lf)), !suppress_timestamps)
+            (BoxMakeWriter::new(LogFileMaker(lf)), prefix)
         }
         Sink::Syslog(ident) => {
             let sock = UnixDatagram::unbound().map_err(LoggingError::Syslog)?;
@@ -376,7 +411,7 @@ pub fn init(
                     sock,
                     ident: ident.clone(),
                 }),
-                false,
+                LinePrefix::None,
             )
         }
     };
@@ -389,7 +424,7 @@ pub fn init(
     }
     // The level is filtered per event against the run-time verb (see `set_verb`).
     let subscriber = tracing_subscriber::fmt()
-        .event_format(OvpnFormat { offset, timestamps })
+        .event_format(OvpnFormat { offset, prefix })
         .with_writer(writer)
         .with_max_level(tracing::level_filters::LevelFilter::TRACE)
         .finish();
@@ -441,5 +476,53 @@ mod tests {
         assert_eq!(level_for_verb(0), LevelFilter::ERROR);
         assert_eq!(level_for_verb(3), LevelFilter::INFO);
         assert_eq!(level_for_verb(9), LevelFilter::TRACE);
+    }
+
+    /// `(seconds, microseconds, flags, message)` of a machine-readable-output line.
+    pub(crate) fn parse_machine_line(l: &str) -> Option<(u64, u32, u32, &str)> {
+        let (ts, rest) = l.split_once(' ')?;
+        let (flags, msg) = rest.split_once(' ')?;
+        let (secs, us) = ts.split_once('.')?;
+        if us.len() != 6 {
+            return None;
+        }
+        Some((
+            secs.parse().ok()?,
+            us.parse().ok()?,
+            u32::from_str_radix(flags, 16).ok()?,
+            msg,
+        ))
+    }
+
+    #[test]
+    fn machine_readable_prefix_has_openvpns_shape() {
+        assert_eq!(
+            machine_prefix(1_795_334_429_922_255, 1),
+            "1795334429.922255 1 "
+        );
+        assert_eq!(
+            machine_prefix(1_795_334_429_000_007, 0x40),
+            "1795334429.000007 40 "
+        );
+        assert_eq!(machine_flags(&Level::ERROR), 0x21);
+        assert_eq!(machine_flags(&Level::WARN), 0x40);
+        assert_eq!(machine_flags(&Level::INFO), 1);
+        // every line of OpenVPN 2.6.14's capture parses the way ours are built
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "../../shared/fixtures/openvpn-2.6/logging/server-verb3-machine-readable-output.stdout",
+        );
+        let Ok(text) = std::fs::read_to_string(&fixture) else {
+            panic!("fixture {} missing", fixture.display());
+        };
+        for l in text.lines() {
+            let (secs, us, flags, msg) =
+                parse_machine_line(l).unwrap_or_else(|| panic!("fixture line {l:?}"));
+            let ours = format!(
+                "{}{msg}",
+                machine_prefix(i128::from(secs) * 1_000_000 + i128::from(us), flags)
+            );
+            assert_eq!(ours, l);
+        }
+        assert!(text.contains("1795334429.925003 1 Initialization Sequence Completed"));
     }
 }

@@ -237,7 +237,7 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
     let Loaded {
         settings,
         verb,
-        suppress_timestamps,
+        line_prefix,
         warnings,
         config,
     } = config_input::load(&opts.config, &opts.directives).map_err(Failure::Config)?;
@@ -260,7 +260,7 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
         (None, Some(ident)) => Sink::Syslog(ident.clone()),
         (None, None) => Sink::Stderr,
     };
-    logging::init(&sink, verb, offset, suppress_timestamps)
+    logging::init(&sink, verb, offset, line_prefix)
         .map_err(|e| Failure::Early(e.into()))?;
     tracing::info!("bulwark {} starting", env!("CARGO_PKG_VERSION"));
     for w in warnings {

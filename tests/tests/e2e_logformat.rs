@@ -1,0 +1,135 @@
+//! Log line formats of a running daemon with a stock client connecting, against OpenVPN 2.6.14's
+//! captures in `shared/fixtures/openvpn-2.6/logging/`: `machine-readable-output` (every line
+//! `SECONDS.MICROSECONDS FLAGS message`, flags in hex as OpenVPN prints them) and
+//! `suppress-timestamps` (the message alone), with the messages people match on where the
+//! fixtures have them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bulwark_pki::{InitOptions, ServerConfOptions};
+use bulwark_tests::*;
+
+const SERVER_UP: Duration = Duration::from_secs(20);
+const CLIENT_UP: Duration = Duration::from_secs(40);
+
+fn fixture(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/openvpn-2.6/logging")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
+}
+
+/// `(flags, message)` of a machine-readable line, or `None` if it does not have the shape.
+fn machine_line(l: &str) -> Option<(u32, &str)> {
+    let (ts, rest) = l.split_once(' ')?;
+    let (flags, msg) = rest.split_once(' ')?;
+    let (secs, us) = ts.split_once('.')?;
+    (secs.len() >= 10
+        && secs.bytes().all(|b| b.is_ascii_digit())
+        && us.len() == 6
+        && us.bytes().all(|b| b.is_ascii_digit()))
+    .then_some(())?;
+    Some((u32::from_str_radix(flags, 16).ok()?, msg))
+}
+
+/// Runs the daemon with `directive` and a log file, connects a stock client, stops the daemon and
+/// returns the log.
+fn run_with(test: &str, tag: &str, directive: &str) -> Option<String> {
+    let p = require_privileged(test)?;
+    let dir = TestDir::new(test).expect("test dir");
+    let net = NetPair::new(&p, tag).expect("namespaces");
+    let opts = ServerConfOptions {
+        remote_host: net.server_addr.to_string(),
+        ..Default::default()
+    };
+    let setup = prepare_server(&dir, &InitOptions::with_clients(1), opts).expect("server dir");
+    let log = dir.path().join("server.log");
+    let extra = [
+        directive.to_string(),
+        format!("log {}", log.display()),
+        "verb 3".to_string(),
+    ];
+    let refs: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut server =
+        start_bulwark_server(&dir, net.server_ns(), "bulwark", setup.server_conf(), &refs)
+            .expect("start");
+    wait_file_contains(&log, INIT_COMPLETE, SERVER_UP).expect("up");
+    let mut c = start_stock_client(
+        &dir,
+        net.client_ns(),
+        "client1",
+        setup.profile("client1").expect("profile"),
+        &ClientOverrides::default(),
+    )
+    .expect("client");
+    c.wait_for_line(INIT_COMPLETE, CLIENT_UP)
+        .expect("client up");
+    wait_file_contains(
+        &log,
+        "Peer Connection Initiated with",
+        Duration::from_secs(10),
+    )
+    .expect("peer line");
+    c.stop().expect("stop client");
+    server
+        .kill(nix::sys::signal::Signal::SIGTERM)
+        .expect("SIGTERM");
+    server.wait_timeout(Duration::from_secs(20)).expect("exit");
+    Some(std::fs::read_to_string(&log).expect("log"))
+}
+
+#[test]
+fn machine_readable_output_lines_have_openvpns_form() {
+    let Some(text) = run_with("logfmt_mro", "lm", "machine-readable-output") else {
+        return;
+    };
+    // the fixture itself has exactly this shape (sanity check of the parser)
+    for l in fixture("server-verb3-machine-readable-output.stdout").lines() {
+        assert!(machine_line(l).is_some(), "fixture line {l:?}");
+    }
+    let mut init = None;
+    for l in text.lines() {
+        let (flags, msg) =
+            machine_line(l).unwrap_or_else(|| panic!("not machine-readable: {l:?}\n{text}"));
+        assert!(
+            [0x1, 0x3, 0x4, 0x7, 0x21, 0x40].contains(&flags),
+            "flags {flags:x}: {l}"
+        );
+        if msg == INIT_COMPLETE {
+            init = Some(flags);
+        }
+    }
+    // the fixture prints Initialization Sequence Completed and the exit line with flags 1
+    assert_eq!(init, Some(1), "{text}");
+    let exit = text
+        .lines()
+        .find(|l| l.ends_with("SIGTERM[hard,] received, process exiting"))
+        .unwrap_or_else(|| panic!("exit line:\n{text}"));
+    assert_eq!(machine_line(exit).map(|(f, _)| f), Some(1), "{exit}");
+    assert!(text.contains("Peer Connection Initiated with [AF_INET]"));
+}
+
+#[test]
+fn suppress_timestamps_prints_the_message_alone() {
+    let Some(text) = run_with("logfmt_nots", "ln", "suppress-timestamps") else {
+        return;
+    };
+    let fixture = fixture("server-verb3-suppress-timestamps.stdout");
+    for line in [INIT_COMPLETE, "SIGTERM[hard,] received, process exiting"] {
+        assert!(fixture.lines().any(|l| l == line), "fixture has {line:?}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} alone on its line:\n{text}"
+        );
+    }
+    for l in text.lines() {
+        let dated = l.len() > 19
+            && l.as_bytes()[4] == b'-'
+            && l.as_bytes()[7] == b'-'
+            && l.as_bytes()[10] == b' '
+            && l.as_bytes()[13] == b':';
+        assert!(!dated, "timestamp printed: {l}");
+        assert!(machine_line(l).is_none(), "machine-readable form: {l}");
+    }
+}
