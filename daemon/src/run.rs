@@ -260,8 +260,7 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
         (None, Some(ident)) => Sink::Syslog(ident.clone()),
         (None, None) => Sink::Stderr,
     };
-    logging::init(&sink, verb, offset, line_prefix)
-        .map_err(|e| Failure::Early(e.into()))?;
+    logging::init(&sink, verb, offset, line_prefix).map_err(|e| Failure::Early(e.into()))?;
     tracing::info!("bulwark {} starting", env!("CARGO_PKG_VERSION"));
     for w in warnings {
         tracing::warn!("{w}");
