@@ -662,7 +662,8 @@ fn installed_package_serves_a_stock_client() {
     let have = u64::from_str_radix(&proc_status_field(pid, "CapBnd"), 16).unwrap();
     assert_eq!(have, want, "CapBnd {have:#x} vs unit {want:#x}");
     assert_eq!(proc_status_field(pid, "NoNewPrivs"), "1");
-    // The worker and the broker run as different unprivileged users (the package's two users).
+    // The worker runs as the configuration's `user` (bulwark init writes one) and the broker as
+    // the package's own `bulwark-mgmt` user: two different unprivileged uids.
     let uid_of = |comm: &str| -> u32 {
         let child = child_named(pid, comm).unwrap_or_else(|| panic!("no {comm} child"));
         proc_status_field(child, "Uid")
@@ -672,7 +673,14 @@ fn installed_package_serves_a_stock_client() {
             .parse()
             .unwrap()
     };
-    let bulwark_uid = nix::unistd::User::from_name("bulwark")
+    let conf_text = std::fs::read_to_string(pki.join(format!("{name}.conf"))).unwrap();
+    let worker_user = conf_text
+        .lines()
+        .find_map(|l| l.strip_prefix("user "))
+        .unwrap_or("bulwark")
+        .trim()
+        .to_string();
+    let worker_uid = nix::unistd::User::from_name(&worker_user)
         .unwrap()
         .unwrap()
         .uid
@@ -682,8 +690,9 @@ fn installed_package_serves_a_stock_client() {
         .unwrap()
         .uid
         .as_raw();
-    assert_eq!(uid_of("bulwark-worker"), bulwark_uid);
+    assert_eq!(uid_of("bulwark-worker"), worker_uid);
     assert_eq!(uid_of("bulwark-mgmt"), mgmt_uid);
+    assert_ne!(worker_uid, mgmt_uid);
 
     // A stock client connects and passes traffic.
     let ov = ClientOverrides {
