@@ -102,7 +102,9 @@ impl AuditSink {
     pub fn try_record(&self, rec: &AuditRecord) -> Result<(), AuditError> {
         match self {
             AuditSink::Log => {
-                tracing::info!("MANAGEMENT AUDIT: {}", format_fields(rec));
+                crate::logging::without_management_forwarding(|| {
+                    tracing::info!("MANAGEMENT AUDIT: {}", format_fields(rec));
+                });
                 Ok(())
             }
             AuditSink::File { file, .. } => {

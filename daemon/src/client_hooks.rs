@@ -192,6 +192,11 @@ impl ClientHooks {
         })
     }
 
+    /// Whether a `client-connect` script is configured.
+    pub fn has_client_connect(&self) -> bool {
+        self.client_connect.is_some()
+    }
+
     /// Whether the worker must ask before admitting clients.
     pub fn needs_defer(&self) -> bool {
         self.auth_verify.is_some()

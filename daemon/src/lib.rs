@@ -27,6 +27,7 @@
 pub mod audit;
 pub mod children;
 pub mod cli;
+pub mod client_env;
 pub mod client_hooks;
 pub mod config_input;
 pub mod engine;

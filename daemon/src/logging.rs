@@ -446,6 +446,15 @@ fn open_log(path: &Path, append: bool) -> Result<std::fs::File, LoggingError> {
     })
 }
 
+/// Runs `f` with the lines it logs kept out of the management log stream (`>LOG:` and the
+/// `log` history): the management audit trail, whose lines would otherwise show every session
+/// what the others did, and which OpenVPN's stream does not have.
+pub fn without_management_forwarding(f: impl FnOnce()) {
+    let before = FROM_BROKER.with(|c| c.replace(true));
+    f();
+    FROM_BROKER.with(|c| c.set(before));
+}
+
 /// Re-emits a child's log record through the parent's sink.
 pub fn emit_child_record(rec: &LogRecord) {
     // The origin is not printed: OpenVPN's lines have no process tag and tools parse them as is.

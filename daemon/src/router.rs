@@ -35,6 +35,8 @@ use bulwark_ipc::msg::mgmt::{
 };
 use bulwark_ipc::msg::{ParentToBroker, ParentToWorker};
 
+use crate::client_env::{Assigned, ClientEnv};
+
 /// The title string of `version`, `help` and the status files' `TITLE`: OpenVPN's form (tools
 /// parse the second word as a semantic version of the protocol level Bulwark implements), with
 /// Bulwark's own tags.
@@ -107,6 +109,8 @@ pub struct ClientRecord {
     pub iroutes_v6: Vec<(std::net::Ipv6Addr, u8)>,
     /// Unix time of the connection.
     pub connected_since: i64,
+    /// The client's environment list (`>CLIENT:ENV` order, see `client_env`).
+    pub env: ClientEnv,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -149,6 +153,11 @@ pub struct Router {
     granted: HashMap<u64, ClientOverrides>,
     /// Clients that had a `>CLIENT:CONNECT` (they get a DISCONNECT notification).
     announced: HashSet<u64>,
+    /// Environment lists of clients not established yet.
+    envs: HashMap<u64, ClientEnv>,
+    /// Clients admitted with `client-auth` config lines or a `client-connect` script (OpenVPN
+    /// sets their address variables once more).
+    readdress: HashSet<u64>,
     verb: u8,
     mute: u32,
     hold: bool,
@@ -181,6 +190,8 @@ impl Router {
             auth_inflight: HashSet::new(),
             granted: HashMap::new(),
             announced: HashSet::new(),
+            envs: HashMap::new(),
+            readdress: HashSet::new(),
             hold,
             holding: hold,
             auth_retry: AuthRetry::None,
@@ -192,6 +203,11 @@ impl Router {
     /// Whether the daemon waits for `hold release` before serving.
     pub fn holding(&self) -> bool {
         self.holding
+    }
+
+    /// Whether client `cid` is established.
+    pub fn is_established(&self, cid: u64) -> bool {
+        self.clients.contains_key(&cid)
     }
 
     /// Number of established clients.
@@ -218,13 +234,15 @@ impl Router {
         }
         self.auth_inflight.clear();
         self.granted.clear();
+        self.envs.clear();
+        self.readdress.clear();
         let cids: Vec<u64> = self.clients.keys().copied().collect();
         for cid in cids {
             if let Some(rec) = self.clients.remove(&cid) {
                 let dur = u64::try_from(unix_now() - rec.connected_since).unwrap_or(0);
                 if self.announced.contains(&cid) {
                     fx.out
-                        .push(Out::Broker(disconnect_event(cid, &rec, 0, 0, dur)));
+                        .push(Out::Broker(self.disconnect_event(cid, &rec, 0, 0, dur)));
                 }
                 fx.gone.push((rec, 0, 0, dur));
             }
@@ -426,19 +444,53 @@ impl Router {
         if self.cfg.mgmt_client_auth {
             self.announced.insert(req.cid);
         }
+        let env = match self.clients.get_mut(&req.cid) {
+            Some(rec) if req.reauth => &mut rec.env,
+            _ => {
+                if !req.reauth {
+                    self.envs.insert(req.cid, ClientEnv::default());
+                }
+                self.envs.entry(req.cid).or_default()
+            }
+        };
+        env.tls_verified(
+            &req.cert_env,
+            req.real_address.addr,
+            &req.peer_info,
+            req.username
+                .as_deref()
+                .map(|u| (u, req.common_name.as_str(), req.password.as_deref())),
+        );
         fx.auth.push(req);
         Ok(fx)
     }
 
-    /// The loop decided about an authorisation: the verdict goes to the worker.
-    pub fn auth_decided(&mut self, cid: u64, kid: u32, verdict: AuthVerdict) -> Effects {
+    /// The loop decided about an authorisation: the verdict goes to the worker. `readdress`:
+    /// the client was configured by `client-auth` config lines or a `client-connect` script.
+    pub fn auth_decided(
+        &mut self,
+        cid: u64,
+        kid: u32,
+        verdict: AuthVerdict,
+        readdress: bool,
+    ) -> Effects {
         let mut fx = Effects::default();
         if !self.auth_inflight.remove(&(cid, kid)) {
             // The worker died or restarted meanwhile: nothing to answer.
             return fx;
         }
+        // As OpenVPN: the password leaves the environment once it has been checked.
+        if let Some(e) = self.envs.get_mut(&cid) {
+            e.del("password");
+        }
+        if let Some(rec) = self.clients.get_mut(&cid) {
+            rec.env.del("password");
+        }
         if let AuthVerdict::Accept(o) = &verdict {
             self.granted.insert(cid, (**o).clone());
+            if readdress {
+                self.readdress.insert(cid);
+            }
         }
         fx.out.push(Out::Worker(ParentToWorker::AuthVerdict {
             cid,
@@ -473,6 +525,8 @@ impl Router {
                 iroutes,
                 iroutes_v6,
                 connected_since,
+                peer_info,
+                cert_env,
                 ..
             } => {
                 if self.clients.contains_key(&cid) {
@@ -502,6 +556,30 @@ impl Router {
                         "client {cid} established with iroutes although no hook granted any"
                     )));
                 }
+                let mut env = self.envs.remove(&cid).unwrap_or_else(|| {
+                    // Admitted without asking the parent: the TLS-time variables come with
+                    // the event.
+                    let mut e = ClientEnv::default();
+                    e.tls_verified(
+                        &cert_env,
+                        real_address.addr,
+                        &peer_info,
+                        username.as_deref().map(|u| (u, common_name.as_str(), None)),
+                    );
+                    e
+                });
+                env.connected(
+                    &common_name,
+                    real_address.addr,
+                    &self.cfg.pool,
+                    Assigned {
+                        v4: vaddr,
+                        v6: vaddr6,
+                    },
+                    connected_since,
+                    &ascii_time(connected_since, self.cfg.utc_offset_secs),
+                    self.readdress.remove(&cid),
+                );
                 let rec = ClientRecord {
                     cid,
                     common_name,
@@ -512,6 +590,7 @@ impl Router {
                     iroutes,
                     iroutes_v6,
                     connected_since,
+                    env,
                 };
                 let n = u32::try_from(self.clients.len() + 1).unwrap_or(u32::MAX);
                 if self.announced.contains(&cid) {
@@ -562,6 +641,8 @@ impl Router {
                 ..
             } => {
                 self.granted.remove(&cid);
+                self.envs.remove(&cid);
+                self.readdress.remove(&cid);
                 self.auth_inflight.retain(|(c, _)| *c != cid);
                 let announced = self.announced.remove(&cid);
                 match self.clients.remove(&cid) {
@@ -572,7 +653,7 @@ impl Router {
                             .push((rec, bytes_received, bytes_sent, duration_secs));
                     }
                     Some(rec) => {
-                        fx.out.push(Out::Broker(disconnect_event(
+                        fx.out.push(Out::Broker(self.disconnect_event(
                             cid,
                             &rec,
                             bytes_received,
@@ -608,66 +689,51 @@ impl Router {
         Ok(fx)
     }
 
-    /// The environment of an ESTABLISHED notification, newest variable first, ending with the
-    /// daemon's variables.
+    /// The environment of an ESTABLISHED notification: the client's list, then the daemon's
+    /// variables.
     fn established_env(&self, rec: &ClientRecord) -> EnvBlock {
-        let mut vars: Vec<(String, String)> = Vec::new();
-        if let Some(a) = rec.vaddr {
-            vars.push((
-                "ifconfig_pool_netmask".into(),
-                self.cfg.pool.netmask.to_string(),
-            ));
-            vars.push(("ifconfig_pool_remote_ip".into(), a.to_string()));
-        }
-        if let Some(a6) = rec.vaddr6 {
-            vars.insert(0, ("ifconfig_pool_remote_ip6".into(), a6.to_string()));
-        }
-        let t = rec.connected_since;
-        vars.push(("time_unix".into(), t.to_string()));
-        vars.push(("time_ascii".into(), ascii_time(t, self.cfg.utc_offset_secs)));
-        vars.push((
-            "trusted_port".into(),
-            rec.real_address.addr.port().to_string(),
-        ));
-        vars.push(("trusted_ip".into(), rec.real_address.ip().to_string()));
-        vars.push(("common_name".into(), rec.common_name.clone()));
-        if let Some(u) = &rec.username {
-            vars.push(("username".into(), u.clone()));
-        }
+        self.with_daemon_env(&rec.env, Vec::new())
+    }
+
+    fn with_daemon_env(&self, env: &ClientEnv, peer_info: Vec<String>) -> EnvBlock {
+        let mut vars = env.vars().to_vec();
         vars.extend(self.cfg.daemon_env.iter().cloned());
-        EnvBlock {
-            vars,
-            peer_info: Vec::new(),
-        }
+        EnvBlock { vars, peer_info }
+    }
+
+    /// The environment of a DISCONNECT notification.
+    fn disconnect_event(
+        &self,
+        cid: u64,
+        rec: &ClientRecord,
+        bytes_received: u64,
+        bytes_sent: u64,
+        duration_secs: u64,
+    ) -> ParentToBroker {
+        let mut env = rec.env.clone();
+        env.disconnected(
+            rec.real_address.addr,
+            bytes_received,
+            bytes_sent,
+            duration_secs,
+        );
+        ParentToBroker::Event(Box::new(MgmtEvent::Client {
+            cid,
+            kind: ClientEventKind::Disconnect,
+            n_clients: 0,
+            env: self.with_daemon_env(&env, Vec::new()),
+        }))
     }
 
     /// The environment of a CONNECT/REAUTH notification (password included: the broker shows
-    /// it only to the `auth` role).
+    /// it only to the `auth` role). Call after [`Router::on_auth_request`] for `req`.
     pub fn connect_env(&self, req: &ClientAuthRequest) -> EnvBlock {
-        let mut vars: Vec<(String, String)> = Vec::new();
-        if let Some(p) = &req.password {
-            vars.push(("password".into(), p.clone()));
-        }
-        vars.push((
-            "untrusted_port".into(),
-            req.real_address.addr.port().to_string(),
-        ));
-        vars.push(("untrusted_ip".into(), req.real_address.ip().to_string()));
-        vars.push(("common_name".into(), req.common_name.clone()));
-        if let Some(u) = &req.username {
-            vars.push(("username".into(), u.clone()));
-        }
-        for l in req.peer_info.iter().rev() {
-            if let Some((k, v)) = l.split_once('=') {
-                vars.push((k.to_string(), v.to_string()));
-            }
-        }
-        vars.extend(req.cert_env.iter().cloned());
-        vars.extend(self.cfg.daemon_env.iter().cloned());
-        EnvBlock {
-            vars,
-            peer_info: req.peer_info.clone(),
-        }
+        let empty = ClientEnv::default();
+        let env = match self.clients.get(&req.cid) {
+            Some(rec) if req.reauth => &rec.env,
+            _ => self.envs.get(&req.cid).unwrap_or(&empty),
+        };
+        self.with_daemon_env(env, req.peer_info.clone())
     }
 }
 
@@ -689,41 +755,6 @@ fn ascii_time(t: i64, offset: i32) -> String {
         Ok(d) => crate::logging::timestamp(d),
         Err(_) => String::new(),
     }
-}
-
-fn disconnect_event(
-    cid: u64,
-    rec: &ClientRecord,
-    bytes_received: u64,
-    bytes_sent: u64,
-    duration_secs: u64,
-) -> ParentToBroker {
-    let mut vars = vec![
-        ("time_duration".to_string(), duration_secs.to_string()),
-        ("bytes_sent".to_string(), bytes_sent.to_string()),
-        ("bytes_received".to_string(), bytes_received.to_string()),
-        (
-            "trusted_port".to_string(),
-            rec.real_address.addr.port().to_string(),
-        ),
-        ("trusted_ip".to_string(), rec.real_address.ip().to_string()),
-        ("common_name".to_string(), rec.common_name.clone()),
-    ];
-    if let Some(a) = rec.vaddr {
-        vars.push(("ifconfig_pool_remote_ip".into(), a.to_string()));
-    }
-    if let Some(u) = &rec.username {
-        vars.push(("username".into(), u.clone()));
-    }
-    ParentToBroker::Event(Box::new(MgmtEvent::Client {
-        cid,
-        kind: ClientEventKind::Disconnect,
-        n_clients: 0,
-        env: EnvBlock {
-            vars,
-            peer_info: Vec::new(),
-        },
-    }))
 }
 
 #[cfg(test)]
@@ -764,6 +795,8 @@ mod tests {
             peer_id: 0,
             cipher: "AES-256-GCM".into(),
             connected_since: 1_700_000_000,
+            peer_info: vec!["IV_VER=2.6.14".into()],
+            cert_env: vec![("X509_0_CN".into(), "client1".into())],
         }
     }
 
@@ -924,7 +957,7 @@ mod tests {
             ifconfig_push: Some((Ipv4Addr::new(10, 99, 0, 5), Ipv4Addr::new(255, 255, 255, 0))),
             ..Default::default()
         };
-        let fx = r.auth_decided(5, 1, AuthVerdict::Accept(Box::new(o)));
+        let fx = r.auth_decided(5, 1, AuthVerdict::Accept(Box::new(o)), false);
         assert_eq!(fx.out.len(), 1);
         // a granted static address outside the pool is fine for that client
         assert!(r
@@ -935,18 +968,28 @@ mod tests {
         re.cid = 77;
         re.reauth = true;
         assert!(r.on_auth_request(re).is_err());
-        let env = r.connect_env(&ClientAuthRequest {
+        let req9 = ClientAuthRequest {
             cid: 9,
             kid: 0,
             reauth: false,
             common_name: "x".into(),
-            username: None,
+            username: Some("u".into()),
             password: Some("pw".into()),
             real_address: addr(),
             peer_info: vec!["IV_VER=2.6.14".into(), "IV_PLAT=linux".into()],
             cert_env: vec![],
-        });
+        };
+        r.on_auth_request(req9.clone()).unwrap();
+        let env = r.connect_env(&req9);
         assert_eq!(env.vars[0].0, "password");
+        assert_eq!(env.vars.last().unwrap().0, "dev", "daemon variables last");
+        // the password leaves the environment with the verdict
+        r.auth_decided(9, 0, AuthVerdict::Accept(Box::default()), false);
+        assert!(!r
+            .connect_env(&req9)
+            .vars
+            .iter()
+            .any(|(k, _)| k == "password"));
         let plat = env.vars.iter().position(|(k, _)| k == "IV_PLAT").unwrap();
         let ver = env.vars.iter().position(|(k, _)| k == "IV_VER").unwrap();
         assert!(plat < ver, "peer info reversed");

@@ -370,7 +370,7 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
         }
     };
     let mgmt_client_auth = config.management.as_ref().is_some_and(|m| m.client_auth);
-    let env_base = daemon_env(&config, &settings, &transport, tun.name());
+    let env_base = daemon_env(&config, &settings, &transport, tun.name(), &engine_cfg.pool);
     // INVARIANT: scripts run as the unprivileged identity resolved above, never as root.
     let hooks = match crate::client_hooks::ClientHooks::from_config(
         &config,
@@ -435,6 +435,8 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
                 mgmt_settings: &mgmt_settings,
                 status_targets: &status_targets,
                 router_cfg: &router_cfg,
+                has_v4_routes: settings.routes.iter().any(|r| r.dst.is_ipv4()),
+                tun_v6: settings.tun_v6.map(|(a, _)| a),
                 identity: ident.identity,
                 broker_identity: broker_ident.identity,
                 sandbox: &sandbox,
@@ -476,6 +478,7 @@ fn daemon_env(
     settings: &crate::settings::Settings,
     transport: &TransportSocket,
     dev: &str,
+    pool: &bulwark_ipc::msg::engine::PoolData,
 ) -> Vec<(String, String)> {
     let mut v = vec![
         (
@@ -515,9 +518,26 @@ fn daemon_env(
     if let Some(f) = config.files.first() {
         v.push(("config".to_string(), f.display().to_string()));
     }
+    // The tunnel's own addresses, as OpenVPN's `--ifconfig`/`--ifconfig-ipv6` set them.
+    v.push(("ifconfig_local".to_string(), pool.server_ip.to_string()));
+    if pool.subnet {
+        v.push(("ifconfig_netmask".to_string(), pool.netmask.to_string()));
+    } else {
+        let remote = std::net::Ipv4Addr::from(u32::from(pool.server_ip).wrapping_add(1));
+        v.push(("ifconfig_remote".to_string(), remote.to_string()));
+    }
+    if let Some((local6, bits, _)) = pool.ipv6 {
+        let remote6 = std::net::Ipv6Addr::from(u128::from(local6).wrapping_add(1));
+        v.push(("ifconfig_ipv6_local".to_string(), local6.to_string()));
+        v.push(("ifconfig_ipv6_netbits".to_string(), bits.to_string()));
+        v.push(("ifconfig_ipv6_remote".to_string(), remote6.to_string()));
+    }
+    v.push(("script_context".to_string(), "init".to_string()));
     v.push(("tun_mtu".to_string(), settings.mtu.to_string()));
     v.push(("dev".to_string(), dev.to_string()));
     v.push(("dev_type".to_string(), "tun".to_string()));
+    // The server's own --redirect-gateway (a client option): never set on a server.
+    v.push(("redirect_gateway".to_string(), "0".to_string()));
     v
 }
 
@@ -577,6 +597,10 @@ struct Ctx<'a> {
     mgmt_settings: &'a bulwark_ipc::msg::MgmtSettings,
     status_targets: &'a [crate::mgmt_setup::StatusTarget],
     router_cfg: &'a crate::router::RouterConfig,
+    /// IPv4 `route` directives exist (OpenVPN reports ADD_ROUTES only then).
+    has_v4_routes: bool,
+    /// The TUN device's IPv6 address, for the state lines.
+    tun_v6: Option<std::net::Ipv6Addr>,
     /// The worker's (and the scripts') identity.
     identity: bulwark_policy::Identity,
     /// The management broker's identity (`bulwark-mgmt` when it exists).
@@ -721,7 +745,7 @@ impl Child for Running<ParentToBroker, BrokerToParent> {
 type BrokerProc = Running<ParentToBroker, BrokerToParent>;
 
 /// A management decision about a client waiting for `client-auth`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum MgmtDecision {
     /// `client-auth` (with config lines) / `client-auth-nt` (none).
     Accept(Vec<String>),
@@ -749,6 +773,9 @@ enum AuthMsg {
         cid: u64,
         kid: u32,
         verdict: bulwark_ipc::msg::clients::AuthVerdict,
+        /// Configured by `client-auth` lines or a `client-connect` script (see
+        /// `Router::auth_decided`).
+        readdress: bool,
     },
     /// An event for the broker (`>CLIENT:CONNECT` ...).
     Broker(ParentToBroker),
@@ -927,7 +954,7 @@ async fn supervise(
             }
             Some(m) = auth_rx.recv() => {
                 match m {
-                    AuthMsg::Verdict { cid, kid, verdict } => {
+                    AuthMsg::Verdict { cid, kid, verdict, readdress } => {
                         let decision = match &verdict {
                             bulwark_ipc::msg::clients::AuthVerdict::Accept(o) => format!(
                                 "accept (ifconfig-push {}, {} iroute(s), {} pushed option(s))",
@@ -944,7 +971,7 @@ async fn supervise(
                             bulwark_ipc::msg::clients::AuthVerdict::Deny { .. } => sup.router.counters.auth_denied += 1,
                             bulwark_ipc::msg::clients::AuthVerdict::Pending { .. } => {}
                         }
-                        let fx = sup.router.auth_decided(cid, kid, verdict);
+                        let fx = sup.router.auth_decided(cid, kid, verdict, readdress);
                         sup.apply(fx).await;
                     }
                     AuthMsg::Broker(msg) => sup.send_broker(msg).await,
@@ -962,6 +989,8 @@ async fn supervise(
                             sup.worker.running = Some(w);
                             sup.worker.ctl_open = true;
                             sup.router.worker_started();
+                            // As OpenVPN's restart: ASSIGN_IP (and ADD_ROUTES) before CONNECTED.
+                            sup_state_assign(&mut sup).await;
                             sup.state("CONNECTED", "SUCCESS").await;
                         }
                         Err(e) => {
@@ -1175,10 +1204,15 @@ impl Sup<'_, '_> {
             .unwrap_or(0),
             name: name.to_string(),
             detail: detail.to_string(),
-            tun_v4: matches!(name, "ASSIGN_IP" | "ADD_ROUTES" | "CONNECTED").then_some(tun_v4),
+            // As OpenVPN's server: the tunnel addresses on ASSIGN_IP and CONNECTED, the bound
+            // address on CONNECTED only, nothing on the others.
+            tun_v4: matches!(name, "ASSIGN_IP" | "CONNECTED").then_some(tun_v4),
             remote: None,
             local: if name == "CONNECTED" { local } else { None },
-            tun_v6: None,
+            tun_v6: self
+                .ctx
+                .tun_v6
+                .filter(|_| matches!(name, "ASSIGN_IP" | "CONNECTED")),
         };
         self.send_broker(ParentToBroker::Event(Box::new(
             bulwark_ipc::msg::mgmt::MgmtEvent::State(entry),
@@ -1417,6 +1451,7 @@ impl Sup<'_, '_> {
             ),
             _ => return None,
         };
+        let decision_for_log = decision.clone();
         let mut waits = self.waits.lock().unwrap_or_else(|e| e.into_inner());
         let delivered = match if last {
             waits.remove(&key)
@@ -1426,6 +1461,26 @@ impl Sup<'_, '_> {
             Some(tx) => tx.send(decision).is_ok(),
             None => false,
         };
+        if !delivered && last && !self.ctx.router_cfg.mgmt_client_auth {
+            // As OpenVPN 2.6 without --management-client-auth: the command finds the client's
+            // key and succeeds, but nothing waits for a verdict, so it changes nothing. (OpenVPN
+            // also checks the key id against the client's live TLS sessions; Bulwark does not
+            // track key ids of clients it did not defer and accepts any.)
+            let known = self.router.is_established(key.0);
+            if known {
+                if let MgmtDecision::Deny {
+                    reason,
+                    client_reason,
+                } = &decision_for_log
+                {
+                    tracing::debug!(
+                        "MULTI: connection rejected: {reason}, client-reason: {}",
+                        client_reason.as_deref().unwrap_or("(null)")
+                    );
+                }
+            }
+            return Some(known);
+        }
         Some(delivered)
     }
 
@@ -1462,9 +1517,12 @@ impl Sup<'_, '_> {
 
 /// The ASSIGN_IP/ADD_ROUTES states of the start-up sequence (the TUN was configured before the
 /// runtime existed; the states are reported when the management interface can see them).
+/// ADD_ROUTES only when there are IPv4 routes to add, as OpenVPN.
 async fn sup_state_assign(sup: &mut Sup<'_, '_>) {
     sup.state("ASSIGN_IP", "").await;
-    sup.state("ADD_ROUTES", "").await;
+    if sup.ctx.has_v4_routes {
+        sup.state("ADD_ROUTES", "").await;
+    }
 }
 
 /// Writes a file atomically (mode 0644, owner unchanged): a temporary file in the same directory,
@@ -1533,7 +1591,12 @@ async fn authorize(
     use bulwark_ipc::msg::clients::AuthVerdict;
     use bulwark_ipc::msg::mgmt::{ClientEventKind, MgmtEvent};
     let (cid, kid) = (req.cid, req.kid);
-    let verdict = |verdict| AuthMsg::Verdict { cid, kid, verdict };
+    let verdict = |verdict| AuthMsg::Verdict {
+        cid,
+        kid,
+        verdict,
+        readdress: false,
+    };
     let denied = |d: crate::client_hooks::Deny| AuthVerdict::Deny {
         reason: d.reason,
         client_reason: d.client_reason,
@@ -1597,7 +1660,12 @@ async fn authorize(
     }
     match hooks.connect(&req, &lines).await {
         Ok(o) => {
-            let _ = tx.send(verdict(AuthVerdict::Accept(Box::new(o))));
+            let _ = tx.send(AuthMsg::Verdict {
+                cid,
+                kid,
+                verdict: AuthVerdict::Accept(Box::new(o)),
+                readdress: !lines.is_empty() || hooks.has_client_connect(),
+            });
         }
         Err(d) => {
             let _ = tx.send(verdict(denied(d)));

@@ -28,7 +28,6 @@ use crate::cmdline::{tokenize, FramedLine, LineFramer};
 use crate::hub::{Hub, D_MANAGEMENT_LEVEL};
 use crate::model::{LogFlags, MgmtEvent};
 use crate::notify::{bytecount_cli_line, push_line, render_event, AfterEvent, SessionView};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -547,7 +546,6 @@ where
     let unauth_deadline = Instant::now() + limits.unauth_timeout;
     let mut timer: Option<tokio::time::Interval> = None;
     let mut timer_period = 0u32;
-    let mut last_counts: HashMap<u64, (u64, u64)> = HashMap::new();
     let mut buf = vec![0u8; 4096];
     let mut lines = Vec::new();
     while ok && !s.closing() {
@@ -575,11 +573,9 @@ where
             _ = tokio::time::sleep_until(unauth_deadline), if !s.authenticated() => break,
             _ = bytecount_tick(&mut timer) => {
                 if let Ok(crate::backend::Response::ByteCounts(v)) = hub.backend().call(Request::ByteCounts).await {
+                    // As OpenVPN 2.6: every established client, every interval, changed or not.
                     for (cid, bin, bout) in v {
-                        if last_counts.get(&cid) != Some(&(bin, bout)) {
-                            last_counts.insert(cid, (bin, bout));
-                            s.line(&bytecount_cli_line(cid, bin, bout));
-                        }
+                        s.line(&bytecount_cli_line(cid, bin, bout));
                     }
                     ok = flush(&mut wr, &mut s, limits.write_timeout).await;
                 }

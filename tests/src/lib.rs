@@ -26,13 +26,15 @@
 //! (processes stopped, namespaces deleted, logs dumped on failure).
 //!
 //! Modules: [`netns`] (privilege gate, namespaces, ping), [`process`] (test dirs, processes, commands
-//! with timeouts), [`bins`] (workspace binaries), [`openvpn`] (stock OpenVPN and Bulwark runners).
+//! with timeouts), [`bins`] (workspace binaries), [`openvpn`] (stock OpenVPN and Bulwark runners),
+//! [`mgmt`] (a management client), [`replay`] (normalised replay of the OpenVPN management captures).
 
 pub mod bins;
 pub mod mgmt;
 pub mod netns;
 pub mod openvpn;
 pub mod process;
+pub mod replay;
 
 pub use bins::{bin_dir, bulwark_bin, mgmt_bin, worker_bin, workspace_bin, BinError};
 pub use mgmt::MgmtClient;

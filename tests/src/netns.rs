@@ -199,11 +199,25 @@ pub const CLIENT_IF: &str = "veth-c";
 impl NetPair {
     /// Creates both namespaces, the veth pair and the addresses; everything is up.
     pub fn new(p: &Privileged, tag: &str) -> Result<Self, NetnsError> {
+        let n = (COUNTER.load(Ordering::Relaxed) % 250 + 1) as u8;
+        Self::with_addrs(
+            p,
+            tag,
+            Ipv4Addr::new(10, 99, n, 1),
+            Ipv4Addr::new(10, 99, n, 2),
+        )
+    }
+
+    /// As [`NetPair::new`] with chosen link addresses (a /24 both must share). The namespaces
+    /// are private to the test, so any addresses may be used — e.g. the ones of a capture.
+    pub fn with_addrs(
+        p: &Privileged,
+        tag: &str,
+        server_addr: Ipv4Addr,
+        client_addr: Ipv4Addr,
+    ) -> Result<Self, NetnsError> {
         let server = Netns::new(p, &format!("{}s", sanitize(tag)))?;
         let client = Netns::new(p, &format!("{}c", sanitize(tag)))?;
-        let n = (COUNTER.load(Ordering::Relaxed) % 250 + 1) as u8;
-        let server_addr = Ipv4Addr::new(10, 99, n, 1);
-        let client_addr = Ipv4Addr::new(10, 99, n, 2);
         server.ip(&[
             "link",
             "add",

@@ -74,6 +74,8 @@ fn established(info: &ClientInfo) -> ClientEvent {
         peer_id: info.peer_id,
         cipher: info.cipher.clone(),
         connected_since: i64::try_from(info.connected_since).unwrap_or(i64::MAX),
+        peer_info: info.peer_info.clone(),
+        cert_env: info.cert_env.clone(),
     }
 }
 
@@ -101,6 +103,8 @@ mod tests {
             connected_since: 1_700_000_000,
             iroutes: vec![],
             iroutes_v6: vec![],
+            peer_info: vec![],
+            cert_env: vec![],
         };
         match client_event(&EngineEvent::ClientConnected(info)).unwrap() {
             ClientEvent::Established {

@@ -139,6 +139,10 @@ pub enum ClientEvent {
         cipher: String,
         /// Unix time the session was created.
         connected_since: i64,
+        /// Peer-info lines as sent (for the `>CLIENT:ENV` of clients that were not deferred).
+        peer_info: Vec<String>,
+        /// Certificate environment, as [`ClientAuthRequest::cert_env`].
+        cert_env: Vec<(String, String)>,
     },
     /// The session ended (any reason: exit notification, ping-restart, kill, replaced).
     Disconnected {

@@ -234,6 +234,9 @@ fn check_crl_pem(pem: &[u8]) -> Result<(), ValidationError> {
 }
 
 /// Messages from the worker to the parent.
+// Client events are rare control messages (one per connect/disconnect); their size in memory
+// does not matter, boxing them would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WorkerToParent {
     /// Reply to the parent's Hello.

@@ -48,6 +48,8 @@ fn established(cid: u64, vaddr: [u8; 4], iroutes: Vec<(std::net::Ipv4Addr, u8)>)
         peer_id: 0,
         cipher: "AES-256-GCM".into(),
         connected_since: 0,
+        peer_info: vec![],
+        cert_env: vec![],
     })
 }
 

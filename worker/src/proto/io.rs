@@ -152,6 +152,10 @@ pub struct ClientInfo {
     pub iroutes: Vec<(std::net::Ipv4Addr, u8)>,
     /// IPv6 networks routed to this client (`iroute-ipv6`)
     pub iroutes_v6: Vec<(std::net::Ipv6Addr, u8)>,
+    /// peer-info lines as sent (`IV_VER=2.6.14`, ...)
+    pub peer_info: Vec<String>,
+    /// certificate environment (deepest certificate first)
+    pub cert_env: Vec<(String, String)>,
 }
 
 /// What one engine call produced.

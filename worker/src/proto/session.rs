@@ -412,6 +412,14 @@ impl Peer {
         data.len() >= 9 && data[1..9] == self.remote_sid.0
     }
 
+    /// The peer-info variables as `K=V` lines, in the order the client sent them.
+    fn peer_info_lines(&self) -> Vec<String> {
+        self.peer_info
+            .as_ref()
+            .map(|i| i.vars.iter().map(|(k, v)| format!("{k}={v}")).collect())
+            .unwrap_or_default()
+    }
+
     /// The report of this client for the parent and management.
     pub fn client_info(&self) -> Option<ClientInfo> {
         let lease = self.lease?;
@@ -431,6 +439,8 @@ impl Peer {
             connected_since: self.connected_since,
             iroutes: Vec::new(),
             iroutes_v6: Vec::new(),
+            peer_info: self.peer_info_lines(),
+            cert_env: self.identity.as_ref().map(|i| i.env()).unwrap_or_default(),
         })
     }
 
@@ -1630,11 +1640,7 @@ impl Peer {
             username: self.username.clone(),
             password: self.password.take(),
             real_address,
-            peer_info: self
-                .peer_info
-                .as_ref()
-                .map(|i| i.vars.iter().map(|(k, v)| format!("{k}={v}")).collect())
-                .unwrap_or_default(),
+            peer_info: self.peer_info_lines(),
             cert_env: self.identity.as_ref().map(|i| i.env()).unwrap_or_default(),
         }
     }
