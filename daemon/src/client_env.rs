@@ -95,6 +95,26 @@ impl ClientEnv {
         }
     }
 
+    /// The sets when the TLS connection is initiated (the trusted address — the untrusted one,
+    /// now verified — and the common name), visible in a `>CLIENT:CR_RESPONSE` block.
+    pub fn initiated(&mut self, common_name: &str) {
+        let untrusted = self
+            .head_first
+            .iter()
+            .find(|(k, _)| k == "untrusted_ip" || k == "untrusted_ip6")
+            .map(|(k, v)| (k.replace("untrusted", "trusted"), v.clone()));
+        let port = self
+            .head_first
+            .iter()
+            .find(|(k, _)| k == "untrusted_port")
+            .map(|(_, v)| v.clone());
+        if let (Some((k, ip)), Some(port)) = (untrusted, port) {
+            self.set(&k, ip);
+            self.set("trusted_port", port);
+        }
+        self.set("common_name", common_name);
+    }
+
     /// The pool variables (`multi_set_virtual_addr_env`).
     fn set_addresses(&mut self, pool: &PoolData, a: Assigned) {
         for k in [
@@ -285,6 +305,21 @@ mod tests {
         e.del("password");
         e.disconnected(real, 5048, 4818, 47);
         assert_eq!(keys(&e), capture_keys(rel, 5), "DISCONNECT");
+        // client1: CONNECT with IV_SSO, then its CR_RESPONSE
+        let mut info = peer_info();
+        info.push("IV_SSO=crtext".into());
+        let mut e = ClientEnv::default();
+        let real1: SocketAddr = "172.31.254.2:46666".parse().unwrap();
+        e.tls_verified(
+            &certs(),
+            real1,
+            &info,
+            Some(("bob", "client1", Some("bobpass"))),
+        );
+        assert_eq!(keys(&e), capture_keys(rel, 6), "CONNECT client1");
+        e.del("password");
+        e.initiated("client1");
+        assert_eq!(keys(&e), capture_keys(rel, 7), "CR_RESPONSE");
     }
 
     #[test]

@@ -475,7 +475,14 @@ impl Router {
         readdress: bool,
     ) -> Effects {
         let mut fx = Effects::default();
-        if !self.auth_inflight.remove(&(cid, kid)) {
+        // A pending verdict (`client-pending-auth`) leaves the authorisation open: the final
+        // client-auth/client-deny still has to reach the worker.
+        let open = if matches!(verdict, AuthVerdict::Pending { .. }) {
+            self.auth_inflight.contains(&(cid, kid))
+        } else {
+            self.auth_inflight.remove(&(cid, kid))
+        };
+        if !open {
             // The worker died or restarted meanwhile: nothing to answer.
             return fx;
         }
@@ -594,11 +601,18 @@ impl Router {
                 };
                 let n = u32::try_from(self.clients.len() + 1).unwrap_or(u32::MAX);
                 if self.announced.contains(&cid) {
-                    if let Some(a) = rec.vaddr {
+                    // The primary addresses (IPv4, then IPv6), then the iroutes, as OpenVPN
+                    // learns them.
+                    let primaries = rec
+                        .vaddr
+                        .map(|a| a.to_string())
+                        .into_iter()
+                        .chain(rec.vaddr6.map(|a| a.to_string()));
+                    for addr in primaries {
                         fx.out.push(Out::Broker(ParentToBroker::Event(Box::new(
                             MgmtEvent::ClientAddress {
                                 cid,
-                                addr: a.to_string(),
+                                addr,
                                 primary: true,
                             },
                         ))));
@@ -635,11 +649,18 @@ impl Router {
             }
             ClientEvent::Disconnected {
                 cid,
+                reason,
                 bytes_received,
                 bytes_sent,
                 duration_secs,
-                ..
             } => {
+                // As OpenVPN when a connected client announces its exit (explicit-exit-notify);
+                // a refused client's EXIT reaches an instance OpenVPN has already closed.
+                if reason.contains("[soft,remote-exit]") && self.clients.contains_key(&cid) {
+                    fx.out.push(Out::Broker(ParentToBroker::Event(Box::new(
+                        MgmtEvent::Notify("info,remote-exit,EXIT".into()),
+                    ))));
+                }
                 self.granted.remove(&cid);
                 self.envs.remove(&cid);
                 self.readdress.remove(&cid);
@@ -675,6 +696,33 @@ impl Router {
                         ))));
                     }
                     None => {}
+                }
+            }
+            ClientEvent::CrResponse { cid, kid, response } => {
+                // Only while that authorisation waits for management (`client-pending-auth`);
+                // a response racing with the verdict is dropped, not a violation.
+                if self.cfg.mgmt_client_auth && self.auth_inflight.contains(&(cid, kid)) {
+                    if let Some(env) = self.envs.get(&cid) {
+                        // OpenVPN's env by then also has the trusted address and common name
+                        // of the initiated connection.
+                        let mut env = env.clone();
+                        if let Some(cn) = env
+                            .vars()
+                            .iter()
+                            .find(|(k, _)| k == "common_name")
+                            .map(|(_, v)| v.clone())
+                        {
+                            env.initiated(&cn);
+                        }
+                        fx.out.push(Out::Broker(ParentToBroker::Event(Box::new(
+                            MgmtEvent::Client {
+                                cid,
+                                kind: ClientEventKind::CrResponse { kid, response },
+                                n_clients: u32::try_from(self.clients.len()).unwrap_or(u32::MAX),
+                                env: self.with_daemon_env(&env, Vec::new()),
+                            },
+                        ))));
+                    }
                 }
             }
             ClientEvent::Floated { cid, real_address } => match self.clients.get_mut(&cid) {

@@ -19,6 +19,8 @@
 //! - any other run of three or more digits (pids, unix times, byte/packet counters, ports) → `<N>`;
 //!   runs inside addresses (`10.98.0.2`, `fd00:98::1000`) are not numbers and stay;
 //! - the value of `Max bcast/mcast queue length` (a traffic-dependent counter);
+//! - the key id of `>CLIENT:CONNECT|REAUTH|CR_RESPONSE` (OpenVPN: an internal counter; Bulwark:
+//!   the TLS key id — both opaque handles the management client echoes back);
 //! - the body of a log history reply (`log all`, `log on all`) except its last three lines: its
 //!   content is the daemon's log since start, which differs by design (the message set is compared
 //!   separately); the three lines kept are the management session's own.
@@ -80,6 +82,22 @@ impl Normalizer {
         for sep in [",", "\t"] {
             if s.starts_with(&format!("TITLE{sep}")) {
                 return format!("TITLE{sep}<VERSION>");
+            }
+        }
+        // OpenVPN's management key ids are an internal counter (1 for the first TLS session,
+        // 3 after the first renegotiation); Bulwark hands out the TLS key id. Both are opaque
+        // handles a management client only echoes back in client-auth/client-deny.
+        for kind in [
+            ">CLIENT:CONNECT,",
+            ">CLIENT:REAUTH,",
+            ">CLIENT:CR_RESPONSE,",
+        ] {
+            if let Some(rest) = s.strip_prefix(kind) {
+                let mut f: Vec<&str> = rest.splitn(3, ',').collect();
+                if f.len() >= 2 {
+                    f[1] = "<KID>";
+                    return format!("{kind}{}", f.join(","));
+                }
             }
         }
         if let Some(rest) = s.strip_prefix(">CLIENT:ENV,") {

@@ -621,3 +621,144 @@ fn wait_tcp_client(ns: &str, addr: SocketAddr, cn: &str) -> Vec<String> {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// Reads `s` until a complete `>CLIENT:<kind>,...` block (header … `>CLIENT:ENV,END`) has
+/// arrived after byte `from`; returns (cid, kid) of its header and the new `from`.
+fn client_block(s: &mut Session, kind: &str, from: usize) -> (String, String, usize) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let text = String::from_utf8_lossy(&s.out[from..]).into_owned();
+        if let Some(h) = text.find(&format!(">CLIENT:{kind},")) {
+            if let Some(e) = text[h..].find(">CLIENT:ENV,END\r\n") {
+                let header = text[h..].lines().next().unwrap_or("").to_string();
+                let f: Vec<&str> = header.trim_end_matches('\r').split(',').collect();
+                let end = from + h + e + ">CLIENT:ENV,END\r\n".len();
+                return (
+                    f.get(1).unwrap_or(&"").to_string(),
+                    f.get(2).unwrap_or(&"").to_string(),
+                    end,
+                );
+            }
+        }
+        assert!(
+            Instant::now() < deadline && !s.eof,
+            "no >CLIENT:{kind} block: {text}"
+        );
+        s.read_for(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn server_management_client_auth_session_replayed_live() {
+    // `sessions/server-management-client-auth.raw` (`_capture/server-s2.conf` +
+    // `scenario2.py`): client2 (auth-user-pass alice) is approved with a pushed option, later
+    // re-authorised after a renegotiation, then exits; client1 (bob, IV_SSO=crtext) gets a
+    // CR_TEXT challenge with client-pending-auth, answers it through its own management
+    // interface, and is denied; `status 2` at the end. Server reneg-sec 8 instead of 30 (only
+    // the wait differs); the management session has the `auth` role, the one that sees the
+    // passwords the capture shows.
+    let Some(rig) = start(
+        "mgmt_replay_s2",
+        97,
+        &[
+            "status-version 2".into(),
+            "verb 3".into(),
+            "management MGMTSOCK unix".into(),
+            "management-client-auth".into(),
+            // Bulwark shows passwords only to the `auth` role (docs/management-access.md); an
+            // external auth program is configured so.
+            "management-default-role auth".into(),
+            "reneg-sec 8".into(),
+        ],
+        true,
+    ) else {
+        return;
+    };
+    let norm = rig.normalizer(&rig.sock.display().to_string(), "/run/ovpn-lab/s2.sock");
+    let mut m = Session::unix(&rig.sock);
+
+    let auth2 = rig.dir.path().join("auth-c2.txt");
+    std::fs::write(&auth2, "alice\ns3cret pass\n").expect("auth file");
+    let ov2 = ClientOverrides {
+        extra_lines: vec![
+            format!("auth-user-pass {}", auth2.display()),
+            "explicit-exit-notify 1".into(),
+        ],
+        ..Default::default()
+    };
+    let mut c2 = start_stock_client(
+        &rig.dir,
+        rig.net.client_ns(),
+        "client2",
+        rig.setup.profile("client2").expect("profile"),
+        &ov2,
+    )
+    .expect("client2");
+    let (cid, kid, at) = client_block(&mut m, "CONNECT", 0);
+    m.send(&format!(
+        "client-auth {cid} {kid}\npush \"echo pushed-by-client-auth\"\nEND"
+    ));
+    let (_, _, at) = client_block(&mut m, "ESTABLISHED", at);
+    c2.wait_for_line(INIT_COMPLETE, CLIENT_UP)
+        .expect("client2 up");
+    // the server renegotiates after reneg-sec: a REAUTH block
+    let (cid, kid, at) = client_block(&mut m, "REAUTH", at);
+    m.send_settle(&format!("client-auth-nt {cid} {kid}"));
+    // client2 exits (explicit-exit-notify): >NOTIFY remote-exit, then DISCONNECT
+    c2.kill(nix::sys::signal::Signal::SIGTERM)
+        .expect("SIGTERM client2");
+    let (_, _, at) = client_block(&mut m, "DISCONNECT", at);
+    c2.wait_timeout(Duration::from_secs(10))
+        .expect("client2 exits");
+
+    // client1: challenge/response through its own management interface
+    let auth1 = rig.dir.path().join("auth-c3.txt");
+    std::fs::write(&auth1, "bob\nbobpass\n").expect("auth file");
+    let c1_sock = rig.dir.path().join("c3.sock");
+    let ov1 = ClientOverrides {
+        extra_lines: vec![
+            format!("auth-user-pass {}", auth1.display()),
+            "setenv IV_SSO crtext".into(),
+            format!("management {} unix", c1_sock.display()),
+        ],
+        ..Default::default()
+    };
+    let _c1 = start_stock_client(
+        &rig.dir,
+        rig.net.client_ns(),
+        "client1",
+        rig.setup.profile("client1").expect("profile"),
+        &ov1,
+    )
+    .expect("client1");
+    let (cid, kid, at) = client_block(&mut m, "CONNECT", at);
+    let mut cm = MgmtClient::connect(&c1_sock);
+    m.send_settle(&format!(
+        "client-pending-auth {cid} {kid} \"CR_TEXT:R,E:Enter PIN\" 120"
+    ));
+    let info = cm.notification(">INFOMSG:CR_TEXT:", Duration::from_secs(20));
+    assert_eq!(info, ">INFOMSG:CR_TEXT:R,E:Enter PIN");
+    cm.cmd("cr-response MTIzNA==", None);
+    let (cid, kid, _) = client_block(&mut m, "CR_RESPONSE", at);
+    m.send(
+        "client-deny {cid} {kid} \"bad pin\" \"PIN wrong\""
+            .replace("{cid}", &cid)
+            .replace("{kid}", &kid)
+            .as_str(),
+    );
+    m.read_until(
+        &format!(">CLIENT:DISCONNECT,{cid}\r\n>CLIENT:ENV,END\r\n"),
+        Duration::from_secs(20),
+    );
+    // the client is told why (client-reason)
+    cm.notification(
+        ">PASSWORD:Verification Failed: 'Auth' ['PIN wrong']",
+        Duration::from_secs(20),
+    );
+    m.send_settle("status 2");
+
+    let mut report = Report::default();
+    report.compare(&norm, "sessions/server-management-client-auth.raw", &m.out);
+    assert_daemon_alive(rig);
+    report.finish("server sessions");
+}

@@ -359,7 +359,8 @@ async fn serve(
             // Reported to the parent above; the engine already logged them in OpenVPN's words.
             EngineEvent::ClientConnected(_)
             | EngineEvent::ClientDisconnected { .. }
-            | EngineEvent::ClientFloated { .. } => {}
+            | EngineEvent::ClientFloated { .. }
+            | EngineEvent::CrResponse { .. } => {}
             EngineEvent::CloseTcp { .. } => {}
         }
     };

@@ -57,6 +57,11 @@ pub fn client_event(ev: &EngineEvent) -> Option<ClientEvent> {
             cid: *cid,
             real_address: crate::proto::server::real_addr(to),
         }),
+        EngineEvent::CrResponse { cid, kid, response } => Some(ClientEvent::CrResponse {
+            cid: *cid,
+            kid: *kid,
+            response: response.clone(),
+        }),
         _ => None,
     }
 }

@@ -164,6 +164,28 @@ pub enum ClientEvent {
         /// The new address.
         real_address: RealAddr,
     },
+    /// A client waiting for a `client-pending-auth` verdict answered its challenge
+    /// (`CR_RESPONSE` control message) → `>CLIENT:CR_RESPONSE`.
+    CrResponse {
+        /// Client id.
+        cid: u64,
+        /// Key id of the TLS session being authorised.
+        kid: u32,
+        /// The response as the client sent it (base64 characters only, at most
+        /// [`MAX_CR_RESPONSE_LEN`] bytes).
+        response: String,
+    },
+}
+
+/// Longest `CR_RESPONSE` text accepted from a client.
+pub const MAX_CR_RESPONSE_LEN: usize = 1024;
+
+/// Whether `s` is acceptable as a `CR_RESPONSE`: base64 characters only (it ends up on a
+/// management line, so no separators or line breaks), at most [`MAX_CR_RESPONSE_LEN`] bytes.
+pub fn valid_cr_response(s: &str) -> bool {
+    s.len() <= MAX_CR_RESPONSE_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
 }
 
 /// A query from the parent to the running worker.
@@ -447,6 +469,7 @@ impl ClientEvent {
             ClientEvent::Established { .. } => "Established",
             ClientEvent::Disconnected { .. } => "Disconnected",
             ClientEvent::Floated { .. } => "Floated",
+            ClientEvent::CrResponse { .. } => "CrResponse",
         }
     }
 
@@ -455,7 +478,8 @@ impl ClientEvent {
         match self {
             ClientEvent::Established { cid, .. }
             | ClientEvent::Disconnected { cid, .. }
-            | ClientEvent::Floated { cid, .. } => *cid,
+            | ClientEvent::Floated { cid, .. }
+            | ClientEvent::CrResponse { cid, .. } => *cid,
         }
     }
 
@@ -487,6 +511,16 @@ impl ClientEvent {
                 check_text("event.reason", reason, MAX_OPTION_LEN)
             }
             ClientEvent::Floated { .. } => Ok(()),
+            ClientEvent::CrResponse { response, .. } => {
+                if valid_cr_response(response) {
+                    Ok(())
+                } else {
+                    Err(ValidationError::Field {
+                        field: "event.response",
+                        why: "not base64 text of at most 1024 bytes".into(),
+                    })
+                }
+            }
         }
     }
 }

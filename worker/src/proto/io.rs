@@ -120,6 +120,16 @@ pub enum EngineEvent {
         /// the new address
         to: PeerAddr,
     },
+    /// a client waiting for a pending verdict sent `CR_RESPONSE` (already checked with
+    /// `valid_cr_response`)
+    CrResponse {
+        /// the client id
+        cid: u64,
+        /// the key id being authorised
+        kid: u32,
+        /// the response text
+        response: String,
+    },
     /// a TCP connection must be closed by the driver
     CloseTcp {
         /// connection id

@@ -761,6 +761,13 @@ impl Peer {
                 );
                 return Err("common name changed".into());
             }
+            // the re-authorisation (`>CLIENT:REAUTH`, auth-user-pass-verify) sees the password
+            // the client sent again
+            if self.cfg.defer_auth {
+                if let km2::Credentials::Provided { password, .. } = &msg.credentials {
+                    self.password = Some(String::from_utf8_lossy(password.as_bytes()).into_owned());
+                }
+            }
             return Ok(());
         }
         if cn.is_empty() {
@@ -839,6 +846,32 @@ impl Peer {
                     self.send_text(key_id, "AUTH_FAILED", now, out);
                 }
                 _ => {}
+            }
+            PeerOutcome::Continue
+        } else if let Some(rest) = msg.strip_prefix("CR_RESPONSE") {
+            let response = rest.strip_prefix(',').unwrap_or("");
+            if !self.is_waiting_auth() {
+                out.log(
+                    LogClass::Detail,
+                    format!(
+                        "{} CR_RESPONSE received while no authentication is pending; ignored",
+                        self.log_prefix()
+                    ),
+                );
+            } else if !bulwark_ipc::msg::clients::valid_cr_response(response) {
+                out.log(
+                    LogClass::Error,
+                    format!(
+                        "{} CR_RESPONSE is not base64 text of at most 1024 bytes; ignored",
+                        self.log_prefix()
+                    ),
+                );
+            } else {
+                out.events.push(super::io::EngineEvent::CrResponse {
+                    cid: self.cid,
+                    kid: u32::from(self.primary.key_id),
+                    response: response.to_string(),
+                });
             }
             PeerOutcome::Continue
         } else if msg == "EXIT" || msg.starts_with("EXIT,") {
