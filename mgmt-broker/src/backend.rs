@@ -34,6 +34,54 @@ pub trait Backend: Send + Sync + 'static {
     fn call(&self, req: Request) -> BackendFuture<'_>;
 }
 
+/// A [`Backend`] that answers `Request::Status` from a snapshot at most `max_age` old and lets
+/// concurrent status requests share one fetch (the others wait for it). Every `status` command,
+/// status file, SIGUSR2 dump and metrics scrape is one round trip to the worker, which also runs
+/// the data path: twenty management clients polling `status 3` every 50 ms would otherwise cost
+/// the worker hundreds of status walks a second. Other requests pass through unchanged and clear
+/// the cache (a `kill` is visible in the next `status`); a client that connected or left in the
+/// last `max_age` may be missing from, or still in, a status answer.
+pub struct CachedStatus<B> {
+    inner: B,
+    max_age: std::time::Duration,
+    slot: tokio::sync::Mutex<Option<(std::time::Instant, Response)>>,
+}
+
+impl<B: Backend> CachedStatus<B> {
+    /// Wrap `inner`; status answers are reused for `max_age`.
+    pub fn new(inner: B, max_age: std::time::Duration) -> Self {
+        CachedStatus {
+            inner,
+            max_age,
+            slot: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl<B: Backend> Backend for CachedStatus<B> {
+    fn call(&self, req: Request) -> BackendFuture<'_> {
+        Box::pin(async move {
+            if !matches!(req, Request::Status) {
+                let r = self.inner.call(req).await;
+                // a kill, client-kill or signal may have changed what status shows
+                *self.slot.lock().await = None;
+                return r;
+            }
+            // INVARIANT: the lock is held across the fetch, so concurrent callers wait for it
+            // and then find the fresh snapshot instead of fetching again.
+            let mut slot = self.slot.lock().await;
+            if let Some((at, r)) = slot.as_ref() {
+                if at.elapsed() <= self.max_age {
+                    return Ok(r.clone());
+                }
+            }
+            let r = self.inner.call(Request::Status).await?;
+            *slot = Some((std::time::Instant::now(), r.clone()));
+            Ok(r)
+        })
+    }
+}
+
 /// One forwarded call: the request and where to send the answer.
 #[derive(Debug)]
 pub struct BackendCall {
@@ -235,6 +283,50 @@ pub mod fake {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn status_answers_are_shared_and_expire() {
+        let (b, mut rx) = ChannelBackend::new(16);
+        let cached =
+            std::sync::Arc::new(CachedStatus::new(b, std::time::Duration::from_millis(200)));
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let f2 = fetches.clone();
+        tokio::spawn(async move {
+            while let Some(call) = rx.recv().await {
+                let n = f2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let resp = match call.request {
+                    Request::Status => Response::Count(u32::try_from(n).unwrap()),
+                    _ => Response::Done(true),
+                };
+                let _ = call.reply.send(Ok(resp));
+            }
+        });
+        // ten concurrent status requests: one fetch
+        let mut tasks = Vec::new();
+        for _ in 0..10 {
+            let c = cached.clone();
+            tasks.push(tokio::spawn(async move { c.call(Request::Status).await }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap(), Response::Count(0));
+        }
+        assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // other requests are never cached
+        cached.call(Request::NClients).await.unwrap();
+        cached.call(Request::NClients).await.unwrap();
+        assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 3);
+        // ... and they clear the cache
+        assert_eq!(
+            cached.call(Request::Status).await.unwrap(),
+            Response::Count(3)
+        );
+        // after max_age a new fetch
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        assert_eq!(
+            cached.call(Request::Status).await.unwrap(),
+            Response::Count(4)
+        );
+    }
 
     #[tokio::test]
     async fn channel_backend_round_trip_and_disconnect() {

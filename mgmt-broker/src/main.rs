@@ -293,6 +293,8 @@ async fn serve(
         },
     };
     let (backend, mut calls) = ChannelBackend::new(256);
+    // Status snapshots are shared for 100 ms (see CachedStatus): pollers cannot load the worker.
+    let backend = bulwark_mgmt::backend::CachedStatus::new(backend, Duration::from_millis(100));
     let (hub, mut outputs) = Hub::new(cfg, Arc::new(backend), system_clock());
     // The metrics listener, if configured, is the last descriptor (BrokerInit::validate checked
     // the count).

@@ -762,3 +762,99 @@ fn server_management_client_auth_session_replayed_live() {
     assert_daemon_alive(rig);
     report.finish("server sessions");
 }
+
+#[test]
+fn mgmt_server_udp6_captures_replayed_live() {
+    // `_capture/server-s4.conf`: `proto udp6` (dual-stack socket), status-version 2; client1
+    // connects over IPv6, client2 over IPv4 (an IPv4-mapped peer of the IPv6 socket).
+    let Some(p) = require_privileged("mgmt_replay_s4") else {
+        return;
+    };
+    let dir = TestDir::new("mgmt_replay_s4").expect("test dir");
+    let net = NetPair::with_addrs(&p, "r4", SERVER_IP, CLIENT_IP).expect("namespaces");
+    net.server
+        .ip(&[
+            "-6",
+            "addr",
+            "add",
+            "fd00:254::1/64",
+            "dev",
+            SERVER_IF,
+            "nodad",
+        ])
+        .expect("server v6");
+    net.client
+        .ip(&[
+            "-6",
+            "addr",
+            "add",
+            "fd00:254::2/64",
+            "dev",
+            CLIENT_IF,
+            "nodad",
+        ])
+        .expect("client v6");
+    let init = InitOptions {
+        ca_common_name: "TestCA".into(),
+        ..InitOptions::with_clients(2)
+    };
+    let opts = ServerConfOptions {
+        remote_host: SERVER_IP.to_string(),
+        network: Ipv4Addr::new(10, 94, 0, 0),
+        port: 1196,
+        proto: bulwark_pki::Proto::Udp6,
+        ..Default::default()
+    };
+    let setup = prepare_server(&dir, &init, opts).expect("server dir");
+    let sock = dir.path().join("s4.sock");
+    let lines = [
+        "server-ipv6 fd00:94::/64".to_string(),
+        "status-version 2".to_string(),
+        format!("management {} unix", sock.display()),
+        "push \"echo forget-passwords\"".to_string(),
+        "push \"echo hello from server\"".to_string(),
+    ];
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let mut server =
+        start_bulwark_server(&dir, net.server_ns(), "bulwark", setup.server_conf(), &refs)
+            .expect("start bulwark");
+    server
+        .wait_for_line(INIT_COMPLETE, SERVER_UP)
+        .expect("bulwark up");
+    let client = |cn: &str, host: &str, proto: bulwark_pki::Proto| {
+        let ov = ClientOverrides {
+            remote: Some((host.to_string(), 1196)),
+            proto: Some(proto),
+            ..Default::default()
+        };
+        let mut c = start_stock_client(
+            &dir,
+            net.client_ns(),
+            cn,
+            setup.profile(cn).expect("profile"),
+            &ov,
+        )
+        .expect("client");
+        c.wait_for_line(INIT_COMPLETE, CLIENT_UP)
+            .unwrap_or_else(|e| panic!("{cn} up: {e}"));
+        c
+    };
+    let _c1 = client("client1", "fd00:254::1", bulwark_pki::Proto::Udp6);
+    wait_client(&sock, Some(("client1", 0)));
+    let _c2 = client("client2", &SERVER_IP.to_string(), bulwark_pki::Proto::Udp);
+    wait_client(&sock, Some(("client2", 1)));
+
+    let norm = Normalizer {
+        substitutions: vec![],
+        client_ips: vec![CLIENT_IP.to_string()],
+    };
+    let mut report = Report::default();
+    for f in ["status_1.raw", "status_2.raw", "state_all.raw"] {
+        let mut s = Session::unix(&sock);
+        for c in commands_from_name(f.trim_end_matches(".raw")) {
+            s.send_settle(&c);
+        }
+        report.compare(&norm, &format!("mgmt-server-udp6/{f}"), &s.out);
+    }
+    report.finish("mgmt-server-udp6");
+}
