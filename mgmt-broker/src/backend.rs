@@ -39,12 +39,16 @@ pub trait Backend: Send + Sync + 'static {
 /// status file, SIGUSR2 dump and metrics scrape is one round trip to the worker, which also runs
 /// the data path: twenty management clients polling `status 3` every 50 ms would otherwise cost
 /// the worker hundreds of status walks a second. Other requests pass through unchanged and clear
-/// the cache (a `kill` is visible in the next `status`); a client that connected or left in the
-/// last `max_age` may be missing from, or still in, a status answer.
+/// the cache (a `kill` is visible in the next `status`), as does [`CachedStatus::invalidate`], which
+/// the broker calls for every `>CLIENT:` event (an established client is in the next answer); a
+/// client that ended without a `>CLIENT:DISCONNECT` (no `management-client-auth`) may still be listed
+/// for up to `max_age`.
 pub struct CachedStatus<B> {
     inner: B,
     max_age: std::time::Duration,
-    slot: tokio::sync::Mutex<Option<(std::time::Instant, Response)>>,
+    /// Bumped by every other request; a snapshot taken before is stale.
+    generation: std::sync::atomic::AtomicU64,
+    slot: tokio::sync::Mutex<Option<(std::time::Instant, u64, Response)>>,
 }
 
 impl<B: Backend> CachedStatus<B> {
@@ -53,30 +57,41 @@ impl<B: Backend> CachedStatus<B> {
         CachedStatus {
             inner,
             max_age,
+            generation: std::sync::atomic::AtomicU64::new(0),
             slot: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Makes the next status request fetch a new snapshot (a client was established or ended).
+    pub fn invalidate(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
 impl<B: Backend> Backend for CachedStatus<B> {
     fn call(&self, req: Request) -> BackendFuture<'_> {
         Box::pin(async move {
+            use std::sync::atomic::Ordering;
             if !matches!(req, Request::Status) {
                 let r = self.inner.call(req).await;
-                // a kill, client-kill or signal may have changed what status shows
-                *self.slot.lock().await = None;
+                // A kill, client-kill or signal may have changed what status shows. Never
+                // waits for the slot: a status fetch in progress must not delay other commands.
+                self.generation.fetch_add(1, Ordering::SeqCst);
                 return r;
             }
-            // INVARIANT: the lock is held across the fetch, so concurrent callers wait for it
-            // and then find the fresh snapshot instead of fetching again.
+            // INVARIANT: the lock is held across the fetch, so concurrent status callers wait
+            // for it and then find the fresh snapshot instead of fetching again; only status
+            // requests ever take the lock.
             let mut slot = self.slot.lock().await;
-            if let Some((at, r)) = slot.as_ref() {
-                if at.elapsed() <= self.max_age {
+            let gen = self.generation.load(Ordering::SeqCst);
+            if let Some((at, g, r)) = slot.as_ref() {
+                if *g == gen && at.elapsed() <= self.max_age {
                     return Ok(r.clone());
                 }
             }
             let r = self.inner.call(Request::Status).await?;
-            *slot = Some((std::time::Instant::now(), r.clone()));
+            *slot = Some((std::time::Instant::now(), gen, r.clone()));
             Ok(r)
         })
     }
@@ -320,6 +335,28 @@ mod tests {
             cached.call(Request::Status).await.unwrap(),
             Response::Count(3)
         );
+        // a status fetch that never returns does not hold up other requests
+        let (b2, mut rx2) = ChannelBackend::new(16);
+        let stuck =
+            std::sync::Arc::new(CachedStatus::new(b2, std::time::Duration::from_millis(200)));
+        let s2 = stuck.clone();
+        let pending = tokio::spawn(async move { s2.call(Request::Status).await });
+        let first = rx2.recv().await.unwrap(); // the status call, never answered
+        let s3 = stuck.clone();
+        let other = tokio::spawn(async move { s3.call(Request::NClients).await });
+        let call = rx2.recv().await.unwrap();
+        assert_eq!(call.request, Request::NClients);
+        call.reply.send(Ok(Response::Count(1))).unwrap();
+        assert_eq!(
+            tokio::time::timeout(std::time::Duration::from_secs(1), other)
+                .await
+                .expect("not blocked by the status fetch")
+                .unwrap()
+                .unwrap(),
+            Response::Count(1)
+        );
+        drop(first);
+        assert!(pending.await.unwrap().is_err());
         // after max_age a new fetch
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         assert_eq!(

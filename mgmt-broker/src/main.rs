@@ -294,8 +294,11 @@ async fn serve(
     };
     let (backend, mut calls) = ChannelBackend::new(256);
     // Status snapshots are shared for 100 ms (see CachedStatus): pollers cannot load the worker.
-    let backend = bulwark_mgmt::backend::CachedStatus::new(backend, Duration::from_millis(100));
-    let (hub, mut outputs) = Hub::new(cfg, Arc::new(backend), system_clock());
+    let backend = Arc::new(bulwark_mgmt::backend::CachedStatus::new(
+        backend,
+        Duration::from_millis(100),
+    ));
+    let (hub, mut outputs) = Hub::new(cfg, backend.clone(), system_clock());
     // The metrics listener, if configured, is the last descriptor (BrokerInit::validate checked
     // the count).
     let mut fds = fds;
@@ -432,6 +435,10 @@ async fn serve(
                         }
                     },
                     ParentToBroker::Event(ev) => {
+                        // A client that is reported connected must be in the next status answer.
+                        if matches!(*ev, MgmtEvent::Client { .. } | MgmtEvent::ClientAddress { .. }) {
+                            backend.invalidate();
+                        }
                         // No receiver only means no listener is configured; histories still matter.
                         if ev_tx.send(*ev.clone()).is_err() {
                             hub.ingest(*ev);

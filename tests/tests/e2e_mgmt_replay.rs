@@ -205,7 +205,7 @@ struct Rig {
 /// A daemon configured as the capture's server `_capture/server-sN.conf` (pools `10.NET.0.0/24`
 /// and `fd00:NET::/64`, link `172.31.254.1:1194`, two pushed echoes) plus `extra`, in which
 /// `MGMTSOCK` stands for the unix socket path `DIR/mgmt.sock` and `PWFILE` for a password file
-/// holding the capture's password `mgmtpw`.
+/// holding the capture's password `mgmtpw`, `STATUSFILE` for `DIR/status.txt`.
 fn start(test: &str, net_octet: u8, extra: &[String], wait_init: bool) -> Option<Rig> {
     let p = require_privileged(test)?;
     let dir = TestDir::new(test).expect("test dir");
@@ -232,6 +232,10 @@ fn start(test: &str, net_octet: u8, extra: &[String], wait_init: bool) -> Option
     lines.extend(extra.iter().map(|l| {
         l.replace("MGMTSOCK", &sock.display().to_string())
             .replace("PWFILE", &pwfile.display().to_string())
+            .replace(
+                "STATUSFILE",
+                &dir.path().join("status.txt").display().to_string(),
+            )
     }));
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     let mut server =
@@ -310,6 +314,30 @@ fn wait_client(sock: &Path, want: Option<(&str, u32)>) {
     }
 }
 
+/// Compares the status FILE the daemon writes (`status DIR/status.txt 1`, LF line endings) with
+/// the capture's `status-files/` copy, once it lists `cn`.
+fn compare_status_file(report: &mut Report, norm: &Normalizer, path: &Path, rel: &str, cn: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        let t = std::fs::read_to_string(path).unwrap_or_default();
+        let listed = t.lines().any(|l| {
+            l.starts_with(&format!("{cn},"))
+                || l.contains(&format!("CLIENT_LIST,{cn},"))
+                || l.contains(&format!("CLIENT_LIST\t{cn}\t"))
+        });
+        if listed && t.ends_with("END\n") {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: no complete status with {cn}: {t}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    report.compare(norm, rel, text.as_bytes());
+}
+
 /// Files of mgmt-server/ replayed in the second phase (they kill, restart or reconnect the
 /// client, or depend on the env-filter level an earlier session set), in capture order.
 const STATEFUL: &[&str] = &[
@@ -335,6 +363,7 @@ fn mgmt_server_captures_replayed_live() {
             "status-version 1".into(),
             "verb 3".into(),
             "management MGMTSOCK unix".into(),
+            "status STATUSFILE 1".into(),
         ],
         true,
     ) else {
@@ -366,6 +395,14 @@ fn mgmt_server_captures_replayed_live() {
         }
         report.compare(&norm, &format!("mgmt-server/{f}"), &s.out);
     }
+
+    compare_status_file(
+        &mut report,
+        &norm,
+        &rig.dir.path().join("status.txt"),
+        "status-files/server-status-version-1.txt",
+        "client1",
+    );
 
     // Phase 2, in the capture's order.
     let mut s = Session::unix(&sock);
@@ -504,6 +541,7 @@ fn mgmt_server_tcp_captures_replayed_live() {
             "status-version 3".into(),
             "verb 3".into(),
             "management 127.0.0.1 7505 PWFILE".into(),
+            "status STATUSFILE 1".into(),
         ],
         true,
     ) else {
@@ -542,6 +580,13 @@ fn mgmt_server_tcp_captures_replayed_live() {
         &norm,
         "mgmt-server-tcp/password+status+status_1+status_2.raw",
         &s.out,
+    );
+    compare_status_file(
+        &mut report,
+        &norm,
+        &rig.dir.path().join("status.txt"),
+        "status-files/server-status-version-3.txt",
+        "client1",
     );
 
     // SIGHUP (a live reload here) and SIGUSR1 (a soft restart: the client reconnects).
@@ -669,6 +714,7 @@ fn server_management_client_auth_session_replayed_live() {
             // external auth program is configured so.
             "management-default-role auth".into(),
             "reneg-sec 8".into(),
+            "status STATUSFILE 1".into(),
         ],
         true,
     ) else {
@@ -704,6 +750,14 @@ fn server_management_client_auth_session_replayed_live() {
     // the server renegotiates after reneg-sec: a REAUTH block
     let (cid, kid, at) = client_block(&mut m, "REAUTH", at);
     m.send_settle(&format!("client-auth-nt {cid} {kid}"));
+    let mut report = Report::default();
+    compare_status_file(
+        &mut report,
+        &norm,
+        &rig.dir.path().join("status.txt"),
+        "status-files/server-status-version-2.txt",
+        "client2",
+    );
     // client2 exits (explicit-exit-notify): >NOTIFY remote-exit, then DISCONNECT
     c2.kill(nix::sys::signal::Signal::SIGTERM)
         .expect("SIGTERM client2");
@@ -757,7 +811,6 @@ fn server_management_client_auth_session_replayed_live() {
     );
     m.send_settle("status 2");
 
-    let mut report = Report::default();
     report.compare(&norm, "sessions/server-management-client-auth.raw", &m.out);
     assert_daemon_alive(rig);
     report.finish("server sessions");
