@@ -68,15 +68,31 @@ impl ClientEnv {
     }
 
     /// The sets of a verified TLS session (first connection and every renegotiation).
-    /// `cert_env` is in set order (deepest certificate first), `peer_info` as sent.
+    /// `cert_env` is in set order (deepest certificate first), `peer_info` as sent; `user_pass`
+    /// is the username and password the client sent, if any.
+    ///
+    /// As OpenVPN's certificate verification: per depth (deepest first) the certificate's
+    /// variables then the untrusted address; at depth 0 the common name first.
     pub fn tls_verified(
         &mut self,
         cert_env: &[(String, String)],
         real: SocketAddr,
         peer_info: &[String],
-        user_pass: Option<(&str, &str, Option<&str>)>,
+        common_name: &str,
+        user_pass: Option<(&str, Option<&str>)>,
     ) {
+        let mut depth: Option<u32> = None;
         for (k, v) in cert_env {
+            let d = cert_depth(k);
+            if d != depth {
+                if depth.is_some() {
+                    self.set_sockaddr("untrusted", real);
+                }
+                if d == Some(0) {
+                    self.set("common_name", common_name);
+                }
+                depth = d;
+            }
             self.set(k, v.clone());
         }
         self.set_sockaddr("untrusted", real);
@@ -85,7 +101,7 @@ impl ClientEnv {
                 self.set(k, v);
             }
         }
-        if let Some((username, common_name, password)) = user_pass {
+        if let Some((username, password)) = user_pass {
             self.set("username", username);
             self.set("common_name", common_name);
             self.set_sockaddr("untrusted", real);
@@ -180,6 +196,15 @@ impl ClientEnv {
     }
 }
 
+/// The certificate depth a certificate variable belongs to (`X509_1_CN` → 1, `tls_serial_hex_0`
+/// → 0).
+fn cert_depth(k: &str) -> Option<u32> {
+    if let Some(rest) = k.strip_prefix("X509_") {
+        return rest.split('_').next().and_then(|d| d.parse().ok());
+    }
+    k.rsplit('_').next().and_then(|d| d.parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,7 +288,13 @@ mod tests {
     #[test]
     fn established_without_client_auth_matches_the_capture() {
         let mut e = ClientEnv::default();
-        e.tls_verified(&certs(), REAL.parse().unwrap(), &peer_info(), None);
+        e.tls_verified(
+            &certs(),
+            REAL.parse().unwrap(),
+            &peer_info(),
+            "client1",
+            None,
+        );
         let a = Assigned {
             v4: Some(Ipv4Addr::new(10, 98, 0, 2)),
             v6: Some("fd00:98::1000".parse().unwrap()),
@@ -293,14 +324,14 @@ mod tests {
             }
         }
         let mut e = ClientEnv::default();
-        let up = Some(("alice", "client2", Some("s3cret pass")));
-        e.tls_verified(&certs2, real, &peer_info(), up);
+        let up = Some(("alice", Some("s3cret pass")));
+        e.tls_verified(&certs2, real, &peer_info(), "client2", up);
         assert_eq!(keys(&e), capture_keys(rel, 0), "CONNECT");
         e.del("password");
         e.connected("client2", real, &pool(), a, 1, "t", true);
         // block 1 is >CLIENT:ADDRESS (no ENV), 2 the second ADDRESS, 3 ESTABLISHED
         assert_eq!(keys(&e), capture_keys(rel, 3), "ESTABLISHED");
-        e.tls_verified(&certs2, real, &peer_info(), up);
+        e.tls_verified(&certs2, real, &peer_info(), "client2", up);
         assert_eq!(keys(&e), capture_keys(rel, 4), "REAUTH");
         e.del("password");
         e.disconnected(real, 5048, 4818, 47);
@@ -314,7 +345,8 @@ mod tests {
             &certs(),
             real1,
             &info,
-            Some(("bob", "client1", Some("bobpass"))),
+            "client1",
+            Some(("bob", Some("bobpass"))),
         );
         assert_eq!(keys(&e), capture_keys(rel, 6), "CONNECT client1");
         e.del("password");
@@ -323,12 +355,28 @@ mod tests {
     }
 
     #[test]
+    fn certificate_only_connect_has_the_common_name_below_the_client_certificate() {
+        let mut e = ClientEnv::default();
+        e.tls_verified(&certs(), REAL.parse().unwrap(), &[], "client1", None);
+        let k = keys(&e);
+        assert_eq!(
+            &k[..3],
+            ["untrusted_port", "untrusted_ip", "tls_serial_hex_0"]
+        );
+        let cn = k.iter().position(|k| *k == "common_name").unwrap();
+        assert_eq!(k[cn - 1], "X509_0_CN");
+        assert_eq!(k[cn + 1], "tls_serial_hex_1");
+        assert_eq!(cert_depth("X509_1_CN"), Some(1));
+        assert_eq!(cert_depth("tls_digest_sha256_0"), Some(0));
+    }
+
+    #[test]
     fn ipv6_and_net30_names() {
         let mut e = ClientEnv::default();
-        e.tls_verified(&[], "[fd00::2]:1194".parse().unwrap(), &[], None);
+        e.tls_verified(&[], "[fd00::2]:1194".parse().unwrap(), &[], "c", None);
         assert_eq!(keys(&e), ["untrusted_port", "untrusted_ip6"]);
         let mut e = ClientEnv::default();
-        e.tls_verified(&[], "[::ffff:10.0.0.9]:5".parse().unwrap(), &[], None);
+        e.tls_verified(&[], "[::ffff:10.0.0.9]:5".parse().unwrap(), &[], "c", None);
         assert_eq!(e.vars()[1], ("untrusted_ip".into(), "10.0.0.9".into()));
         let mut p = pool();
         p.subnet = false;

@@ -457,9 +457,10 @@ impl Router {
             &req.cert_env,
             req.real_address.addr,
             &req.peer_info,
+            &req.common_name,
             req.username
                 .as_deref()
-                .map(|u| (u, req.common_name.as_str(), req.password.as_deref())),
+                .map(|u| (u, req.password.as_deref())),
         );
         fx.auth.push(req);
         Ok(fx)
@@ -571,7 +572,8 @@ impl Router {
                         &cert_env,
                         real_address.addr,
                         &peer_info,
-                        username.as_deref().map(|u| (u, common_name.as_str(), None)),
+                        &common_name,
+                        username.as_deref().map(|u| (u, None)),
                     );
                     e
                 });
