@@ -31,6 +31,7 @@
 
 pub mod access;
 pub mod backend;
+pub mod capture;
 pub mod cmdline;
 pub mod commands;
 pub mod hub;

@@ -9,6 +9,7 @@
 use crate::access::{ListenerKind, ListenerPolicy, Peer, Role};
 use crate::backend::fake::{FakeBackend, FakeState};
 use crate::backend::AuthRetry;
+use crate::capture::commands_from_name;
 use crate::golden_status_tests::{client, route, s1, snap, t, TITLE};
 use crate::hub::{BrokerOutput, EngineConfig, Hub};
 use crate::model::*;
@@ -380,23 +381,6 @@ async fn run_transcript(rel_transcript: &str, rel_raw: &str, mut setup: Setup) {
 
 // ---------------------------------------------------------------------------------------
 // mgmt-server/: one command (or `+`-separated commands) per file.
-
-fn commands_from_name(stem: &str) -> Vec<String> {
-    let head = stem.split("__").next().unwrap_or("");
-    if head == "no-command" || head == "management-client-user-mismatch" {
-        return vec![];
-    }
-    head.split('+')
-        .map(|c| {
-            let parts: Vec<&str> = c.split('_').collect();
-            if parts[0] == "kill" && parts.len() == 3 {
-                format!("kill {}:{}", parts[1], parts[2])
-            } else {
-                parts.join(" ")
-            }
-        })
-        .collect()
-}
 
 /// History lines of a `log ...` reply (between the SUCCESS/greeting and `END`), minus the last
 /// two (the connect and CMD lines the broker produces itself).

@@ -297,24 +297,7 @@ fn mask_numbers(s: &str) -> String {
     out
 }
 
-/// The commands a capture's file name encodes (see the fixtures' README: `_` is a space, `+`
-/// separates commands, `__` starts a note; `kill_IP_PORT` is `kill IP:PORT`).
-pub fn commands_from_name(stem: &str) -> Vec<String> {
-    let head = stem.split("__").next().unwrap_or("");
-    if head == "no-command" || head == "management-client-user-mismatch" {
-        return vec![];
-    }
-    head.split('+')
-        .map(|c| {
-            let parts: Vec<&str> = c.split('_').collect();
-            if parts[0] == "kill" && parts.len() == 3 {
-                format!("kill {}:{}", parts[1], parts[2])
-            } else {
-                parts.join(" ")
-            }
-        })
-        .collect()
-}
+pub use bulwark_mgmt::capture::commands_from_name;
 
 /// The first differing line of two normalised transcripts, for failure messages.
 pub fn first_difference(expected: &str, got: &str) -> Option<String> {
@@ -405,19 +388,5 @@ mod tests {
             .replace("GLOBAL STATS\r\n", "")
             .replace("END\r\n", "GLOBAL STATS\r\nEND\r\n");
         assert_ne!(n().normalize(a.as_bytes()), n().normalize(c.as_bytes()));
-    }
-
-    #[test]
-    fn names_to_commands() {
-        assert_eq!(
-            commands_from_name("kill_1.2.3.4_5000"),
-            ["kill 1.2.3.4:5000"]
-        );
-        assert_eq!(commands_from_name("log_on_all+pid"), ["log on all", "pid"]);
-        assert_eq!(
-            commands_from_name("client-kill_1__with-unsolicited"),
-            ["client-kill 1"]
-        );
-        assert!(commands_from_name("no-command__x").is_empty());
     }
 }

@@ -161,7 +161,13 @@ struct Report {
 
 impl Report {
     fn compare(&mut self, norm: &Normalizer, rel: &str, got: &[u8]) {
-        let want = norm.normalize(&fixture(rel));
+        self.compare_with(norm, rel, &fixture(rel), got);
+    }
+
+    /// As [`Report::compare`] with an expectation derived from the capture `rel` (the caller
+    /// documents each adjustment).
+    fn compare_with(&mut self, norm: &Normalizer, rel: &str, capture: &[u8], got: &[u8]) {
+        let want = norm.normalize(capture);
         let have = norm.normalize(got);
         self.checked.push(rel.to_string());
         if let Some(d) = first_difference(&want, &have) {
@@ -598,16 +604,7 @@ fn mgmt_server_tcp_captures_replayed_live() {
     s.send("signal SIGUSR1");
     s.read_until(",CONNECTED,SUCCESS,", Duration::from_secs(20));
     s.send_settle("hold");
-    let want = norm.normalize(&without_sighup_restart(&fixture(rel)));
-    let have = norm.normalize(&s.out);
-    report.checked.push(rel.to_string());
-    if let Some(d) = first_difference(&want, &have) {
-        report.failures.push(format!(
-            "{rel}: {d}\n  --- capture (normalised)\n{}\n  --- bulwark (normalised)\n{}",
-            indent(&want),
-            indent(&have)
-        ));
-    }
+    report.compare_with(&norm, rel, &without_sighup_restart(&fixture(rel)), &s.out);
 
     // OpenVPN's server does not tell its clients about a SIGUSR1 restart (without
     // explicit-exit-notify); they would notice by ping-restart after 60 s. Restart the client.
@@ -633,16 +630,7 @@ fn mgmt_server_tcp_captures_replayed_live() {
         .replace("fd00:96::1001", vaddr6)
         .replace("10.96.0.3", vaddr)
         .replace(",UNDEF,5,0,", &format!(",UNDEF,{cid},0,"));
-    let want = norm.normalize(capture.as_bytes());
-    let have = norm.normalize(&s.out);
-    report.checked.push(rel.to_string());
-    if let Some(d) = first_difference(&want, &have) {
-        report.failures.push(format!(
-            "{rel}: {d}\n  --- capture (normalised)\n{}\n  --- bulwark (normalised)\n{}",
-            indent(&want),
-            indent(&have)
-        ));
-    }
+    report.compare_with(&norm, rel, capture.as_bytes(), &s.out);
     assert_daemon_alive(rig);
     report.finish("mgmt-server-tcp");
 }
