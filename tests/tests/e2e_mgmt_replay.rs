@@ -212,7 +212,20 @@ struct Rig {
 /// and `fd00:NET::/64`, link `172.31.254.1:1194`, two pushed echoes) plus `extra`, in which
 /// `MGMTSOCK` stands for the unix socket path `DIR/mgmt.sock` and `PWFILE` for a password file
 /// holding the capture's password `mgmtpw`, `STATUSFILE` for `DIR/status.txt`.
-fn start(test: &str, net_octet: u8, extra: &[String], wait_init: bool) -> Option<Rig> {
+fn start(test: &str, net_octet: u8, extra: &[String]) -> Option<Rig> {
+    start_on(test, net_octet, Link::Udp4, extra)
+}
+
+/// The transport of a capture's server.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// `proto udp`, port 1194, `local 172.31.254.1` (s1, s2, s3, s5).
+    Udp4,
+    /// `proto udp6` on the wildcard address, port 1196, link also on fd00:254::1/::2 (s4).
+    Udp6,
+}
+
+fn start_on(test: &str, net_octet: u8, link: Link, extra: &[String]) -> Option<Rig> {
     let p = require_privileged(test)?;
     let dir = TestDir::new(test).expect("test dir");
     let net = NetPair::with_addrs(&p, "rp", SERVER_IP, CLIENT_IP).expect("namespaces");
@@ -220,18 +233,29 @@ fn start(test: &str, net_octet: u8, extra: &[String], wait_init: bool) -> Option
         ca_common_name: "TestCA".into(),
         ..InitOptions::with_clients(2)
     };
-    let opts = ServerConfOptions {
+    let mut opts = ServerConfOptions {
         remote_host: SERVER_IP.to_string(),
         network: Ipv4Addr::new(10, net_octet, 0, 0),
         ..Default::default()
     };
+    let mut lines = vec![format!("server-ipv6 fd00:{net_octet}::/64")];
+    match link {
+        Link::Udp4 => lines.push(format!("local {SERVER_IP}")),
+        Link::Udp6 => {
+            opts.port = 1196;
+            opts.proto = bulwark_pki::Proto::Udp6;
+            for (ns, a, dev) in [
+                (&net.server, "fd00:254::1/64", SERVER_IF),
+                (&net.client, "fd00:254::2/64", CLIENT_IF),
+            ] {
+                ns.ip(&["-6", "addr", "add", a, "dev", dev, "nodad"])
+                    .expect("IPv6 link address");
+            }
+        }
+    }
     let setup = prepare_server(&dir, &init, opts).expect("server dir");
-    let mut lines = vec![
-        format!("server-ipv6 fd00:{net_octet}::/64"),
-        format!("local {SERVER_IP}"),
-        "push \"echo forget-passwords\"".to_string(),
-        "push \"echo hello from server\"".to_string(),
-    ];
+    lines.push("push \"echo forget-passwords\"".to_string());
+    lines.push("push \"echo hello from server\"".to_string());
     let sock = dir.path().join("mgmt.sock");
     let pwfile = dir.path().join("mgmt-pw.txt");
     std::fs::write(&pwfile, "mgmtpw\n").expect("password file");
@@ -247,11 +271,9 @@ fn start(test: &str, net_octet: u8, extra: &[String], wait_init: bool) -> Option
     let mut server =
         start_bulwark_server(&dir, net.server_ns(), "bulwark", setup.server_conf(), &refs)
             .expect("start bulwark");
-    if wait_init {
-        server
-            .wait_for_line(INIT_COMPLETE, SERVER_UP)
-            .expect("bulwark up");
-    }
+    server
+        .wait_for_line(INIT_COMPLETE, SERVER_UP)
+        .expect("bulwark up");
     Some(Rig {
         _p: p,
         dir,
@@ -264,12 +286,16 @@ fn start(test: &str, net_octet: u8, extra: &[String], wait_init: bool) -> Option
 
 impl Rig {
     fn client(&self, cn: &str, label: &str) -> Proc {
+        self.client_with(cn, label, &ClientOverrides::default())
+    }
+
+    fn client_with(&self, cn: &str, label: &str, ov: &ClientOverrides) -> Proc {
         let mut c = start_stock_client(
             &self.dir,
             self.net.client_ns(),
             label,
             self.setup.profile(cn).expect("profile"),
-            &ClientOverrides::default(),
+            ov,
         )
         .expect("start stock client");
         c.wait_for_line(INIT_COMPLETE, CLIENT_UP)
@@ -371,7 +397,6 @@ fn mgmt_server_captures_replayed_live() {
             "management MGMTSOCK unix".into(),
             "status STATUSFILE 1".into(),
         ],
-        true,
     ) else {
         return;
     };
@@ -477,29 +502,17 @@ fn assert_daemon_alive(mut rig: Rig) {
 #[test]
 fn mgmt_client_group_mismatch_closes_without_a_byte() {
     // `_capture/server-s5.conf`: `management-client-group daemon`; the test connects as root.
-    let Some(p) = require_privileged("mgmt_replay_s5") else {
+    let Some(rig) = start(
+        "mgmt_replay_s5",
+        93,
+        &[
+            "management MGMTSOCK unix".into(),
+            "management-client-group daemon".into(),
+        ],
+    ) else {
         return;
     };
-    let dir = TestDir::new("mgmt_replay_s5").expect("test dir");
-    let net = NetPair::with_addrs(&p, "r5", SERVER_IP, CLIENT_IP).expect("namespaces");
-    let opts = ServerConfOptions {
-        remote_host: SERVER_IP.to_string(),
-        network: Ipv4Addr::new(10, 93, 0, 0),
-        ..Default::default()
-    };
-    let setup = prepare_server(&dir, &InitOptions::default(), opts).expect("server dir");
-    let sock = dir.path().join("s5.sock");
-    let lines = [
-        format!("management {} unix", sock.display()),
-        "management-client-group daemon".to_string(),
-    ];
-    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-    let mut server =
-        start_bulwark_server(&dir, net.server_ns(), "bulwark", setup.server_conf(), &refs)
-            .expect("start bulwark");
-    server
-        .wait_for_line(INIT_COMPLETE, SERVER_UP)
-        .expect("bulwark up");
+    let sock = rig.sock.clone();
     let mut report = Report::default();
     for f in OTHER_DAEMON {
         let c = UnixStream::connect(&sock).expect("connect");
@@ -549,7 +562,6 @@ fn mgmt_server_tcp_captures_replayed_live() {
             "management 127.0.0.1 7505 PWFILE".into(),
             "status STATUSFILE 1".into(),
         ],
-        true,
     ) else {
         return;
     };
@@ -704,7 +716,6 @@ fn server_management_client_auth_session_replayed_live() {
             "reneg-sec 8".into(),
             "status STATUSFILE 1".into(),
         ],
-        true,
     ) else {
         return;
     };
@@ -808,77 +819,22 @@ fn server_management_client_auth_session_replayed_live() {
 fn mgmt_server_udp6_captures_replayed_live() {
     // `_capture/server-s4.conf`: `proto udp6` (dual-stack socket), status-version 2; client1
     // connects over IPv6, client2 over IPv4 (an IPv4-mapped peer of the IPv6 socket).
-    let Some(p) = require_privileged("mgmt_replay_s4") else {
+    let Some(rig) = start_on(
+        "mgmt_replay_s4",
+        94,
+        Link::Udp6,
+        &["status-version 2".into(), "management MGMTSOCK unix".into()],
+    ) else {
         return;
     };
-    let dir = TestDir::new("mgmt_replay_s4").expect("test dir");
-    let net = NetPair::with_addrs(&p, "r4", SERVER_IP, CLIENT_IP).expect("namespaces");
-    net.server
-        .ip(&[
-            "-6",
-            "addr",
-            "add",
-            "fd00:254::1/64",
-            "dev",
-            SERVER_IF,
-            "nodad",
-        ])
-        .expect("server v6");
-    net.client
-        .ip(&[
-            "-6",
-            "addr",
-            "add",
-            "fd00:254::2/64",
-            "dev",
-            CLIENT_IF,
-            "nodad",
-        ])
-        .expect("client v6");
-    let init = InitOptions {
-        ca_common_name: "TestCA".into(),
-        ..InitOptions::with_clients(2)
-    };
-    let opts = ServerConfOptions {
-        remote_host: SERVER_IP.to_string(),
-        network: Ipv4Addr::new(10, 94, 0, 0),
-        port: 1196,
-        proto: bulwark_pki::Proto::Udp6,
-        ..Default::default()
-    };
-    let setup = prepare_server(&dir, &init, opts).expect("server dir");
-    let sock = dir.path().join("s4.sock");
-    let lines = [
-        "server-ipv6 fd00:94::/64".to_string(),
-        "status-version 2".to_string(),
-        format!("management {} unix", sock.display()),
-        "push \"echo forget-passwords\"".to_string(),
-        "push \"echo hello from server\"".to_string(),
-    ];
-    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-    let mut server =
-        start_bulwark_server(&dir, net.server_ns(), "bulwark", setup.server_conf(), &refs)
-            .expect("start bulwark");
-    server
-        .wait_for_line(INIT_COMPLETE, SERVER_UP)
-        .expect("bulwark up");
+    let sock = rig.sock.clone();
     let client = |cn: &str, host: &str, proto: bulwark_pki::Proto| {
         let ov = ClientOverrides {
             remote: Some((host.to_string(), 1196)),
             proto: Some(proto),
             ..Default::default()
         };
-        let mut c = start_stock_client(
-            &dir,
-            net.client_ns(),
-            cn,
-            setup.profile(cn).expect("profile"),
-            &ov,
-        )
-        .expect("client");
-        c.wait_for_line(INIT_COMPLETE, CLIENT_UP)
-            .unwrap_or_else(|e| panic!("{cn} up: {e}"));
-        c
+        rig.client_with(cn, cn, &ov)
     };
     let _c1 = client("client1", "fd00:254::1", bulwark_pki::Proto::Udp6);
     wait_client(&sock, Some(("client1", 0)));
