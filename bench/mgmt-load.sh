@@ -25,23 +25,14 @@ BW="$PWD/target/release/bulwark"
 WORK=$(mktemp -d /tmp/bulwark-mgmtbench.XXXXXX)
 S="bwm-s-$$"; C="bwm-c-$$"
 SRV_PID=""; CLI_PID=""
+. bench/lib.sh
 cleanup() {
     for p in $SRV_PID $CLI_PID; do kill "$p" 2>/dev/null || true; done
-    for ns in "$S" "$C"; do
-        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
-        ip netns del "$ns" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
+    bench_netns_down
 }
 trap cleanup EXIT
-ip netns add "$S"; ip netns add "$C"
-ip -n "$S" link add veth0 type veth peer name veth1 netns "$C"
-ip -n "$S" addr add 10.99.51.1/24 dev veth0; ip -n "$C" addr add 10.99.51.2/24 dev veth1
-for ns in "$S" "$C"; do ip -n "$ns" link set lo up; done
-ip -n "$S" link set veth0 up; ip -n "$C" link set veth1 up
-"$BW" init "$WORK/pki" >/dev/null
-sed -i 's/^remote .*/remote 10.99.51.1 1194/' "$WORK/pki/clients/client1.ovpn"
-echo "verb 1" >> "$WORK/pki/clients/client1.ovpn"
+bench_netns_up 51
+bench_pki 51
 SOCK="$WORK/mgmt.sock"
 cat >> "$WORK/pki/server.conf" <<EOF
 management $SOCK unix

@@ -23,24 +23,15 @@ for t in openvpn iperf3 ip python3; do command -v "$t" >/dev/null || { echo "mis
 BW="$PWD/target/release/bulwark"
 WORK=$(mktemp -d /tmp/bulwark-bench.XXXXXX)
 S="bwb-s-$$"; C="bwb-c-$$"
+. bench/lib.sh
 cleanup() {
     pkill -f "$WORK/" 2>/dev/null || true
-    for ns in "$S" "$C"; do
-        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
-        ip netns del "$ns" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
+    bench_netns_down
 }
 trap cleanup EXIT
-ip netns add "$S"; ip netns add "$C"
-ip -n "$S" link add veth0 type veth peer name veth1 netns "$C"
-ip -n "$S" addr add 10.99.50.1/24 dev veth0; ip -n "$C" addr add 10.99.50.2/24 dev veth1
-for ns in "$S" "$C"; do ip -n "$ns" link set lo up; done
-ip -n "$S" link set veth0 up; ip -n "$C" link set veth1 up
-"$BW" init "$WORK/pki" >/dev/null
-# same server config for both (Bulwark warns about the status file it does not write yet)
-sed -i 's/^remote .*/remote 10.99.50.1 1194/' "$WORK/pki/clients/client1.ovpn"
-echo "verb 1" >> "$WORK/pki/clients/client1.ovpn"
+bench_netns_up 50
+# same server config for both
+bench_pki 50
 OFFLOAD=$(ip netns exec "$S" sh -c 'command -v ethtool >/dev/null && ethtool -k veth0 | grep -E "^(tx-checksumming|generic-segmentation-offload|generic-receive-offload|tcp-segmentation-offload):" | tr "\n" ";"' || echo "ethtool not installed")
 
 cpu_ticks() { # sum utime+stime of the server processes in ns S (not iperf3)

@@ -1,0 +1,23 @@
+# Shared set-up of the bench scripts (sourced; bash). Expects $WORK, $S, $C to be set.
+#   bench_netns_up NET      two namespaces $S/$C joined by veth0/veth1, addresses 10.99.NET.1/.2
+#   bench_netns_down        kill everything left in $S/$C, delete them, remove $WORK
+#   bench_pki NET           `bulwark init` into $WORK/pki, client1 profile pointed at 10.99.NET.1
+bench_netns_up() {
+    ip netns add "$S"; ip netns add "$C"
+    ip -n "$S" link add veth0 type veth peer name veth1 netns "$C"
+    ip -n "$S" addr add "10.99.$1.1/24" dev veth0; ip -n "$C" addr add "10.99.$1.2/24" dev veth1
+    for ns in "$S" "$C"; do ip -n "$ns" link set lo up; done
+    ip -n "$S" link set veth0 up; ip -n "$C" link set veth1 up
+}
+bench_netns_down() {
+    for ns in "$S" "$C"; do
+        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+bench_pki() {
+    "$BW" init "$WORK/pki" >/dev/null
+    sed -i "s/^remote .*/remote 10.99.$1.1 1194/" "$WORK/pki/clients/client1.ovpn"
+    echo "verb 1" >> "$WORK/pki/clients/client1.ovpn"
+}
