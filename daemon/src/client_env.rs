@@ -112,23 +112,29 @@ impl ClientEnv {
     }
 
     /// The sets when the TLS connection is initiated (the trusted address — the untrusted one,
-    /// now verified — and the common name), visible in a `>CLIENT:CR_RESPONSE` block.
-    pub fn initiated(&mut self, common_name: &str) {
+    /// now verified — and the common name set at verification), visible in a
+    /// `>CLIENT:CR_RESPONSE` block.
+    pub fn initiated(&mut self) {
         let untrusted = self
             .head_first
             .iter()
             .find(|(k, _)| k == "untrusted_ip" || k == "untrusted_ip6")
             .map(|(k, v)| (k.replace("untrusted", "trusted"), v.clone()));
-        let port = self
-            .head_first
-            .iter()
-            .find(|(k, _)| k == "untrusted_port")
-            .map(|(_, v)| v.clone());
+        let port = self.value("untrusted_port").map(str::to_string);
         if let (Some((k, ip)), Some(port)) = (untrusted, port) {
             self.set(&k, ip);
             self.set("trusted_port", port);
         }
-        self.set("common_name", common_name);
+        if let Some(cn) = self.value("common_name").map(str::to_string) {
+            self.set("common_name", cn);
+        }
+    }
+
+    fn value(&self, k: &str) -> Option<&str> {
+        self.head_first
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The pool variables (`multi_set_virtual_addr_env`).
@@ -350,7 +356,7 @@ mod tests {
         );
         assert_eq!(keys(&e), capture_keys(rel, 6), "CONNECT client1");
         e.del("password");
-        e.initiated("client1");
+        e.initiated();
         assert_eq!(keys(&e), capture_keys(rel, 7), "CR_RESPONSE");
     }
 

@@ -708,14 +708,7 @@ impl Router {
                         // OpenVPN's env by then also has the trusted address and common name
                         // of the initiated connection.
                         let mut env = env.clone();
-                        if let Some(cn) = env
-                            .vars()
-                            .iter()
-                            .find(|(k, _)| k == "common_name")
-                            .map(|(_, v)| v.clone())
-                        {
-                            env.initiated(&cn);
-                        }
+                        env.initiated();
                         fx.out.push(Out::Broker(ParentToBroker::Event(Box::new(
                             MgmtEvent::Client {
                                 cid,

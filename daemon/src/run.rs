@@ -436,7 +436,6 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
                 status_targets: &status_targets,
                 router_cfg: &router_cfg,
                 has_v4_routes: settings.routes.iter().any(|r| r.dst.is_ipv4()),
-                tun_v6: settings.tun_v6.map(|(a, _)| a),
                 identity: ident.identity,
                 broker_identity: broker_ident.identity,
                 sandbox: &sandbox,
@@ -599,8 +598,6 @@ struct Ctx<'a> {
     router_cfg: &'a crate::router::RouterConfig,
     /// IPv4 `route` directives exist (OpenVPN reports ADD_ROUTES only then).
     has_v4_routes: bool,
-    /// The TUN device's IPv6 address, for the state lines.
-    tun_v6: Option<std::net::Ipv6Addr>,
     /// The worker's (and the scripts') identity.
     identity: bulwark_policy::Identity,
     /// The management broker's identity (`bulwark-mgmt` when it exists).
@@ -745,7 +742,7 @@ impl Child for Running<ParentToBroker, BrokerToParent> {
 type BrokerProc = Running<ParentToBroker, BrokerToParent>;
 
 /// A management decision about a client waiting for `client-auth`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum MgmtDecision {
     /// `client-auth` (with config lines) / `client-auth-nt` (none).
     Accept(Vec<String>),
@@ -1211,7 +1208,10 @@ impl Sup<'_, '_> {
             local: if name == "CONNECTED" { local } else { None },
             tun_v6: self
                 .ctx
-                .tun_v6
+                .router_cfg
+                .pool
+                .ipv6
+                .map(|(server6, _, _)| server6)
                 .filter(|_| matches!(name, "ASSIGN_IP" | "CONNECTED")),
         };
         self.send_broker(ParentToBroker::Event(Box::new(
@@ -1451,7 +1451,16 @@ impl Sup<'_, '_> {
             ),
             _ => return None,
         };
-        let decision_for_log = decision.clone();
+        let deny_log = match &decision {
+            MgmtDecision::Deny {
+                reason,
+                client_reason,
+            } => Some(format!(
+                "MULTI: connection rejected: {reason}, client-reason: {}",
+                client_reason.as_deref().unwrap_or("(null)")
+            )),
+            _ => None,
+        };
         let mut waits = self.waits.lock().unwrap_or_else(|e| e.into_inner());
         let delivered = match if last {
             waits.remove(&key)
@@ -1467,17 +1476,8 @@ impl Sup<'_, '_> {
             // also checks the key id against the client's live TLS sessions; Bulwark does not
             // track key ids of clients it did not defer and accepts any.)
             let known = self.router.is_established(key.0);
-            if known {
-                if let MgmtDecision::Deny {
-                    reason,
-                    client_reason,
-                } = &decision_for_log
-                {
-                    tracing::debug!(
-                        "MULTI: connection rejected: {reason}, client-reason: {}",
-                        client_reason.as_deref().unwrap_or("(null)")
-                    );
-                }
+            if let (true, Some(line)) = (known, deny_log) {
+                tracing::debug!("{line}");
             }
             return Some(known);
         }

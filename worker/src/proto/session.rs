@@ -738,6 +738,13 @@ impl Peer {
         out: &mut Outbox,
     ) -> Result<(), String> {
         let first = self.phase == Phase::Handshaking && is_primary_first;
+        // The parent's authorisation (auth-user-pass-verify, `>CLIENT:CONNECT|REAUTH`) sees the
+        // password of every key exchange, the first and each renegotiation's.
+        if self.cfg.defer_auth {
+            if let km2::Credentials::Provided { password, .. } = &msg.credentials {
+                self.password = Some(String::from_utf8_lossy(password.as_bytes()).into_owned());
+            }
+        }
         let username = match &msg.credentials {
             km2::Credentials::Provided { username, .. } if !username.is_empty() => {
                 Some(String::from_utf8_lossy(username).into_owned())
@@ -760,13 +767,6 @@ impl Peer {
                     format!("{} TLS Auth Error: TLS object CN attempted to change from '{}' to '{}' -- tunnel disabled", self.log_prefix(), self.common_name, cn),
                 );
                 return Err("common name changed".into());
-            }
-            // the re-authorisation (`>CLIENT:REAUTH`, auth-user-pass-verify) sees the password
-            // the client sent again
-            if self.cfg.defer_auth {
-                if let km2::Credentials::Provided { password, .. } = &msg.credentials {
-                    self.password = Some(String::from_utf8_lossy(password.as_bytes()).into_owned());
-                }
             }
             return Ok(());
         }
@@ -801,11 +801,6 @@ impl Peer {
         self.common_name = cn;
         self.username = username;
         self.identity = identity;
-        if self.cfg.defer_auth {
-            if let km2::Credentials::Provided { password, .. } = &msg.credentials {
-                self.password = Some(String::from_utf8_lossy(password.as_bytes()).into_owned());
-            }
-        }
         self.neg.cipher = Some(cipher);
         let proto = info.proto();
         self.neg.data_v2 = proto.data_v2();
