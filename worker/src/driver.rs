@@ -181,9 +181,20 @@ pub async fn run(
     let mut conns: HashMap<u64, TcpConn> = HashMap::new();
     let mut next_conn: u64 = 1;
     let (frame_tx, mut frame_rx) = mpsc::channel::<(u64, SocketAddr, Option<Vec<u8>>)>(4096);
-    // The UDP batches exist only for a UDP transport (64 × 3.6 KiB of receive buffer).
-    let mut rx_batch = udp.as_ref().map(|_| RecvBatch::new(BATCH, MAX_PACKET));
-    let mut tx_batch = SendBatch::new(BATCH);
+    // The UDP batches exist only for a UDP transport: 64 messages of 3.6 KiB, or of 64 KiB when the
+    // parent turned UDP_GRO on (a message may then hold up to 64 coalesced datagrams).
+    let mut rx_batch = udp.as_ref().map(|u| {
+        let stride = if crate::batch::gro_enabled(u.get_ref().as_fd()) {
+            crate::batch::GRO_STRIDE
+        } else {
+            MAX_PACKET
+        };
+        RecvBatch::new(BATCH, stride)
+    });
+    let gso = udp
+        .as_ref()
+        .is_some_and(|u| crate::batch::gso_supported(u.get_ref().as_fd()));
+    let mut tx_batch = SendBatch::new(BATCH, gso);
     let mut tunbuf = vec![0u8; TUN_BUF];
     let mut out = Outbox::default();
     let mut io = Io {
@@ -228,10 +239,14 @@ pub async fn run(
                         Ok(Ok(n)) => {
                             let (now, now_unix) = (Instant::now(), unix_now());
                             io.stats.udp_recv_calls += 1;
-                            io.stats.udp_recv_datagrams += n as u64;
                             for i in 0..n {
                                 match rx.get(i) {
-                                    Some(d) => engine.on_datagram(PeerAddr::Udp(d.from), d.data, now, now_unix, &mut out),
+                                    Some(d) => {
+                                        for seg in d.segments() {
+                                            io.stats.udp_recv_datagrams += 1;
+                                            engine.on_datagram(PeerAddr::Udp(d.from), seg, now, now_unix, &mut out);
+                                        }
+                                    }
                                     None => io.stats.udp_dropped += 1,
                                 }
                             }
@@ -343,7 +358,7 @@ impl Io<'_> {
                             .iter()
                             .take_while(|t| matches!(t.to, PeerAddr::Udp(_)))
                             .count();
-                        self.send_udp(&ts[i..i + run]).await;
+                        self.send_udp(&ts[i..i + run], out).await;
                         i += run;
                     }
                     PeerAddr::Tcp { conn, .. } => {
@@ -389,9 +404,11 @@ impl Io<'_> {
         }
     }
 
-    /// Sends a run of UDP transmits in order, [`BATCH`] per `sendmmsg`. A full socket buffer waits
-    /// for room; a datagram the kernel refuses is counted and skipped (as a lost packet).
-    async fn send_udp(&mut self, run: &[Transmit]) {
+    /// Sends a run of UDP transmits in order, up to [`BATCH`] messages per `sendmmsg` (GSO messages
+    /// for runs to one peer when the kernel has UDP GSO). A full socket buffer waits for room; a
+    /// datagram the kernel refuses is counted and skipped (as a lost packet); a GSO message the kernel
+    /// refuses is sent again one datagram at a time, and that size is not coalesced any more.
+    async fn send_udp(&mut self, run: &[Transmit], out: &mut Outbox) {
         let Some(u) = self.udp else {
             self.stats.udp_send_errors += run.len() as u64;
             return;
@@ -406,28 +423,56 @@ impl Io<'_> {
                 }
             };
             let tx = &mut *self.tx;
+            let mut failed = None;
             let res = guard.try_io(|s| {
-                tx.send(
+                match tx.send(
                     s.get_ref().as_fd(),
-                    run[pos..]
-                        .iter()
-                        .map(|t| (t.to.socket_addr(), t.data.as_slice())),
-                )
+                    &run[pos..],
+                    |t| t.to.socket_addr(),
+                    |t| t.data.as_slice(),
+                ) {
+                    Ok(n) => Ok(n),
+                    // only "would block" goes back to tokio (it clears the readiness); other errors
+                    // are handled below
+                    Err(e) if e.error.kind() == io::ErrorKind::WouldBlock => Err(e.error),
+                    Err(e) => {
+                        failed = Some(e);
+                        Ok(0)
+                    }
+                }
             });
-            match res {
-                Ok(Ok(0)) => return,
-                Ok(Ok(n)) => {
+            match (res, failed) {
+                (Ok(Ok(_)), Some(e)) => match e.gso_segment {
+                    Some(size) => {
+                        let disable = e.error.raw_os_error() == Some(libc::EIO);
+                        tx.limit_gso(size, disable);
+                        out.log(
+                            crate::proto::io::LogClass::Info,
+                            if disable {
+                                format!("UDP GSO refused by the kernel ({}); sending datagrams one by one", e.error)
+                            } else {
+                                format!("UDP GSO refused for {size}-byte datagrams ({}); sending those one by one", e.error)
+                            },
+                        );
+                    }
+                    None if e.error.kind() == io::ErrorKind::Interrupted => {}
+                    None => {
+                        self.stats.udp_send_errors += e.datagrams as u64;
+                        pos += e.datagrams.max(1);
+                    }
+                },
+                (Ok(Ok(0)), None) => return,
+                (Ok(Ok(n)), None) => {
                     self.stats.udp_send_calls += 1;
                     self.stats.udp_send_datagrams += n as u64;
                     pos += n;
                 }
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(Err(_)) => {
+                (Ok(Err(_)), _) => {
                     self.stats.udp_send_errors += 1;
                     pos += 1;
                 }
                 // readiness cleared by try_io: the next writable() waits for room
-                Err(_would_block) => {}
+                (Err(_would_block), _) => {}
             }
         }
     }
