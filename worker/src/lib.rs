@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod driver;
 pub mod ipc_signer;
+pub mod offload;
 pub mod proto;
 pub mod queries;
 pub mod setup;

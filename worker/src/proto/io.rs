@@ -136,6 +136,13 @@ impl AsRef<[u8]> for PacketBuf {
     }
 }
 
+impl AsMut<[u8]> for PacketBuf {
+    /// The packet's bytes, mutable (the driver rewrites headers in place when it coalesces).
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..]
+    }
+}
+
 impl PartialEq for PacketBuf {
     fn eq(&self, other: &Self) -> bool {
         self.as_slice() == other.as_slice()
