@@ -12,6 +12,12 @@
 //!   TUN `write` each. The socket is drained until a short batch or "would block".
 //! - TUN reads are drained in batches of up to [`TUN_BATCH`] packets, encrypted as they come, and the
 //!   resulting datagrams leave with one `sendmmsg` per batch.
+//! - TUN offload, when the parent opened the device with `IFF_VNET_HDR` + `TUNSETOFFLOAD` (the driver
+//!   asks the descriptor): every read starts with a virtio-net header and may be a TSO/USO
+//!   super-packet, which [`crate::offload::segment`] splits into MSS-sized, fully checksummed packets
+//!   before encryption; on the write side [`crate::offload::coalesce`] merges the decrypted in-order
+//!   TCP segments of a flow into one super-packet per vectored write (userspace GRO), everything else
+//!   is written with a plain header.
 //! - Packet buffers come from the [`Outbox`] pool and go back to it after the write, so the steady
 //!   state allocates nothing per packet.
 //! - The timer is one `Sleep` re-armed only when the engine's next deadline changes.
@@ -36,8 +42,10 @@ pub use crate::batch::BATCH;
 
 /// Largest OpenVPN packet accepted from the network (TCP frames are refused above this).
 pub const MAX_PACKET: usize = 2048 + 1600;
-/// Largest inner packet read from the TUN device.
-const TUN_BUF: usize = 65536;
+/// Largest read from the TUN device: a 64 KiB super-packet behind its virtio-net header.
+const TUN_BUF: usize = 65536 + crate::offload::VNET_HDR_LEN;
+/// Datagrams queued by TUN reads before they are flushed (a read may be a super-packet of ~44).
+const TUN_FLUSH_AT: usize = 256;
 /// Queue depth towards one TCP connection before it is considered stalled and dropped.
 const TCP_QUEUE: usize = 1024;
 /// Most TUN packets read (and encrypted) before the resulting datagrams are flushed with one
@@ -60,6 +68,9 @@ pub enum DriverError {
     /// Reading the TUN device failed with something other than "would block".
     #[error("TUN read failed: {0}")]
     TunRead(io::Error),
+    /// The TUN device uses a virtio-net header size this driver does not handle.
+    #[error("TUN device with a {0}-byte virtio-net header (only 10 is handled)")]
+    VnetHeaderSize(usize),
     /// The UDP socket failed.
     #[error("UDP socket error: {0}")]
     Udp(io::Error),
@@ -116,6 +127,14 @@ pub struct DriverStats {
     pub udp_send_calls: u64,
     /// datagrams sent
     pub udp_send_datagrams: u64,
+    /// TUN reads dropped because their virtio-net header or super-packet was malformed
+    pub tun_malformed: u64,
+    /// TUN reads that were super-packets split into several packets
+    pub tun_split_reads: u64,
+    /// TUN writes that carried several coalesced packets
+    pub tun_coalesced_writes: u64,
+    /// packets merged into those writes
+    pub tun_coalesced_packets: u64,
 }
 
 struct TcpConn {
@@ -146,6 +165,13 @@ pub async fn run(
             what: "TUN device",
             source,
         })?;
+    let vnet = match crate::sys::tun_vnet_hdr(tun.get_ref().as_fd()) {
+        Ok(None) => false,
+        Ok(Some(crate::offload::VNET_HDR_LEN)) => true,
+        Ok(Some(n)) => return Err(DriverError::VnetHeaderSize(n)),
+        // not an attached TUN queue (test harnesses pass other descriptors): no header, as before
+        Err(_) => false,
+    };
     let (udp, listener) = match transport {
         Transport::Udp(fd) => {
             let std_sock = std::net::UdpSocket::from(fd);
@@ -196,10 +222,13 @@ pub async fn run(
         .is_some_and(|u| crate::batch::gso_supported(u.get_ref().as_fd()));
     let mut tx_batch = SendBatch::new(BATCH, gso);
     let mut tunbuf = vec![0u8; TUN_BUF];
+    // one segment of a super-packet being split
+    let mut segbuf: Vec<u8> = Vec::with_capacity(2048);
     let mut out = Outbox::default();
     let mut io = Io {
         udp: udp.as_ref(),
         tun: &tun,
+        vnet,
         tx: &mut tx_batch,
         conns: &mut conns,
         stats: &mut stats,
@@ -272,9 +301,23 @@ pub async fn run(
                 let mut guard = match r { Ok(g) => g, Err(e) => return Err(DriverError::TunRead(e)) };
                 let (now, now_unix) = (Instant::now(), unix_now());
                 let mut reads = 0;
-                while reads < TUN_BATCH {
+                while reads < TUN_BATCH && out.transmits.len() < TUN_FLUSH_AT {
                     match guard.try_io(|inner| inner.get_ref().read(&mut tunbuf)) {
                         Ok(Ok(0)) => break,
+                        Ok(Ok(n)) if vnet => {
+                            reads += 1;
+                            let frame = &tunbuf[..n];
+                            let res = crate::offload::VnetHdr::parse(frame).and_then(|h| {
+                                crate::offload::segment(&frame[crate::offload::VNET_HDR_LEN..], &h, &mut segbuf, |p| {
+                                    engine.on_tun_packet(p, now, now_unix, &mut out);
+                                })
+                            });
+                            match res {
+                                Ok(1) => {}
+                                Ok(_) => io.stats.tun_split_reads += 1,
+                                Err(_) => io.stats.tun_malformed += 1,
+                            }
+                        }
                         Ok(Ok(n)) => {
                             reads += 1;
                             engine.on_tun_packet(&tunbuf[..n], now, now_unix, &mut out);
@@ -339,6 +382,8 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
 struct Io<'a> {
     udp: Option<&'a AsyncFd<std::net::UdpSocket>>,
     tun: &'a AsyncFd<File>,
+    /// the TUN device carries virtio-net headers
+    vnet: bool,
     tx: &'a mut SendBatch,
     conns: &'a mut HashMap<u64, TcpConn>,
     stats: &'a mut DriverStats,
@@ -384,12 +429,18 @@ impl Io<'_> {
         }
         if !out.tun.is_empty() {
             let mut pkts = std::mem::take(&mut out.tun);
-            for pkt in pkts.drain(..) {
-                // A full device queue drops the packet (as a router would), never blocks the loop.
-                match self.tun.get_ref().write(&pkt) {
-                    Ok(n) if n == pkt.len() => {}
-                    _ => self.stats.tun_drops += 1,
+            if self.vnet {
+                self.write_tun_vnet(&mut pkts);
+            } else {
+                for pkt in &pkts {
+                    // A full device queue drops the packet (as a router would), never blocks the loop.
+                    match self.tun.get_ref().write(pkt) {
+                        Ok(n) if n == pkt.len() => {}
+                        _ => self.stats.tun_drops += 1,
+                    }
                 }
+            }
+            for pkt in pkts.drain(..) {
                 out.recycle(pkt.into_buffer());
             }
             pkts.append(&mut out.tun);
@@ -401,6 +452,38 @@ impl Io<'_> {
                 continue;
             }
             on_event(ev);
+        }
+    }
+
+    /// Writes decrypted packets to a vnet TUN device: runs of in-order TCP segments of one flow as one
+    /// super-packet (one vectored write: header, first packet, the others' payloads), everything else
+    /// alone behind a plain header. A full device queue drops the write (as a router would).
+    fn write_tun_vnet(&mut self, pkts: &mut [crate::proto::io::PacketBuf]) {
+        use std::io::IoSlice;
+        let mut i = 0;
+        while i < pkts.len() {
+            let c = crate::offload::coalesce(&mut pkts[i..]);
+            let count = c.count.max(1);
+            let hdr = c.hdr.to_bytes();
+            let mut iov = [IoSlice::new(&[]); crate::offload::MAX_COALESCE + 1];
+            iov[0] = IoSlice::new(&hdr);
+            iov[1] = IoSlice::new(pkts[i].as_slice());
+            let mut total = hdr.len() + pkts[i].len();
+            for k in 1..count {
+                let payload = pkts[i + k].as_slice().get(c.payload_at..).unwrap_or(&[]);
+                iov[k + 1] = IoSlice::new(payload);
+                total += payload.len();
+            }
+            match self.tun.get_ref().write_vectored(&iov[..count + 1]) {
+                Ok(n) if n == total => {
+                    if count > 1 {
+                        self.stats.tun_coalesced_writes += 1;
+                        self.stats.tun_coalesced_packets += count as u64;
+                    }
+                }
+                _ => self.stats.tun_drops += count as u64,
+            }
+            i += count;
         }
     }
 
