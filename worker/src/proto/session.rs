@@ -1351,7 +1351,14 @@ impl Peer {
 
     /// Earliest timer of this session.
     pub fn next_timeout(&self) -> Option<Instant> {
-        let mut t: Vec<Instant> = Vec::new();
+        // the earliest candidate, without allocating (the driver asks on every event-loop turn)
+        struct Earliest(Option<Instant>);
+        impl Earliest {
+            fn push(&mut self, d: Instant) {
+                self.0 = Some(self.0.map_or(d, |t| t.min(d)));
+            }
+        }
+        let mut t = Earliest(None);
         for ks in std::iter::once(&self.primary).chain(self.lame.as_ref()) {
             if let Some(d) = ks.rel.next_timeout() {
                 t.push(d);
@@ -1385,7 +1392,7 @@ impl Peer {
                 t.push(d);
             }
         }
-        t.into_iter().min()
+        t.0
     }
 
     /// Runs due timers.
