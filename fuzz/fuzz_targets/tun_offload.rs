@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
         let mut emitted = 0usize;
         if let Ok(n) = segment(pkt, &h, &mut scratch, |p| {
             emitted += 1;
-            assert!(p.len() <= pkt.len(), "a segment is never larger than its super-packet");
+            assert!(
+                p.len() <= pkt.len(),
+                "a segment is never larger than its super-packet"
+            );
         }) {
             assert_eq!(n, emitted);
         }
@@ -52,6 +55,9 @@ fuzz_target!(|data: &[u8]| {
     let n = segment(&sup, &c.hdr, &mut Vec::new(), |p| back.push(p.to_vec()))
         .expect("a coalesced super-packet segments again");
     assert_eq!(n, c.count, "as many segments as packets were merged");
-    let again: Vec<u8> = back.iter().flat_map(|p| p[c.payload_at..].to_vec()).collect();
+    let again: Vec<u8> = back
+        .iter()
+        .flat_map(|p| p[c.payload_at..].to_vec())
+        .collect();
     assert_eq!(again, payload, "payloads survive the round trip in order");
 });
