@@ -8,7 +8,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
 fi
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O
-for t in packet_decode control_unwrap km2_parse data_decrypt control_messages mgmt_command config_lexer; do
+for t in packet_decode control_unwrap km2_parse data_decrypt control_messages mgmt_command config_lexer tun_offload; do
     mkdir -p "corpus/$t"
     echo "== fuzz $t (${secs}s)"
     cargo fuzz run -O "$t" "corpus/$t" "corpus-seed/$t" -- -max_total_time="$secs" -print_final_stats=1 2>&1 \

@@ -2,7 +2,8 @@
 //!
 //! - [`bind_transport`]: UDP socket or TCP listener as OpenVPN's `proto`/`local`/`port`: `udp`/`tcp`
 //!   without `local` bind `[::]` dual-stack (falling back to `0.0.0.0` when the host has no IPv6),
-//!   `udp4`/`tcp4` bind IPv4, `udp6`/`tcp6` bind IPv6 (dual-stack); `sndbuf`/`rcvbuf` applied.
+//!   `udp4`/`tcp4` bind IPv4, `udp6`/`tcp6` bind IPv6 (dual-stack); `sndbuf`/`rcvbuf` applied; UDP
+//!   sockets get `UDP_GRO` where the kernel has it (the worker splits coalesced datagrams).
 //! - [`bind_management`]: a unix listener (socket file mode 0600, a stale socket file is replaced,
 //!   any other file at the path is an error) or a TCP listener.
 //!
@@ -176,6 +177,13 @@ pub fn bind_inet(
     }
     if tcp {
         setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(opt_err("SO_REUSEADDR"))?;
+    }
+    if !tcp {
+        // UDP_GRO: the kernel may hand the worker several datagrams of one sender as one message
+        // (with their size in a control message; the worker splits them again). Best effort: a kernel
+        // without it (< 5.0) refuses the option and the worker, which checks with getsockopt, receives
+        // one datagram per message as before.
+        let _ = setsockopt(&fd, sockopt::UdpGroSegment, &true);
     }
     if let Some(n) = sndbuf {
         setsockopt(&fd, sockopt::SndBuf, &(n as usize)).map_err(opt_err("SO_SNDBUF"))?;

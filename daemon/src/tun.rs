@@ -1,7 +1,10 @@
 //! The TUN device: creation through `/dev/net/tun` and configuration over rtnetlink.
 //!
-//! [`TunDevice::create`] opens the clone device, issues `TUNSETIFF` (`IFF_TUN | IFF_NO_PI`; `dev tun`
-//! lets the kernel pick `tunN`), then sets MTU and txqueuelen, adds the IPv4 address (subnet or
+//! [`TunDevice::create`] opens the clone device, issues `TUNSETIFF` (`IFF_TUN | IFF_NO_PI |
+//! IFF_VNET_HDR`; `dev tun` lets the kernel pick `tunN`), turns on TUN offload (`TUNSETOFFLOAD`:
+//! checksum, TSO4/6 with ECN, USO4/6 where the kernel has them — the worker splits super-packets and
+//! coalesces TCP segments, see `worker/src/offload.rs`; a kernel without offload support gets a
+//! plain device), then sets MTU and txqueuelen, adds the IPv4 address (subnet or
 //! point-to-point) and the IPv6 address, brings the link up and installs the routes. Any failure
 //! removes the half-configured device again (by closing the descriptor, the device being
 //! non-persistent) and reports which step failed.
@@ -18,7 +21,10 @@ use nix::sys::stat::Mode;
 
 use crate::netlink::{if_index, Netlink, NetlinkError};
 use crate::settings::{Settings, TunAddress};
-use crate::sys::tun::{tun_set_iff, tun_set_persist, IFF_NO_PI, IFF_TUN};
+use crate::sys::tun::{
+    tun_set_iff, tun_set_offload, tun_set_persist, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR, TUN_F_CSUM,
+    TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6,
+};
 
 /// Errors of TUN set-up and tear-down.
 #[derive(Debug, thiserror::Error)]
@@ -76,12 +82,12 @@ impl TunDevice {
             Mode::empty(),
         )
         .map_err(TunError::Open)?;
-        let name = tun_set_iff(fd.as_fd(), &requested, IFF_TUN | IFF_NO_PI).map_err(|source| {
-            TunError::SetIff {
+        let name = tun_set_iff(fd.as_fd(), &requested, IFF_TUN | IFF_NO_PI | IFF_VNET_HDR)
+            .map_err(|source| TunError::SetIff {
                 name: requested.clone(),
                 source,
-            }
-        })?;
+            })?;
+        enable_offload(fd.as_fd());
         let nl_err = |source| TunError::Netlink {
             name: name.clone(),
             source,
@@ -162,6 +168,19 @@ impl TunDevice {
             }),
         }
     }
+}
+
+/// Turns on the TUN offloads the worker handles, most first: with USO (Linux ≥ 6.2), without it,
+/// checksum only; none if the kernel refuses all (the device then hands over plain packets, still
+/// behind a virtio-net header, which the worker handles the same way). Returns the flags set.
+pub fn enable_offload(fd: std::os::fd::BorrowedFd<'_>) -> u32 {
+    let tso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+    for flags in [tso | TUN_F_USO4 | TUN_F_USO6, tso, TUN_F_CSUM] {
+        if tun_set_offload(fd, flags).is_ok() {
+            return flags;
+        }
+    }
+    0
 }
 
 /// The name passed to `TUNSETIFF`: `tun` → `tun%d` (kernel picks), `tunN`/other → as is.

@@ -1,4 +1,5 @@
-//! `/dev/net/tun` ioctls: `TUNSETIFF` (create or attach a TUN interface) and `TUNSETPERSIST`.
+//! `/dev/net/tun` ioctls: `TUNSETIFF` (create or attach a TUN interface), `TUNSETPERSIST` and
+//! `TUNSETOFFLOAD`.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
@@ -10,6 +11,22 @@ const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 pub const IFF_TUN: i16 = 0x0001;
 /// `IFF_NO_PI`: no packet-information header.
 pub const IFF_NO_PI: i16 = 0x1000;
+/// `IFF_VNET_HDR`: every read and write carries a virtio-net header.
+pub const IFF_VNET_HDR: i16 = 0x4000;
+/// `_IOW('T', 208, unsigned int)`.
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// `TUN_F_CSUM`: userspace accepts packets with a partial checksum.
+pub const TUN_F_CSUM: u32 = 0x01;
+/// `TUN_F_TSO4`: TCP/IPv4 super-packets.
+pub const TUN_F_TSO4: u32 = 0x02;
+/// `TUN_F_TSO6`: TCP/IPv6 super-packets.
+pub const TUN_F_TSO6: u32 = 0x04;
+/// `TUN_F_TSO_ECN`: TCP super-packets with ECN (CWR).
+pub const TUN_F_TSO_ECN: u32 = 0x08;
+/// `TUN_F_USO4`: UDP/IPv4 super-packets (Linux 6.2).
+pub const TUN_F_USO4: u32 = 0x20;
+/// `TUN_F_USO6`: UDP/IPv6 super-packets (Linux 6.2).
+pub const TUN_F_USO6: u32 = 0x40;
 
 /// `struct ifreq` restricted to the name and flags members (40 bytes like the kernel's).
 #[repr(C)]
@@ -52,6 +69,17 @@ pub fn tun_set_persist(fd: BorrowedFd<'_>, persist: bool) -> std::io::Result<()>
     let arg = libc::c_ulong::from(persist);
     // SAFETY: TUNSETPERSIST takes its argument by value (an integer), no pointer is passed.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETPERSIST, arg) };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Issues `TUNSETOFFLOAD` with the `TUN_F_*` bits userspace can handle.
+pub fn tun_set_offload(fd: BorrowedFd<'_>, flags: u32) -> std::io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes its argument by value (an integer), no pointer is passed.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, libc::c_ulong::from(flags)) };
     if rc < 0 {
         Err(std::io::Error::last_os_error())
     } else {

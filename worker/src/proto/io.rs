@@ -63,6 +63,103 @@ impl fmt::Display for PeerAddr {
     }
 }
 
+/// An owned packet inside a (pooled) buffer: the packet's bytes are `buffer[start..]`.
+///
+/// The bytes in front of `start` are headroom the engine used to prepend headers in place (the data
+/// channel encrypts inside the buffer it copied the payload into, see
+/// [`crate::proto::session::Peer::encrypt_data`]); after the driver sent or wrote the packet it hands the
+/// whole buffer back to the [`Outbox`] pool with [`Outbox::recycle`], so the data path does not allocate
+/// per packet. Dereferences to the packet's bytes; equality compares the bytes only.
+#[derive(Clone, Default)]
+pub struct PacketBuf {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl PacketBuf {
+    /// The packet `buf[range]`: bytes after `range.end` are dropped, bytes before `range.start` stay as
+    /// headroom. A range outside the buffer is clamped to it (never panics).
+    pub fn from_parts(mut buf: Vec<u8>, range: std::ops::Range<usize>) -> Self {
+        let end = range.end.min(buf.len());
+        buf.truncate(end);
+        PacketBuf {
+            start: range.start.min(end),
+            buf,
+        }
+    }
+
+    /// The packet's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Number of bytes of the packet (headroom not counted).
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// True for an empty packet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The packet as a plain vector (moves the bytes to the front if there is headroom).
+    pub fn into_vec(mut self) -> Vec<u8> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+        }
+        self.buf
+    }
+
+    /// The whole underlying buffer, headroom included, for [`Outbox::recycle`].
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+impl From<Vec<u8>> for PacketBuf {
+    fn from(buf: Vec<u8>) -> Self {
+        PacketBuf { buf, start: 0 }
+    }
+}
+
+impl std::ops::Deref for PacketBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl AsRef<[u8]> for PacketBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl AsMut<[u8]> for PacketBuf {
+    /// The packet's bytes, mutable (the driver rewrites headers in place when it coalesces).
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..]
+    }
+}
+
+impl PartialEq for PacketBuf {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for PacketBuf {}
+
+impl fmt::Debug for PacketBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PacketBuf")
+            .field("len", &self.len())
+            .field("headroom", &self.start)
+            .finish()
+    }
+}
+
 /// One packet to send to a peer (a UDP datagram, or one length-prefixed frame on a TCP connection; the
 /// driver adds the TCP length prefix).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +167,7 @@ pub struct Transmit {
     /// destination
     pub to: PeerAddr,
     /// the OpenVPN packet
-    pub data: Vec<u8>,
+    pub data: PacketBuf,
 }
 
 /// Log severity classes, mapped to OpenVPN verbosity levels by the driver.
@@ -168,15 +265,27 @@ pub struct ClientInfo {
     pub cert_env: Vec<(String, String)>,
 }
 
+/// Capacity of a pooled packet buffer: the largest data-channel packet for a 1500-byte inner MTU plus
+/// headroom, rounded up (larger packets grow their buffer, which then stays in the pool).
+pub const POOL_BUF_CAPACITY: usize = 2048;
+/// Most buffers the pool keeps; more are freed (bounds the memory a burst leaves behind).
+pub const POOL_MAX_BUFFERS: usize = 512;
+
 /// What one engine call produced.
+///
+/// The outbox also owns the packet-buffer pool: the engine takes buffers with [`Outbox::take_buffer`] for
+/// the packets it produces, and the driver returns them with [`Outbox::recycle`] once written, so that in
+/// steady state the data path allocates nothing.
 #[derive(Debug, Default)]
 pub struct Outbox {
     /// packets to send to peers, in order
     pub transmits: Vec<Transmit>,
     /// inner packets to write to the TUN device, in order
-    pub tun: Vec<Vec<u8>>,
+    pub tun: Vec<PacketBuf>,
     /// events for the driver/parent
     pub events: Vec<EngineEvent>,
+    /// empty buffers ready for reuse
+    spare: Vec<Vec<u8>>,
 }
 
 impl Outbox {
@@ -191,6 +300,29 @@ impl Outbox {
     /// True if nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.transmits.is_empty() && self.tun.is_empty() && self.events.is_empty()
+    }
+
+    /// An empty buffer with at least [`POOL_BUF_CAPACITY`] bytes of capacity, from the pool when it
+    /// has one (no allocation), else newly allocated.
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        match self.spare.pop() {
+            Some(b) => b,
+            None => Vec::with_capacity(POOL_BUF_CAPACITY),
+        }
+    }
+
+    /// Returns a buffer to the pool (cleared; dropped if the pool is full or the buffer too small to be
+    /// worth keeping).
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.spare.len() < POOL_MAX_BUFFERS && buf.capacity() >= POOL_BUF_CAPACITY {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+
+    /// Number of buffers in the pool (for tests and statistics).
+    pub fn pooled(&self) -> usize {
+        self.spare.len()
     }
 }
 
@@ -211,5 +343,40 @@ mod tests {
         };
         assert_eq!(t.to_string(), "fd00::2:7");
         assert_eq!(t.proto_tag(), "tcp6-server");
+    }
+
+    #[test]
+    fn packet_buf_keeps_headroom_and_clamps() {
+        let p = PacketBuf::from_parts(vec![1, 2, 3, 4, 5, 6], 2..5);
+        assert_eq!(&*p, &[3, 4, 5]);
+        assert_eq!(p.len(), 3);
+        assert_eq!(p.clone().into_vec(), vec![3, 4, 5]);
+        assert_eq!(p.into_buffer(), vec![1, 2, 3, 4, 5]);
+        let q = PacketBuf::from_parts(vec![1, 2], 5..9);
+        assert!(q.is_empty());
+        assert_eq!(
+            PacketBuf::from(vec![7u8]),
+            PacketBuf::from_parts(vec![0, 7], 1..2)
+        );
+    }
+
+    #[test]
+    fn pool_reuses_buffers_and_is_bounded() {
+        let mut out = Outbox::default();
+        let mut b = out.take_buffer();
+        assert!(b.capacity() >= POOL_BUF_CAPACITY);
+        b.extend_from_slice(&[1, 2, 3]);
+        let ptr = b.as_ptr();
+        out.recycle(b);
+        assert_eq!(out.pooled(), 1);
+        let b = out.take_buffer();
+        assert!(b.is_empty(), "recycled buffers come back empty");
+        assert_eq!(b.as_ptr(), ptr, "the same allocation is reused");
+        out.recycle(Vec::with_capacity(16));
+        assert_eq!(out.pooled(), 0, "small buffers are not kept");
+        for _ in 0..POOL_MAX_BUFFERS + 10 {
+            out.recycle(Vec::with_capacity(POOL_BUF_CAPACITY));
+        }
+        assert_eq!(out.pooled(), POOL_MAX_BUFFERS);
     }
 }

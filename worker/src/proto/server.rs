@@ -244,7 +244,7 @@ impl Server {
                 {
                     Ok(()) => out.transmits.push(Transmit {
                         to: from,
-                        data: buf,
+                        data: buf.into(),
                     }),
                     Err(e) => out.log(LogClass::Detail, format!("{from} cannot answer reset: {e}")),
                 }
@@ -492,6 +492,7 @@ impl Server {
                         dst_peer.note_tunnel(plain.len(), now);
                         dst_peer.encrypt_data(&plain, now, now_unix, &mut *self.rng, out);
                     }
+                    out.recycle(plain.into_buffer());
                     return;
                 }
             }

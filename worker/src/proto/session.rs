@@ -11,8 +11,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::proto::data::{Cipher, DataKey, DataKeyConfig, Digest, MAX_HEADROOM, MAX_TAILROOM};
-use crate::proto::io::{ClientInfo, LogClass, Outbox, PeerAddr, Transmit};
+use crate::proto::data::{Cipher, DataKey, DataKeyConfig, Digest};
+use crate::proto::io::{ClientInfo, LogClass, Outbox, PacketBuf, PeerAddr, Transmit};
 use crate::proto::keys;
 use crate::proto::km2;
 use crate::proto::magic::{self, CompressionFraming, Magic, OccMessage};
@@ -242,8 +242,6 @@ pub struct Peer {
     superseded_by: Option<u64>,
     /// a TLS failure that must be reported when the session ends
     failure: Option<String>,
-    /// the data-packet scratch buffer
-    scratch: Vec<u8>,
     /// the per-client part of PUSH_REPLY (set when connected)
     client_push: Option<Vec<String>>,
     /// the password of the key-method-2 message, kept only until the parent decided
@@ -326,7 +324,6 @@ impl Peer {
             close_reason: None,
             superseded_by: None,
             failure: None,
-            scratch: Vec::with_capacity(2048),
             client_push: None,
             password: None,
             auth_deadline: None,
@@ -1210,7 +1207,10 @@ impl Peer {
                     Ok(()) => {
                         // link bytes count every packet, control included (OpenVPN's link_write_bytes)
                         self.bytes_out = self.bytes_out.saturating_add(buf.len() as u64);
-                        out.transmits.push(Transmit { to, data: buf });
+                        out.transmits.push(Transmit {
+                            to,
+                            data: buf.into(),
+                        });
                         sent_any = true;
                     }
                     Err(e) => out.log(
@@ -1234,7 +1234,12 @@ impl Peer {
         control_payload_budget(self.cfg.tls_mtu, self.wrap0.overhead(), ip_udp, 0).unwrap_or(64)
     }
 
-    /// Encrypts an inner packet to this client (TUN → client, or client-to-client).
+    /// Encrypts an inner packet to this client (TUN → client, or client-to-client) and queues the
+    /// data packet in `out.transmits`.
+    ///
+    /// The payload is copied once, into a buffer from the outbox pool behind exactly the headroom the
+    /// sending key and the compression framing need; framing and encryption then happen in place and
+    /// the queued [`PacketBuf`] points at the finished packet (no allocation once the pool is warm).
     pub fn encrypt_data(
         &mut self,
         pkt: &[u8],
@@ -1247,7 +1252,6 @@ impl Peer {
             return;
         }
         let _ = now_unix;
-        let peer_id = self.peer_id;
         let framing = self.neg.framing;
         // choose the sending key: the primary once the client is known to have it (or its delay passed)
         let use_primary = self.primary.data.is_some()
@@ -1265,46 +1269,48 @@ impl Peer {
         let Some(dk) = ks.data.as_mut() else {
             return;
         };
-        // INVARIANT: the payload is framed into the scratch buffer behind enough headroom for the
-        // largest header, so encryption happens in place.
-        let start = MAX_HEADROOM + framing.headroom();
+        // INVARIANT: the payload sits behind enough headroom for the key's header and the framing
+        // marker, with room behind it for CBC padding / the swapped framing byte, so framing and
+        // encryption happen in place.
+        let start = dk.headroom() + framing.headroom();
         let end = start + pkt.len();
-        self.scratch.clear();
-        self.scratch
-            .resize(end + framing.tailroom() + MAX_TAILROOM, 0);
-        self.scratch[start..end].copy_from_slice(pkt);
-        let range = match framing.encode(&mut self.scratch, start..end) {
-            Ok(r) => r,
-            Err(e) => {
-                out.log(
-                    LogClass::Detail,
-                    format!("{} data framing: {e}", self.log_prefix()),
-                );
-                return;
-            }
-        };
-        match dk.encrypt(&mut self.scratch, range, rng) {
+        let mut buf = out.take_buffer();
+        buf.resize(start, 0);
+        buf.extend_from_slice(pkt);
+        buf.resize(end + framing.tailroom() + dk.tailroom(), 0);
+        let res = framing
+            .encode(&mut buf, start..end)
+            .map_err(|e| format!("data framing: {e}"))
+            .and_then(|range| {
+                dk.encrypt(&mut buf, range, rng)
+                    .map_err(|e| format!("data encrypt: {e}"))
+            });
+        match res {
             Ok(range) => {
-                let wire = self.scratch[range].to_vec();
-                ks.bytes += wire.len() as u64;
+                let wire_len = range.len() as u64;
+                ks.bytes += wire_len;
                 ks.packets += 1;
-                self.bytes_out += wire.len() as u64;
+                self.bytes_out += wire_len;
                 self.last_send = now;
                 out.transmits.push(Transmit {
                     to: self.addr,
-                    data: wire,
+                    data: PacketBuf::from_parts(buf, range),
                 });
             }
-            Err(e) => out.log(
-                LogClass::Detail,
-                format!("{} data encrypt: {e}", self.log_prefix()),
-            ),
+            Err(e) => {
+                out.recycle(buf);
+                out.log(LogClass::Detail, format!("{} {e}", self.log_prefix()));
+            }
         }
-        let _ = peer_id;
     }
 
     /// Decrypts a data packet from this client. Returns the inner packet (empty for keepalive pings and
     /// other internal payloads), or `None` if it was dropped.
+    ///
+    /// The packet is copied once into a buffer from the outbox pool and decrypted there in place; the
+    /// returned [`PacketBuf`] points at the plaintext inside it (the header stays as headroom), so the
+    /// caller can queue it for the TUN device without another copy. Internal payloads return their
+    /// buffer to the pool at once.
     pub fn decrypt_data(
         &mut self,
         from: PeerAddr,
@@ -1312,16 +1318,17 @@ impl Peer {
         now: Instant,
         now_unix: u64,
         out: &mut Outbox,
-    ) -> Option<Vec<u8>> {
-        let key_id = data[0] & 0x07;
-        let prefix = self.log_prefix();
+    ) -> Option<PacketBuf> {
+        let key_id = data.first()? & 0x07;
         let framing = self.neg.framing;
         let ks = self.key_state_mut(key_id)?;
         let dk = ks.data.as_mut()?;
-        let mut pkt = data.to_vec();
+        let mut pkt = out.take_buffer();
+        pkt.extend_from_slice(data);
         let range = match dk.decrypt(&mut pkt, now_unix) {
             Ok(r) => r,
             Err(e) => {
+                out.recycle(pkt);
                 if matches!(e, crate::proto::data::DataError::Replay(_)) {
                     self.drops.replay += 1;
                 } else {
@@ -1329,7 +1336,10 @@ impl Peer {
                 }
                 out.log(
                     LogClass::Detail,
-                    format!("{prefix} Authenticate/Decrypt packet error: {e}"),
+                    format!(
+                        "{} Authenticate/Decrypt packet error: {e}",
+                        self.log_prefix()
+                    ),
                 );
                 return None;
             }
@@ -1343,36 +1353,50 @@ impl Peer {
         let range = match framing.decode(&mut pkt, range) {
             Ok(r) => r,
             Err(e) => {
+                out.recycle(pkt);
                 out.log(
                     LogClass::Detail,
-                    format!("{prefix} dropping data packet: {e}"),
+                    format!("{} dropping data packet: {e}", self.log_prefix()),
                 );
                 return None;
             }
         };
         match magic::classify(&pkt[range.clone()]) {
-            Magic::Ping => Some(Vec::new()),
+            Magic::None => Some(PacketBuf::from_parts(pkt, range)),
+            Magic::Ping => {
+                out.recycle(pkt);
+                Some(PacketBuf::default())
+            }
             Magic::Occ(OccMessage::Exit) => {
+                out.recycle(pkt);
                 out.log(
                     LogClass::Info,
-                    format!("{prefix} SIGTERM[soft,remote-exit] received, client-instance exiting"),
+                    format!(
+                        "{} SIGTERM[soft,remote-exit] received, client-instance exiting",
+                        self.log_prefix()
+                    ),
                 );
                 self.phase = Phase::Closing;
                 self.close_at = Some(now);
-                Some(Vec::new())
+                Some(PacketBuf::default())
             }
-            Magic::Occ(_) => Some(Vec::new()),
-            Magic::None => {
-                pkt.copy_within(range.clone(), 0);
-                pkt.truncate(range.len());
-                Some(pkt)
+            Magic::Occ(_) => {
+                out.recycle(pkt);
+                Some(PacketBuf::default())
             }
         }
     }
 
     /// Earliest timer of this session.
     pub fn next_timeout(&self) -> Option<Instant> {
-        let mut t: Vec<Instant> = Vec::new();
+        // the earliest candidate, without allocating (the driver asks on every event-loop turn)
+        struct Earliest(Option<Instant>);
+        impl Earliest {
+            fn push(&mut self, d: Instant) {
+                self.0 = Some(self.0.map_or(d, |t| t.min(d)));
+            }
+        }
+        let mut t = Earliest(None);
         for ks in std::iter::once(&self.primary).chain(self.lame.as_ref()) {
             if let Some(d) = ks.rel.next_timeout() {
                 t.push(d);
@@ -1406,7 +1430,7 @@ impl Peer {
                 t.push(d);
             }
         }
-        t.into_iter().min()
+        t.0
     }
 
     /// Runs due timers.
