@@ -443,19 +443,21 @@ static TABLE: &[DirectiveSpec] = &[
     s("mlock", 0, 0, "mlock", "Lock memory.", P(p_mlock)),
     s("daemon", 0, 1, "daemon [PROGNAME]", "Detach and log to syslog.", P(p_daemon)),
     s("writepid", 1, 1, "writepid FILE", "Write the daemon's PID.", P(p_writepid)),
-    s("syslog", 0, 1, "syslog [PROGNAME]", "Log to syslog.", P(p_syslog)),
+    s("syslog", 0, 1, "syslog [PROGNAME]", "Log to syslog (/dev/log, facility daemon) with PROGNAME as the ident (default openvpn); log/log-append take precedence.", P(p_syslog)),
     s("log", 1, 1, "log FILE", "Log to FILE (truncated at start).", P(p_log)),
     s("log-append", 1, 1, "log-append FILE", "Log to FILE (appended).", P(p_log_append)),
     s("verb", 1, 1, "verb N", "Log verbosity 0-11 (default 1).", P(p_verb)),
     s("mute", 1, 1, "mute N", "Log at most N consecutive messages of the same category.", P(p_mute)),
     s("suppress-timestamps", 0, 0, "suppress-timestamps", "No timestamps in log lines.", P(p_suppress_timestamps)),
     s("machine-readable-output", 0, 0, "machine-readable-output", "Log with UNIX timestamps and flags.", P(p_machine_readable)),
-    s("errors-to-stderr", 0, 0, "errors-to-stderr", "Also print errors to stderr.", P(p_errors_to_stderr)),
+    s("errors-to-stderr", 0, 0, "errors-to-stderr", "When logging to standard output (no log, syslog or daemon), print fatal errors to standard error instead.", P(p_errors_to_stderr)),
     s("status", 1, 2, "status FILE [SECONDS]", "Write the status file every SECONDS (default 60).", P(p_status)),
     s("status-version", 1, 1, "status-version 1|2|3", "Status file format (default 1).", P(p_status_version)),
     s("metrics-listen", 2, 3, "metrics-listen IP PORT | metrics-listen PATH unix [GROUP]", "Bulwark: serve Prometheus metrics (GET /metrics, read-only) from the management broker on a loopback address or a unix socket (mode 0660, group GROUP); off by default.", P(p_metrics_listen)),
     s("metrics-per-client", 1, 1, "metrics-per-client N", "Bulwark: export per-client series (bytes, connection time) for at most N clients (default 0: none).", P(p_metrics_per_client)),
     s("status-json", 1, 2, "status-json FILE [SECONDS]", "Bulwark: also write the status as a versioned JSON document (schema bulwark.status.v1) every SECONDS (default 60).", P(p_status_json)),
+    s("log-file-mode", 1, 1, "log-file-mode MODE", "Bulwark: octal permissions of the log/log-append file, set whenever it is opened (default 0600), e.g. 0640 with log-file-group.", P(p_log_file_mode)),
+    s("log-file-group", 1, 1, "log-file-group GROUP", "Bulwark: group owner of the log/log-append file (e.g. a monitoring group).", P(p_log_file_group)),
     s("status-file-mode", 1, 1, "status-file-mode MODE", "Bulwark: octal permissions of the status files (default 0644), e.g. 0640 with status-file-group.", P(p_status_file_mode)),
     s("status-file-group", 1, 1, "status-file-group GROUP", "Bulwark: group owner of the status files (e.g. a monitoring group).", P(p_status_file_group)),
     s("disable-dco", 0, 0, "disable-dco", "Disable data channel offload.", I("")),
@@ -739,6 +741,8 @@ fn default_config(cwd: PathBuf) -> Config {
             suppress_timestamps: false,
             machine_readable_output: false,
             errors_to_stderr: false,
+            log_file_mode: None,
+            log_file_group: None,
         },
         status: None,
         status_version: 1,
@@ -2176,18 +2180,30 @@ fn p_status_json(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
     Ok(())
 }
 
-fn p_status_file_mode(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
-    let v = d.args[0].as_str();
+/// An octal file mode for a file the parent writes: at most 0777, never world-writable.
+fn file_mode(v: &str) -> Result<u32, ParseError> {
     match u32::from_str_radix(v, 8) {
-        Ok(m) if m <= 0o777 && m & 0o7002 == 0 => {
-            b.cfg.status_file_mode = Some(m);
-            Ok(())
-        }
+        Ok(m) if m <= 0o777 && m & 0o7002 == 0 => Ok(m),
         Ok(_) => bad(format!(
             "mode '{v}' must be at most 0777 and not world-writable"
         )),
         Err(_) => bad(format!("mode '{v}' is not an octal number")),
     }
+}
+
+fn p_status_file_mode(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
+    b.cfg.status_file_mode = Some(file_mode(&d.args[0])?);
+    Ok(())
+}
+
+fn p_log_file_mode(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
+    b.cfg.logging.log_file_mode = Some(file_mode(&d.args[0])?);
+    Ok(())
+}
+
+fn p_log_file_group(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
+    b.cfg.logging.log_file_group = Some(d.args[0].clone());
+    Ok(())
 }
 
 fn p_status_file_group(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {

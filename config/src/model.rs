@@ -599,6 +599,11 @@ pub struct Logging {
     pub machine_readable_output: bool,
     /// `errors-to-stderr`.
     pub errors_to_stderr: bool,
+    /// `log-file-mode MODE` (Bulwark): permissions of the `log`/`log-append` file, set at every
+    /// open (default 0600).
+    pub log_file_mode: Option<u32>,
+    /// `log-file-group GROUP` (Bulwark): group owner of the log file.
+    pub log_file_group: Option<String>,
 }
 
 /// `status FILE [SECONDS]` and `status-version`.

@@ -398,6 +398,8 @@ fn openvpn_accepts_every_supported_sample() {
             "status-json",
             "status-file-mode",
             "status-file-group",
+            "log-file-mode",
+            "log-file-group",
             "management-client-role",
             "management-default-role",
             "management-max-clients",

@@ -134,11 +134,6 @@ pub fn unimplemented_options(cfg: &Config) -> (Vec<String>, Vec<String>) {
     if cfg.privileges.mlock {
         warn.push(format!("mlock {nyi}; memory may be swapped"));
     }
-    if let Some(m) = cfg.logging.mute {
-        warn.push(format!(
-            "mute {m} {nyi}; repeated messages are not suppressed"
-        ));
-    }
     (fatal, warn)
 }
 
@@ -316,6 +311,7 @@ pub fn build(cfg: &Config) -> Result<EngineConfig, EngineConfigError> {
             .replay_window
             .map(|(n, t)| (n, t.unwrap_or(15)))
             .unwrap_or((64, 15)),
+        mute_replay_warnings: cfg.crypto.mute_replay_warnings,
         client_to_client: cfg.clients.client_to_client,
         duplicate_cn: cfg.clients.duplicate_cn,
         max_clients: cfg.clients.max_clients,

@@ -34,6 +34,7 @@ pub mod engine;
 pub mod initcmd;
 pub mod logging;
 pub mod mgmt_setup;
+pub mod mute;
 pub mod netlink;
 pub mod notify;
 pub mod reload_plan;

@@ -47,16 +47,24 @@ pub enum LoggingError {
 /// Where log lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sink {
-    /// Standard error.
-    Stderr,
+    /// Standard output, as OpenVPN without `log`/`syslog`/`daemon`; with `errors-to-stderr`
+    /// the fatal error lines go to standard error instead.
+    Stdout {
+        /// `errors-to-stderr`.
+        errors_to_stderr: bool,
+    },
     /// A file, truncated (`log`) or appended to (`log-append`).
     File {
         /// The path.
         path: PathBuf,
         /// Append instead of truncate.
         append: bool,
+        /// Permissions, set at every open (`log-file-mode`, default 0600).
+        mode: u32,
+        /// Group owner, set at every open (`log-file-group`).
+        gid: Option<u32>,
     },
-    /// Syslog (`/dev/log`) with this ident.
+    /// Syslog (`/dev/log`, facility daemon) with this ident (`syslog [NAME]`, `daemon [NAME]`).
     Syslog(String),
 }
 
@@ -150,9 +158,83 @@ pub fn set_verb(verb: u8) {
     VERB.store(verb, std::sync::atomic::Ordering::Relaxed);
 }
 
-fn level_passes(level: &Level) -> bool {
-    let filter = level_for_verb(VERB.load(std::sync::atomic::Ordering::Relaxed));
-    filter >= *level
+/// The `mute` state: one for every line of every process, the parent being the only writer.
+static MUTE: Mutex<crate::mute::Mute> = Mutex::new(crate::mute::Mute::new(0));
+
+/// Sets the `mute` cut-off (start-up, SIGHUP reload, management `mute N`); 0 turns muting off.
+pub fn set_mute(cutoff: u32) {
+    match MUTE.lock() {
+        Ok(mut m) => m.set_cutoff(cutoff),
+        Err(p) => p.into_inner().set_cutoff(cutoff),
+    }
+}
+
+/// The lowest `verb` at which an event of `level` without a `verb` field is shown: errors at
+/// every verbosity, warnings from 1, information from 3, debug from 5, trace from 7 (see
+/// [`level_for_verb`]).
+pub fn default_verb_of(level: &Level) -> u8 {
+    match *level {
+        Level::ERROR => 0,
+        Level::WARN => 1,
+        Level::INFO => 3,
+        Level::DEBUG => 5,
+        Level::TRACE => 7,
+    }
+}
+
+/// The fields of an event as the sink uses them: the message, the OpenVPN `verb` it belongs to
+/// (a `verb = N` field; children's records carry theirs), an explicit mute category
+/// (`mute = N`), `nomute` (the mute notices themselves), `fatal` (OpenVPN's M_FATAL: the error
+/// that ends the process, sent to stderr under `errors-to-stderr`), and any other field appended
+/// as ` name=value`.
+#[derive(Default)]
+struct EventFields {
+    message: String,
+    rest: String,
+    verb: Option<u8>,
+    mute: Option<u8>,
+    nomute: bool,
+    fatal: bool,
+}
+
+impl tracing::field::Visit for EventFields {
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        match field.name() {
+            "verb" => self.verb = Some(u8::try_from(value).unwrap_or(u8::MAX)),
+            "mute" => self.mute = Some(u8::try_from(value).unwrap_or(u8::MAX)),
+            _ => self.record_debug(field, &value),
+        }
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        match u64::try_from(value) {
+            Ok(v) => self.record_u64(field, v),
+            Err(_) => self.record_debug(field, &value),
+        }
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        if field.name() == "nomute" {
+            self.nomute = value;
+        } else if field.name() == "fatal" {
+            self.fatal = value;
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        use std::fmt::Write as _;
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            let _ = write!(self.rest, " {}={value:?}", field.name());
+        }
+    }
 }
 
 fn flags_for(level: &Level) -> bulwark_ipc::msg::mgmt::LogFlags {
@@ -186,17 +268,38 @@ where
 {
     fn format_event(
         &self,
-        ctx: &FmtContext<'_, S, N>,
+        _ctx: &FmtContext<'_, S, N>,
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
         let level = event.metadata().level();
-        if !level_passes(level) {
+        let mut fields = EventFields::default();
+        event.record(&mut fields);
+        let verb = fields.verb.unwrap_or_else(|| default_verb_of(level));
+        if verb > VERB.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
-        let mut msg = String::new();
-        ctx.field_format()
-            .format_fields(Writer::new(&mut msg), event)?;
+        let mut msg = fields.message;
+        msg.push_str(&fields.rest);
+        if !fields.nomute {
+            // As OpenVPN: muting applies to what the verbosity lets through.
+            let category = fields.mute.unwrap_or_else(|| crate::mute::category(&msg));
+            let (notice, print) = match MUTE.lock() {
+                Ok(mut m) => m.admit(category),
+                Err(p) => p.into_inner().admit(category),
+            };
+            if let Some(n) = notice {
+                // Printed before this event's line: the sink formats and writes a nested event
+                // completely before it writes the line being formatted here.
+                tracing::info!(verb = 1u8, nomute = true, "{n}");
+            }
+            if !print {
+                return Ok(());
+            }
+        }
+        // Read by the writer, which the sink makes after this line is formatted (a nested mute
+        // notice above has been written already).
+        FATAL_LINE.with(|c| c.set(fields.fatal));
         let now = OffsetDateTime::now_utc();
         if let Some(tx) = FORWARD_TX.get() {
             if !FROM_BROKER.with(|c| c.get()) {
@@ -228,9 +331,32 @@ where
     }
 }
 
+thread_local! {
+    /// Whether the line being written is a fatal error (see [`EventFields`]).
+    static FATAL_LINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Standard output, or standard error for fatal lines under `errors-to-stderr`.
+struct StdMaker {
+    errors_to_stderr: bool,
+}
+
+impl<'a> MakeWriter<'a> for StdMaker {
+    type Writer = Box<dyn Write + 'a>;
+    fn make_writer(&'a self) -> Self::Writer {
+        if self.errors_to_stderr && FATAL_LINE.with(|c| c.get()) {
+            Box::new(std::io::stderr().lock())
+        } else {
+            Box::new(std::io::stdout().lock())
+        }
+    }
+}
+
 /// The `log`/`log-append` file, reopenable (SIGHUP after logrotate moved it away).
 struct LogFile {
     path: PathBuf,
+    mode: u32,
+    gid: Option<u32>,
     file: Mutex<std::fs::File>,
 }
 
@@ -303,7 +429,7 @@ pub fn reopen() -> Result<(), LoggingError> {
     let Some(lf) = LOG_FILE.get() else {
         return Ok(());
     };
-    let f = open_log(&lf.path, true)?;
+    let f = open_log(&lf.path, true, lf.mode, lf.gid)?;
     match lf.file.lock() {
         Ok(mut g) => *g = f,
         Err(p) => *p.into_inner() = f,
@@ -312,10 +438,16 @@ pub fn reopen() -> Result<(), LoggingError> {
     Ok(())
 }
 
-/// Sends each formatted line as one syslog datagram to `/dev/log` (facility daemon).
+/// Where syslog(3) sends its datagrams.
+const SYSLOG_SOCKET: &str = "/dev/log";
+
+/// Sends each formatted line as one syslog datagram to [`SYSLOG_SOCKET`], facility daemon, in
+/// the form glibc's syslog(3) gives OpenVPN's lines: `<PRI>Mmm dd hh:mm:ss IDENT[PID]: message`
+/// (local time).
 struct SyslogMaker {
     sock: UnixDatagram,
     ident: String,
+    offset: UtcOffset,
 }
 
 struct SyslogLine<'a> {
@@ -334,6 +466,39 @@ impl Write for SyslogLine<'_> {
     }
 }
 
+/// One syslog datagram (see [`SyslogMaker`]).
+pub fn syslog_datagram(
+    severity: u8,
+    t: OffsetDateTime,
+    ident: &str,
+    pid: u32,
+    text: &str,
+) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS[usize::from(u8::from(t.month()) - 1)];
+    // facility daemon (3) * 8 + severity
+    format!(
+        "<{}>{month} {:>2} {:02}:{:02}:{:02} {ident}[{pid}]: {text}",
+        24 + u16::from(severity),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// OpenVPN's syslog level for a line: errors LOG_ERR, warnings LOG_WARNING, everything else
+/// LOG_NOTICE (error.c).
+pub fn syslog_severity(level: &Level) -> u8 {
+    match *level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        _ => 5,
+    }
+}
+
 impl Drop for SyslogLine<'_> {
     fn drop(&mut self) {
         let text = String::from_utf8_lossy(&self.buf);
@@ -341,16 +506,17 @@ impl Drop for SyslogLine<'_> {
         if text.is_empty() {
             return;
         }
-        // facility daemon (3) * 8 + severity
-        let msg = format!(
-            "<{}>{}[{}]: {}",
-            24 + self.severity,
-            self.maker.ident,
+        let now = OffsetDateTime::now_utc().to_offset(self.maker.offset);
+        let msg = syslog_datagram(
+            self.severity,
+            now,
+            &self.maker.ident,
             std::process::id(),
-            text
+            text,
         );
-        // Nowhere to report a failed log write.
-        let _ = self.maker.sock.send_to(msg.as_bytes(), "/dev/log");
+        // Nowhere to report a failed log write (no syslog daemon: the line is lost, as with
+        // syslog(3)).
+        let _ = self.maker.sock.send_to(msg.as_bytes(), SYSLOG_SOCKET);
     }
 }
 
@@ -359,20 +525,14 @@ impl<'a> MakeWriter<'a> for SyslogMaker {
     fn make_writer(&'a self) -> Self::Writer {
         SyslogLine {
             maker: self,
-            severity: 6,
+            severity: 5,
             buf: Vec::new(),
         }
     }
     fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
-        let severity = match *meta.level() {
-            Level::ERROR => 3,
-            Level::WARN => 4,
-            Level::INFO => 6,
-            Level::DEBUG | Level::TRACE => 7,
-        };
         SyslogLine {
             maker: self,
-            severity,
+            severity: syslog_severity(meta.level()),
             buf: Vec::new(),
         }
     }
@@ -394,11 +554,23 @@ pub fn init(
     prefix: LinePrefix,
 ) -> Result<(), LoggingError> {
     let (writer, prefix) = match sink {
-        Sink::Stderr => (BoxMakeWriter::new(std::io::stderr), prefix),
-        Sink::File { path, append } => {
-            let f = open_log(path, *append)?;
+        Sink::Stdout { errors_to_stderr } => (
+            BoxMakeWriter::new(StdMaker {
+                errors_to_stderr: *errors_to_stderr,
+            }),
+            prefix,
+        ),
+        Sink::File {
+            path,
+            append,
+            mode,
+            gid,
+        } => {
+            let f = open_log(path, *append, *mode, *gid)?;
             let lf = std::sync::Arc::new(LogFile {
                 path: path.clone(),
+                mode: *mode,
+                gid: *gid,
                 file: Mutex::new(f),
             });
             let _ = LOG_FILE.set(std::sync::Arc::clone(&lf));
@@ -410,6 +582,7 @@ pub fn init(
                 BoxMakeWriter::new(SyslogMaker {
                     sock,
                     ident: ident.clone(),
+                    offset,
                 }),
                 LinePrefix::None,
             )
@@ -431,19 +604,37 @@ pub fn init(
     tracing::subscriber::set_global_default(subscriber).map_err(|_| LoggingError::AlreadySet)
 }
 
-fn open_log(path: &Path, append: bool) -> Result<std::fs::File, LoggingError> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// Opens the log file (created, or truncated for `log`) and gives it `mode` and the group `gid`
+/// whatever it had before: a file left by an earlier run with looser permissions is tightened.
+fn open_log(
+    path: &Path,
+    append: bool,
+    mode: u32,
+    gid: Option<u32>,
+) -> Result<std::fs::File, LoggingError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let err = |source| LoggingError::Open {
+        path: path.to_owned(),
+        source,
+    };
     let mut o = std::fs::OpenOptions::new();
-    o.create(true).mode(0o600).custom_flags(libc::O_CLOEXEC);
+    // INVARIANT: created with the strictest of the configured mode and 0600, so the file is never
+    // more open than configured, not even between the open and the chmod below.
+    o.create(true)
+        .mode(mode & 0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW);
     if append {
         o.append(true);
     } else {
         o.write(true).truncate(true);
     }
-    o.open(path).map_err(|source| LoggingError::Open {
-        path: path.to_owned(),
-        source,
-    })
+    let f = o.open(path).map_err(err)?;
+    if let Some(g) = gid {
+        std::os::unix::fs::fchown(&f, None, Some(g)).map_err(err)?;
+    }
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(err)?;
+    Ok(f)
 }
 
 /// Runs `f` with the lines it logs kept out of the management log stream (`>LOG:` and the
@@ -460,11 +651,17 @@ pub fn emit_child_record(rec: &LogRecord) {
     // The origin is not printed: OpenVPN's lines have no process tag and tools parse them as is.
     let broker = rec.origin == LogOrigin::Broker;
     FROM_BROKER.with(|c| c.set(broker));
+    // The child applied its verbosity already; the record's verb level is kept so a verbosity
+    // lowered meanwhile still applies, and a verb-1 information line (OpenVPN's M_INFO) shows at
+    // verb 1.
+    let verb = rec.verb;
     match rec.severity {
-        Severity::Fatal | Severity::Error => tracing::error!("{}", rec.message),
-        Severity::Warning => tracing::warn!("{}", rec.message),
-        Severity::Info => tracing::info!("{}", rec.message),
-        Severity::Debug => tracing::debug!("{}", rec.message),
+        // OpenVPN prints fatal errors at every verbosity.
+        Severity::Fatal => tracing::error!(verb = 0u8, fatal = true, "{}", rec.message),
+        Severity::Error => tracing::error!(verb, "{}", rec.message),
+        Severity::Warning => tracing::warn!(verb, "{}", rec.message),
+        Severity::Info => tracing::info!(verb, "{}", rec.message),
+        Severity::Debug => tracing::debug!(verb, "{}", rec.message),
     }
     FROM_BROKER.with(|c| c.set(false));
 }
@@ -472,6 +669,43 @@ pub fn emit_child_record(rec: &LogRecord) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_file_gets_the_configured_mode_whatever_it_had() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.log");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        open_log(&p, false, 0o600, None).unwrap();
+        assert_eq!(mode(&p), 0o600);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        open_log(&p, true, 0o600, None).unwrap();
+        assert_eq!(mode(&p), 0o600, "an existing looser file is tightened");
+        open_log(&p, true, 0o640, None).unwrap();
+        assert_eq!(mode(&p), 0o640);
+        // a symlink is refused, not followed
+        let l = dir.path().join("link.log");
+        std::os::unix::fs::symlink(&p, &l).unwrap();
+        assert!(open_log(&l, true, 0o600, None).is_err());
+    }
+
+    #[test]
+    fn syslog_datagrams_have_glibcs_form() {
+        let t = OffsetDateTime::from_unix_timestamp(1_795_334_454).unwrap(); // 2026-11-22 08:00:54
+        assert_eq!(
+            syslog_datagram(3, t, "myident", 28552, "Options error: x"),
+            "<27>Nov 22 08:00:54 myident[28552]: Options error: x"
+        );
+        let t = OffsetDateTime::from_unix_timestamp(1_767_323_045).unwrap(); // 2026-01-02
+        assert_eq!(
+            syslog_datagram(5, t, "openvpn", 7, "m"),
+            "<29>Jan  2 03:04:05 openvpn[7]: m"
+        );
+        assert_eq!(syslog_severity(&Level::ERROR), 3);
+        assert_eq!(syslog_severity(&Level::WARN), 4);
+        assert_eq!(syslog_severity(&Level::INFO), 5);
+        assert_eq!(syslog_severity(&Level::DEBUG), 5);
+    }
 
     #[test]
     fn timestamp_format() {

@@ -107,7 +107,10 @@ pub fn plan(
             || a.tls_timeout != b.tls_timeout,
         "hand-window/tran-window/tls-timeout",
     );
-    restart(a.replay_window != b.replay_window, "replay-window");
+    restart(
+        a.replay_window != b.replay_window || a.mute_replay_warnings != b.mute_replay_warnings,
+        "replay-window/mute-replay-warnings",
+    );
     restart(
         a.client_to_client != b.client_to_client
             || a.duplicate_cn != b.duplicate_cn
@@ -235,7 +238,20 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         STATUS,
     );
     check(old.privileges != new.privileges, "user/group");
-    check(old.logging.file != new.logging.file, "log/log-append");
+    check(
+        old.logging.file != new.logging.file
+            || old.logging.log_file_mode != new.logging.log_file_mode
+            || old.logging.log_file_group != new.logging.log_file_group,
+        "log/log-append/log-file-mode/log-file-group",
+    );
+    check(
+        old.logging.syslog != new.logging.syslog
+            || old.logging.daemon != new.logging.daemon
+            || old.logging.errors_to_stderr != new.logging.errors_to_stderr
+            || old.logging.suppress_timestamps != new.logging.suppress_timestamps
+            || old.logging.machine_readable_output != new.logging.machine_readable_output,
+        "syslog/daemon/errors-to-stderr/suppress-timestamps/machine-readable-output",
+    );
     v
 }
 

@@ -176,6 +176,13 @@ fn unix_now() -> i64 {
 }
 
 impl Router {
+    /// Takes the verbosity and mute of a reloaded configuration (SIGHUP), so the management
+    /// `verb` and `mute` queries report what now applies.
+    pub fn set_logging(&mut self, verb: u8, mute: u32) {
+        self.verb = verb.min(11);
+        self.mute = mute;
+    }
+
     /// A router for a daemon with this pid.
     pub fn new(cfg: RouterConfig, pid: u32) -> Self {
         let hold = cfg.hold;

@@ -153,7 +153,7 @@ pub fn main_with_args(args: &[String]) -> ExitCode {
                 ExitCode::FAILURE
             }
             Err(Failure::Logged(e)) => {
-                tracing::error!("{}", error_chain(&e));
+                tracing::error!(fatal = true, "{}", error_chain(&e));
                 tracing::error!("Exiting due to fatal error");
                 ExitCode::FAILURE
             }
@@ -252,15 +252,27 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
             })
         })?;
     }
-    let sink = match (&settings.log, &settings.daemon) {
+    let log_gid = match &config.logging.log_file_group {
+        Some(g) => Some(
+            crate::mgmt_setup::gid_of("log-file-group", g)
+                .map_err(|e| Failure::Config(vec![e.to_string()]))?,
+        ),
+        None => None,
+    };
+    let sink = match (&settings.log, &settings.syslog) {
         (Some((path, append)), _) => Sink::File {
             path: path.clone(),
             append: *append,
+            mode: config.logging.log_file_mode.unwrap_or(0o600),
+            gid: log_gid,
         },
         (None, Some(ident)) => Sink::Syslog(ident.clone()),
-        (None, None) => Sink::Stderr,
+        (None, None) => Sink::Stdout {
+            errors_to_stderr: settings.errors_to_stderr,
+        },
     };
     logging::init(&sink, verb, offset, line_prefix).map_err(|e| Failure::Early(e.into()))?;
+    logging::set_mute(config.logging.mute.unwrap_or(0));
     tracing::info!("bulwark {} starting", env!("CARGO_PKG_VERSION"));
     for w in warnings {
         tracing::warn!("{w}");
@@ -1139,7 +1151,10 @@ impl Sup<'_, '_> {
         // As OpenVPN's SIGHUP: the configured verbosity applies again, also after a management
         // `verb` command changed it.
         let verb = u8::try_from(new.logging.verb).unwrap_or(11).min(11);
+        let mute = new.logging.mute.unwrap_or(0);
         logging::set_verb(verb);
+        logging::set_mute(mute);
+        self.router.set_logging(verb, mute);
         self.send_broker(ParentToBroker::SetVerb { level: verb })
             .await;
         self.send_worker(ParentToWorker::SetVerb { level: verb })
@@ -1252,7 +1267,7 @@ impl Sup<'_, '_> {
             out,
             signal,
             verb,
-            mute: _,
+            mute,
             hold_released,
             auth,
             gone,
@@ -1271,6 +1286,9 @@ impl Sup<'_, '_> {
                 crate::router::Out::Worker(m) => self.send_worker(m).await,
                 crate::router::Out::Broker(m) => self.send_broker(m).await,
             }
+        }
+        if let Some(m) = mute {
+            logging::set_mute(m);
         }
         if let Some(v) = verb {
             logging::set_verb(v);

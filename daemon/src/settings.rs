@@ -96,6 +96,11 @@ pub struct Settings {
     pub persist_tun: bool,
     /// `daemon [progname]`: `Some(ident)` when set (ident defaults to "openvpn" like OpenVPN).
     pub daemon: Option<String>,
+    /// The syslog ident when the log goes to syslog: `syslog [NAME]` or `daemon [NAME]` (NAME
+    /// defaults to "openvpn" like OpenVPN); `log`/`log-append` take precedence, as in OpenVPN.
+    pub syslog: Option<String>,
+    /// `errors-to-stderr`.
+    pub errors_to_stderr: bool,
     /// `writepid FILE`.
     pub writepid: Option<PathBuf>,
     /// `cd DIR`.
@@ -127,6 +132,8 @@ pub(crate) mod tests_support {
             group: None,
             persist_tun: false,
             daemon: None,
+            syslog: None,
+            errors_to_stderr: false,
             writepid: None,
             cd: None,
             log: None,

@@ -4,6 +4,7 @@
 //! `suppress-timestamps` (the message alone), with the messages people match on where the
 //! fixtures have them.
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
@@ -34,8 +35,8 @@ fn machine_line(l: &str) -> Option<(u32, &str)> {
 }
 
 /// Runs the daemon with `directive` and a log file, connects a stock client, stops the daemon and
-/// returns the log.
-fn run_with(test: &str, tag: &str, directive: &str) -> Option<String> {
+/// returns the log and the file's permission bits and group.
+fn run_with(test: &str, tag: &str, directive: &str) -> Option<(String, u32, u32)> {
     let p = require_privileged(test)?;
     let dir = TestDir::new(test).expect("test dir");
     let net = NetPair::new(&p, tag).expect("namespaces");
@@ -76,14 +77,20 @@ fn run_with(test: &str, tag: &str, directive: &str) -> Option<String> {
         .kill(nix::sys::signal::Signal::SIGTERM)
         .expect("SIGTERM");
     server.wait_timeout(Duration::from_secs(20)).expect("exit");
-    Some(std::fs::read_to_string(&log).expect("log"))
+    let meta = std::fs::metadata(&log).expect("log metadata");
+    Some((
+        std::fs::read_to_string(&log).expect("log"),
+        meta.permissions().mode() & 0o7777,
+        meta.gid(),
+    ))
 }
 
 #[test]
 fn machine_readable_output_lines_have_openvpns_form() {
-    let Some(text) = run_with("logfmt_mro", "lm", "machine-readable-output") else {
+    let Some((text, mode, _)) = run_with("logfmt_mro", "lm", "machine-readable-output") else {
         return;
     };
+    assert_eq!(mode, 0o600, "the log file's default mode");
     // the fixture itself has exactly this shape (sanity check of the parser)
     for l in fixture("server-verb3-machine-readable-output.stdout").lines() {
         assert!(machine_line(l).is_some(), "fixture line {l:?}");
@@ -112,9 +119,15 @@ fn machine_readable_output_lines_have_openvpns_form() {
 
 #[test]
 fn suppress_timestamps_prints_the_message_alone() {
-    let Some(text) = run_with("logfmt_nots", "ln", "suppress-timestamps") else {
+    // with a monitoring group allowed to read the log
+    let Some((text, mode, gid)) = run_with(
+        "logfmt_nots",
+        "ln",
+        "suppress-timestamps\nlog-file-mode 0640\nlog-file-group 65534",
+    ) else {
         return;
     };
+    assert_eq!((mode, gid), (0o640, 65534), "log-file-mode/log-file-group");
     let fixture = fixture("server-verb3-suppress-timestamps.stdout");
     for line in [INIT_COMPLETE, "SIGTERM[hard,] received, process exiting"] {
         assert!(fixture.lines().any(|l| l == line), "fixture has {line:?}");
@@ -132,4 +145,116 @@ fn suppress_timestamps_prints_the_message_alone() {
         assert!(!dated, "timestamp printed: {l}");
         assert!(machine_line(l).is_none(), "machine-readable form: {l}");
     }
+}
+
+/// `mute 3`: a flood of control packets that fail authentication (one OpenVPN mute category, TLS
+/// errors) prints three lines, then `NOTE: --mute triggered...`; the first line of another
+/// category (the stock client connecting) is preceded by the count of what was suppressed, in
+/// the fixture's words (`server-verb4-mute6--log.log`).
+#[test]
+fn mute_cuts_a_run_of_one_category_and_counts_it() {
+    const FLOOD: usize = 20;
+    const CUTOFF: usize = 3;
+    let test = "logfmt_mute";
+    let Some(p) = require_privileged(test) else {
+        return;
+    };
+    let fixture = fixture("server-verb4-mute6--log.log");
+    assert!(fixture
+        .lines()
+        .any(|l| l.ends_with(" NOTE: --mute triggered...")));
+    assert!(fixture
+        .lines()
+        .any(|l| l.ends_with(" 297 variation(s) on previous 6 message(s) suppressed by --mute")));
+
+    let dir = TestDir::new(test).expect("test dir");
+    let net = NetPair::new(&p, "lmu").expect("namespaces");
+    let opts = ServerConfOptions {
+        remote_host: net.server_addr.to_string(),
+        ..Default::default()
+    };
+    let port = opts.port;
+    let setup = prepare_server(&dir, &InitOptions::with_clients(1), opts).expect("server dir");
+    let log = dir.path().join("server.log");
+    let extra = [
+        format!("mute {CUTOFF}"),
+        format!("log {}", log.display()),
+        "verb 3".to_string(),
+    ];
+    let refs: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut server =
+        start_bulwark_server(&dir, net.server_ns(), "bulwark", setup.server_conf(), &refs)
+            .expect("start");
+    wait_file_contains(&log, INIT_COMPLETE, SERVER_UP).expect("up");
+
+    // P_CONTROL_HARD_RESET_CLIENT_V2 (opcode 7, key id 0) with garbage where the tls-crypt
+    // wrapping should be: each one fails authentication and is logged as a TLS error.
+    let target = std::net::SocketAddr::from((net.server_addr, port));
+    in_netns(net.client_ns(), move || {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+        for i in 0..FLOOD {
+            let mut pkt = vec![7u8 << 3];
+            pkt.extend_from_slice(&(i as u64 + 1).to_be_bytes());
+            pkt.extend_from_slice(&[0x5a; 64]);
+            sock.send_to(&pkt, target).expect("send");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    wait_file_contains(&log, "NOTE: --mute triggered...", Duration::from_secs(10))
+        .expect("mute notice");
+
+    let mut c = start_stock_client(
+        &dir,
+        net.client_ns(),
+        "client1",
+        setup.profile("client1").expect("profile"),
+        &ClientOverrides::default(),
+    )
+    .expect("client");
+    c.wait_for_line(INIT_COMPLETE, CLIENT_UP)
+        .expect("client up");
+    wait_file_contains(&log, "suppressed by --mute", Duration::from_secs(10))
+        .expect("variations line");
+    c.stop().expect("stop client");
+    server
+        .kill(nix::sys::signal::Signal::SIGTERM)
+        .expect("SIGTERM");
+    server.wait_timeout(Duration::from_secs(20)).expect("exit");
+    let text = std::fs::read_to_string(&log).expect("log");
+
+    let lines: Vec<&str> = text.lines().collect();
+    let is_auth_error =
+        |l: &str| l.contains("TLS Error: tls-crypt unwrapping failed from [AF_INET]");
+    let first = lines
+        .iter()
+        .position(|l| is_auth_error(l))
+        .unwrap_or_else(|| panic!("no authentication error logged:\n{text}"));
+    for (k, l) in lines[first..first + CUTOFF].iter().enumerate() {
+        assert!(is_auth_error(l), "line {k} of the run: {l}\n{text}");
+    }
+    assert!(
+        lines[first + CUTOFF].ends_with(" NOTE: --mute triggered..."),
+        "after {CUTOFF} lines: {}\n{text}",
+        lines[first + CUTOFF]
+    );
+    assert_eq!(
+        lines.iter().filter(|l| is_auth_error(l)).count(),
+        CUTOFF,
+        "{text}"
+    );
+    let want = format!(
+        " {} variation(s) on previous {CUTOFF} message(s) suppressed by --mute",
+        FLOOD - CUTOFF
+    );
+    let v = lines
+        .iter()
+        .position(|l| l.ends_with(&want))
+        .unwrap_or_else(|| panic!("no line ending {want:?}:\n{text}"));
+    assert_eq!(v, first + CUTOFF + 1, "{text}");
+    // the line that ended the run follows, and the client's connection was logged in full
+    assert!(!is_auth_error(lines[v + 1]), "{text}");
+    assert!(
+        text.contains("Peer Connection Initiated with [AF_INET]"),
+        "{text}"
+    );
 }

@@ -190,6 +190,7 @@ fn peer_config(ec: &EngineConfig, tls: Arc<TlsServer>) -> Result<PeerConfig, Set
         tran_window: secs(ec.tran_window),
         tls_timeout: secs(ec.tls_timeout),
         replay_window: ec.replay_window,
+        mute_replay_warnings: ec.mute_replay_warnings,
         client_to_client: ec.client_to_client,
         duplicate_cn: ec.duplicate_cn,
         max_clients: ec.max_clients,

@@ -241,6 +241,8 @@ pub fn samples() -> BTreeMap<&'static str, &'static str> {
     add("status-json", "status-json /run/bulwark/status.json 10");
     add("status-file-mode", "status-file-mode 0640");
     add("status-file-group", "status-file-group adm");
+    add("log-file-mode", "log-file-mode 0640");
+    add("log-file-group", "log-file-group adm");
     add(
         "management-client-role",
         "management 127.0.0.1 7505\nmanagement-client-role operator group adm",

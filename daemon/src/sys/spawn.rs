@@ -193,6 +193,7 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> std::io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::BufRead;
     use std::os::fd::AsFd;
 
     #[test]
@@ -211,7 +212,10 @@ mod tests {
             nix::sys::stat::Mode::empty(),
         )
         .unwrap();
-        let script = "ls /proc/$$/fd | sort -n | tr '\\n' ' ' >&5; echo \"[${FOO-unset}]\" >&5";
+        // The descriptors are read from outside once the child has become `sleep`: a listing
+        // made by the shell itself would also show the pipes and saved descriptors the shell
+        // holds for a moment while it runs a pipeline or a redirection.
+        let script = "echo \"[${FOO-unset}]\" >&5; exec sleep 30";
         let spec = ExecSpec {
             exe: sh.as_fd(),
             argv: vec![c"sh".into(), c"-c".into(), CString::new(script).unwrap()],
@@ -221,14 +225,40 @@ mod tests {
         let child = spawn(&spec).unwrap();
         drop(w);
         drop(leak);
-        let mut out = String::new();
-        std::fs::File::from(r).read_to_string(&mut out).unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(std::fs::File::from(r))
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "[unset]\n");
+        let proc_dir = format!("/proc/{}", child.pid);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_to_string(format!("{proc_dir}/comm")).unwrap() != "sleep\n" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never became sleep"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut fds: Vec<i32> = std::fs::read_dir(format!("{proc_dir}/fd"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+            .collect();
+        fds.sort_unstable();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
         let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child.pid), None).unwrap();
         assert_eq!(
             st,
-            nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(child.pid), 0)
+            nix::sys::wait::WaitStatus::Signaled(
+                nix::unistd::Pid::from_raw(child.pid),
+                nix::sys::signal::Signal::SIGKILL,
+                false
+            )
         );
-        assert_eq!(out, "0 1 2 5 [unset]\n");
+        assert_eq!(fds, [0, 1, 2, 5]);
     }
 
     #[test]

@@ -143,6 +143,8 @@ pub struct EngineConfig {
     pub tls_timeout: u32,
     /// `replay-window n t`
     pub replay_window: (u32, u32),
+    /// `mute-replay-warnings`: rejected replays are counted but not logged
+    pub mute_replay_warnings: bool,
     /// `client-to-client`
     pub client_to_client: bool,
     /// `duplicate-cn`
@@ -214,6 +216,7 @@ impl EngineConfig {
             tran_window: 3600,
             tls_timeout: 2,
             replay_window: (64, 15),
+            mute_replay_warnings: false,
             client_to_client: false,
             duplicate_cn: false,
             max_clients: 1024,

@@ -49,6 +49,27 @@ impl PeerAddr {
     }
 }
 
+/// A peer as OpenVPN's `print_link_socket_actual` prints it: `[AF_INET]ip:port` (also for an IPv4
+/// peer reaching a dual-stack socket), `[AF_INET6]ip:port`.
+pub struct Actual<'a>(&'a PeerAddr);
+
+impl fmt::Display for Actual<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let family = match self.0.socket_addr() {
+            SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_none() => "AF_INET6",
+            _ => "AF_INET",
+        };
+        write!(f, "[{family}]{}", self.0)
+    }
+}
+
+impl PeerAddr {
+    /// This peer as OpenVPN's `[AF_INET]ip:port` form.
+    pub fn actual(&self) -> Actual<'_> {
+        Actual(self)
+    }
+}
+
 impl fmt::Display for PeerAddr {
     /// `ip:port` as OpenVPN prints peers (IPv6 without brackets, as OpenVPN's `print_sockaddr` does).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

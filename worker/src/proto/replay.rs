@@ -67,6 +67,21 @@ const SLOT_EXPIRED: u64 = 1;
 /// Seen slots store `now_unix + SLOT_SEEN_BASE` so that no receive time collides with the markers.
 const SLOT_SEEN_BASE: u64 = 2;
 
+impl ReplayError {
+    /// The rejected packet id as OpenVPN prints it in its replay warning: `[ #ID ]`, or
+    /// `[ time = (T) ]` for a long-form timestamp that moved backwards.
+    pub fn openvpn_packet_id(&self) -> String {
+        match *self {
+            Self::ZeroId => "[ #0 ]".to_string(),
+            Self::TimeBacktrack { time, .. } => format!("[ time = ({time}) ]"),
+            Self::OutsideWindow { id, .. }
+            | Self::Replay { id }
+            | Self::Expired { id }
+            | Self::NotSequential { id, .. } => format!("[ #{id} ]"),
+        }
+    }
+}
+
 /// Why a packet id was rejected by [`ReplayWindow::check`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum ReplayError {

@@ -224,7 +224,7 @@ impl Server {
                 self.stats.auth_failures += 1;
                 out.log(
                     LogClass::Error,
-                    format!("{from} TLS Error: cannot authenticate control packet from [AF_INET]{from} ({e})"),
+                    format!("{from} {}", e.openvpn_message(&from)),
                 );
                 return;
             }
@@ -442,12 +442,12 @@ impl Server {
             out.log(
                 LogClass::Detail,
                 format!(
-                    "{} peer {} ({}) floated from {} to [AF_INET]{}",
+                    "{} peer {} ({}) floated from {} to {}",
                     peer.log_prefix(),
                     peer.peer_id(),
                     peer.common_name(),
                     old,
-                    from
+                    from.actual()
                 ),
             );
             peer.set_addr(from);
@@ -1376,5 +1376,92 @@ mod tests {
             .filter(|e| matches!(e, EngineEvent::ClientDisconnected { .. }))
             .count();
         assert_eq!(ends, 2);
+    }
+
+    /// A data packet of `payload` encrypted by `client` (the client side of a data key).
+    fn client_data_packet(client: &mut crate::proto::data::DataKey, payload: &[u8]) -> Vec<u8> {
+        use crate::proto::data::{MAX_HEADROOM, MAX_TAILROOM};
+        let mut buf = vec![0u8; MAX_HEADROOM + payload.len() + MAX_TAILROOM];
+        buf[MAX_HEADROOM..MAX_HEADROOM + payload.len()].copy_from_slice(payload);
+        let mut n = 0u8;
+        let mut rng = move |b: &mut [u8]| {
+            for x in b {
+                n = n.wrapping_add(1);
+                *x = n;
+            }
+        };
+        let r = client
+            .encrypt(
+                &mut buf,
+                MAX_HEADROOM..MAX_HEADROOM + payload.len(),
+                &mut rng,
+            )
+            .unwrap();
+        buf[r].to_vec()
+    }
+
+    #[test]
+    fn data_channel_errors_are_logged_in_openvpns_words_and_replays_can_be_muted() {
+        use crate::proto::data::{Cipher, DataKey, DataKeyConfig, Digest};
+        use crate::proto::keys::{Key2, Role};
+        for (cipher, what, forged) in [
+            (
+                Cipher::Aes256Gcm,
+                "AEAD Decrypt error",
+                "cipher final failed",
+            ),
+            (
+                Cipher::Aes256Cbc,
+                "Authenticate/Decrypt packet error",
+                "packet HMAC authentication failed",
+            ),
+        ] {
+            for mute in [false, true] {
+                let mut s = server_with(|ec| ec.mute_replay_warnings = mute);
+                let (t0, mut out) = (Instant::now(), Outbox::default());
+                let from = tcp(1, 4000);
+                s.on_datagram(from, &reset(1), t0, 1_000, &mut out);
+                let cfg = DataKeyConfig {
+                    cipher,
+                    auth: Digest::Sha256,
+                    key_id: 0,
+                    peer_id: None,
+                    replay_window: 64,
+                    replay_seconds: 15,
+                };
+                let k2 = Key2::from_ekm(&[0x5a; 256]).unwrap();
+                let peer = s.peers.get_mut(&0).unwrap();
+                peer.force_established("client1", t0);
+                peer.force_data_key(DataKey::from_key2(&cfg, &k2, Role::Server).unwrap());
+                let mut client = DataKey::from_key2(&cfg, &k2, Role::Client).unwrap();
+                let pkt = client_data_packet(&mut client, b"hello");
+                let mut out = Outbox::default();
+                s.on_datagram(from, &pkt, t0, 1_001, &mut out);
+                assert!(logs(&out).is_empty(), "{:?}", logs(&out));
+                // the same packet again: a replay
+                s.on_datagram(from, &pkt, t0, 1_002, &mut out);
+                // a forged one: last byte of the tag/HMAC-covered data flipped
+                let mut bad = client_data_packet(&mut client, b"again");
+                let last = bad.len() - 1;
+                bad[last] ^= 1;
+                s.on_datagram(from, &bad, t0, 1_003, &mut out);
+                let prefix = "client1/192.0.2.1:4000";
+                let mut want = Vec::new();
+                if !mute {
+                    want.push(format!(
+                        "{prefix} {what}: bad packet ID (may be a replay): [ #1 ] -- see the man \
+                         page entry for --no-replay and --replay-window for more info or silence \
+                         this warning with --mute-replay-warnings"
+                    ));
+                }
+                want.push(format!("{prefix} {what}: {forged}"));
+                assert_eq!(logs(&out), want, "{cipher:?} mute {mute}");
+                assert!(out.events.iter().all(
+                    |e| !matches!(e, EngineEvent::Log { class, .. } if *class != LogClass::Error)
+                ));
+                let st = s.stats();
+                assert_eq!((st.replay_drops, st.decrypt_failures), (1, 1), "{cipher:?}");
+            }
+        }
     }
 }

@@ -67,6 +67,8 @@ pub struct PeerConfig {
     pub tls_timeout: Duration,
     /// `replay-window n t`
     pub replay_window: (u32, u32),
+    /// `mute-replay-warnings`: replays are counted (`drops.replay`) but not logged
+    pub mute_replay_warnings: bool,
     /// `client-to-client`
     pub client_to_client: bool,
     /// `duplicate-cn`
@@ -491,10 +493,7 @@ impl Peer {
             Err(e) => {
                 out.log(
                     LogClass::Error,
-                    format!(
-                        "{} TLS Error: cannot authenticate control packet: {e}",
-                        self.log_prefix()
-                    ),
+                    format!("{} {}", self.log_prefix(), e.openvpn_message(&self.addr)),
                 );
                 return PeerOutcome::Continue;
             }
@@ -912,9 +911,9 @@ impl Peer {
             out.log(
                 LogClass::Info,
                 format!(
-                    "{} Peer Connection Initiated with [AF_INET]{}",
+                    "{} Peer Connection Initiated with {}",
                     self.log_prefix(),
-                    self.addr
+                    self.addr.actual()
                 ),
             );
             if self.cfg.defer_auth {
@@ -1323,23 +1322,51 @@ impl Peer {
         let framing = self.neg.framing;
         let ks = self.key_state_mut(key_id)?;
         let dk = ks.data.as_mut()?;
+        let aead = dk.config().cipher.is_aead();
         let mut pkt = out.take_buffer();
         pkt.extend_from_slice(data);
         let range = match dk.decrypt(&mut pkt, now_unix) {
             Ok(r) => r,
             Err(e) => {
                 out.recycle(pkt);
-                if matches!(e, crate::proto::data::DataError::Replay(_)) {
-                    self.drops.replay += 1;
+                // OpenVPN's wording and level (D_CRYPT_ERRORS / D_REPLAY_ERRORS, verb 1): the
+                // prefix names the cipher mode, the reason is OpenVPN's for the two failures
+                // people match on (a forged or corrupted packet, a replay).
+                let what = if aead {
+                    "AEAD Decrypt error"
                 } else {
-                    self.drops.decrypt += 1;
-                }
+                    "Authenticate/Decrypt packet error"
+                };
+                let reason = match &e {
+                    crate::proto::data::DataError::Replay(r) => {
+                        self.drops.replay += 1;
+                        if self.cfg.mute_replay_warnings {
+                            return None;
+                        }
+                        format!(
+                            "bad packet ID (may be a replay): {} -- see the man page entry for \
+                             --no-replay and --replay-window for more info or silence this \
+                             warning with --mute-replay-warnings",
+                            r.openvpn_packet_id()
+                        )
+                    }
+                    crate::proto::data::DataError::AuthFailed => {
+                        self.drops.decrypt += 1;
+                        if aead {
+                            "cipher final failed"
+                        } else {
+                            "packet HMAC authentication failed"
+                        }
+                        .to_string()
+                    }
+                    other => {
+                        self.drops.decrypt += 1;
+                        other.to_string()
+                    }
+                };
                 out.log(
-                    LogClass::Detail,
-                    format!(
-                        "{} Authenticate/Decrypt packet error: {e}",
-                        self.log_prefix()
-                    ),
+                    LogClass::Error,
+                    format!("{} {what}: {reason}", self.log_prefix()),
                 );
                 return None;
             }
@@ -1569,6 +1596,12 @@ impl Peer {
         self.common_name = cn.to_string();
         self.inactive_since = now;
         self.inactive_bytes = 0;
+    }
+
+    /// Test scaffolding: installs `key` as the primary key state's data-channel key.
+    #[cfg(test)]
+    pub(crate) fn force_data_key(&mut self, key: crate::proto::data::DataKey) {
+        self.primary.data = Some(key);
     }
 
     /// Counts a control packet read from the link for this session (OpenVPN's `link_read_bytes`

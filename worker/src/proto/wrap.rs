@@ -164,6 +164,38 @@ pub enum WrapError {
     HmacKey,
 }
 
+impl WrapError {
+    /// The line OpenVPN logs (D_TLS_ERRORS) when a control packet from `from` cannot be unwrapped,
+    /// in its words (ssl_pkt.c), which fail2ban filters and operators match on; errors OpenVPN has
+    /// no line for keep Bulwark's description after `TLS Error: `.
+    pub fn openvpn_message(&self, from: &super::io::PeerAddr) -> String {
+        let from = from.actual();
+        match self {
+            WrapError::TooShort {
+                mode: "tls-auth", ..
+            } => format!("TLS Error: cannot locate HMAC in incoming packet from {from}"),
+            WrapError::BadAuth("tls-auth") => {
+                format!("TLS Error: incoming packet authentication failed from {from}")
+            }
+            // OpenVPN folds a replayed control packet into the authentication failure of its
+            // wrapping; Bulwark says which it was.
+            WrapError::Replay(e) => format!(
+                "TLS Error: incoming packet authentication failed from {from} (replayed or too old: {e})"
+            ),
+            WrapError::BadAuth(_) | WrapError::TooShort { .. } => {
+                format!("TLS Error: tls-crypt unwrapping failed from {from}")
+            }
+            WrapError::Wkc(_) | WrapError::WkcAuth => {
+                format!("TLS Error: can not extract tls-crypt-v2 client key from {from}")
+            }
+            WrapError::NoWrapping => {
+                format!("TLS Error: could not determine wrapping from {from}")
+            }
+            other => format!("TLS Error: cannot authenticate control packet from {from}: {other}"),
+        }
+    }
+}
+
 /// Hex encoding helper (lowercase).
 fn hex_lower(bytes: &[u8]) -> String {
     hex::encode(bytes)
@@ -1253,6 +1285,43 @@ aa68e634b60c13611fbfcb6905722423";
     const A1_CLIENT_RESET: &str = "389d1cafeca5e27455000000016b029f9bcb4b1419a274a1d00b1f1c9d2991cb8345d01bb5baa3c18458fe0664a6d882ffae16a52c28";
     const A1_SERVER_RESET: &str = "401bf2837fcaf207b8000000016b029f9b048bbeb21bf587f693137c5ab8fa34534aadf22dec642a4fa17b8125d44240557b2087657dd7302afc675c7e778ded3c5c";
     const A1_TIME: u64 = 0x6b02_9f9b;
+
+    #[test]
+    fn unwrap_failures_are_logged_in_openvpns_words() {
+        use crate::proto::io::PeerAddr;
+        let v4 = PeerAddr::Udp("10.0.0.2:5000".parse().unwrap());
+        let mapped = PeerAddr::Udp("[::ffff:10.0.0.2]:5000".parse().unwrap());
+        let v6 = PeerAddr::Udp("[fd00::2]:5000".parse().unwrap());
+        let short = |mode| WrapError::TooShort {
+            mode,
+            len: 3,
+            min: 40,
+        };
+        assert_eq!(
+            short("tls-auth").openvpn_message(&v4),
+            "TLS Error: cannot locate HMAC in incoming packet from [AF_INET]10.0.0.2:5000"
+        );
+        assert_eq!(
+            WrapError::BadAuth("tls-auth").openvpn_message(&mapped),
+            "TLS Error: incoming packet authentication failed from [AF_INET]10.0.0.2:5000"
+        );
+        assert_eq!(
+            WrapError::BadAuth("tls-crypt").openvpn_message(&v6),
+            "TLS Error: tls-crypt unwrapping failed from [AF_INET6]fd00::2:5000"
+        );
+        assert_eq!(
+            short("tls-crypt").openvpn_message(&v4),
+            "TLS Error: tls-crypt unwrapping failed from [AF_INET]10.0.0.2:5000"
+        );
+        assert_eq!(
+            WrapError::WkcAuth.openvpn_message(&v4),
+            "TLS Error: can not extract tls-crypt-v2 client key from [AF_INET]10.0.0.2:5000"
+        );
+        assert_eq!(
+            WrapError::NoWrapping.openvpn_message(&v4),
+            "TLS Error: could not determine wrapping from [AF_INET]10.0.0.2:5000"
+        );
+    }
 
     fn a1_key() -> StaticKey {
         let mut b = [0u8; 256];
