@@ -136,6 +136,10 @@ pub mod cat {
     pub const MULTI_MEDIUM: u8 = 58;
     /// `D_MTU_INFO`.
     pub const MTU_INFO: u8 = 61;
+    /// `D_STREAM_ERRORS`: a peer's exit notification, stream errors.
+    pub const STREAM_ERRORS: u8 = 7;
+    /// `D_CIPHER_INIT`: data-channel key set-up.
+    pub const CIPHER_INIT: u8 = 65;
 }
 
 /// Message beginnings (after the per-client prefix) and their category; the first match wins, so
@@ -171,6 +175,16 @@ pub const CATEGORIES: &[(&str, u8)] = &[
     ("Validating certificate", cat::HANDSHAKE),
     ("Control Channel:", cat::HANDSHAKE),
     ("Data Channel:", cat::HANDSHAKE),
+    ("peer info:", cat::HANDSHAKE),
+    ("Timers:", cat::HANDSHAKE),
+    ("Protocol options:", cat::HANDSHAKE),
+    ("CC-EEN exit message", cat::STREAM_ERRORS),
+    ("Outgoing Data Channel:", cat::CIPHER_INIT),
+    ("Outgoing Control Channel", cat::CIPHER_INIT),
+    ("Incoming Control Channel", cat::CIPHER_INIT),
+    ("Outgoing dynamic tls-crypt:", cat::CIPHER_INIT),
+    ("Incoming dynamic tls-crypt:", cat::CIPHER_INIT),
+    ("Incoming Data Channel:", cat::CIPHER_INIT),
     ("TLS: ", cat::HANDSHAKE),
     ("PUSH: Received control message", cat::PUSH),
     ("SENT CONTROL", cat::PUSH),
@@ -338,8 +352,17 @@ mod tests {
                 cat::MULTI_ERRORS,
             ),
             (
-                "client1/10.0.0.2:1194 Peer Connection Initiated with [AF_INET]10.0.0.2:1194",
+                "10.0.0.2:1194 [client1] Peer Connection Initiated with [AF_INET]10.0.0.2:1194",
                 0,
+            ),
+            ("10.0.0.2:1194 peer info: IV_VER=2.6.14", cat::HANDSHAKE),
+            (
+                "client1/10.0.0.2:1194 CC-EEN exit message received by peer",
+                cat::STREAM_ERRORS,
+            ),
+            (
+                "client1/10.0.0.2:1194 Outgoing Data Channel: Cipher 'AES-256-GCM' initialized with 256 bit key",
+                cat::CIPHER_INIT,
             ),
             ("Initialization Sequence Completed", 0),
             ("SIGTERM[hard,] received, process exiting", 0),

@@ -658,18 +658,11 @@ impl Router {
             }
             ClientEvent::Disconnected {
                 cid,
-                reason,
+                reason: _,
                 bytes_received,
                 bytes_sent,
                 duration_secs,
             } => {
-                // As OpenVPN when a connected client announces its exit (explicit-exit-notify);
-                // a refused client's EXIT reaches an instance OpenVPN has already closed.
-                if reason.contains("[soft,remote-exit]") && self.clients.contains_key(&cid) {
-                    fx.out.push(Out::Broker(ParentToBroker::Event(Box::new(
-                        MgmtEvent::Notify("info,remote-exit,EXIT".into()),
-                    ))));
-                }
                 self.granted.remove(&cid);
                 self.envs.remove(&cid);
                 self.readdress.remove(&cid);
@@ -705,6 +698,16 @@ impl Router {
                         ))));
                     }
                     None => {}
+                }
+            }
+            ClientEvent::ExitAnnounced { cid } => {
+                // As OpenVPN when a connected client announces its exit (explicit-exit-notify
+                // on the control channel); a refused client's EXIT reaches an instance OpenVPN
+                // has already closed.
+                if self.clients.contains_key(&cid) {
+                    fx.out.push(Out::Broker(ParentToBroker::Event(Box::new(
+                        MgmtEvent::Notify("info,remote-exit,EXIT".into()),
+                    ))));
                 }
             }
             ClientEvent::CrResponse { cid, kid, response } => {

@@ -360,6 +360,7 @@ async fn serve(
             EngineEvent::ClientConnected(_)
             | EngineEvent::ClientDisconnected { .. }
             | EngineEvent::ClientFloated { .. }
+            | EngineEvent::ExitAnnounced { .. }
             | EngineEvent::CrResponse { .. } => {}
             EngineEvent::CloseTcp { .. } => {}
         }

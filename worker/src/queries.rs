@@ -57,6 +57,7 @@ pub fn client_event(ev: &EngineEvent) -> Option<ClientEvent> {
             cid: *cid,
             real_address: crate::proto::server::real_addr(to),
         }),
+        EngineEvent::ExitAnnounced { cid } => Some(ClientEvent::ExitAnnounced { cid: *cid }),
         EngineEvent::CrResponse { cid, kid, response } => Some(ClientEvent::CrResponse {
             cid: *cid,
             kid: *kid,

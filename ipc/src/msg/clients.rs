@@ -164,6 +164,13 @@ pub enum ClientEvent {
         /// The new address.
         real_address: RealAddr,
     },
+    /// An established client announced its exit on the control channel (`EXIT`, 2.6's cc-exit):
+    /// the management interface gets `>NOTIFY:info,remote-exit,EXIT` now; the client is removed
+    /// five seconds later (`Disconnected` with `SIGTERM[soft,delayed-exit]`), as OpenVPN does.
+    ExitAnnounced {
+        /// Client id.
+        cid: u64,
+    },
     /// A client waiting for a `client-pending-auth` verdict answered its challenge
     /// (`CR_RESPONSE` control message) → `>CLIENT:CR_RESPONSE`.
     CrResponse {
@@ -470,6 +477,7 @@ impl ClientEvent {
             ClientEvent::Disconnected { .. } => "Disconnected",
             ClientEvent::Floated { .. } => "Floated",
             ClientEvent::CrResponse { .. } => "CrResponse",
+            ClientEvent::ExitAnnounced { .. } => "ExitAnnounced",
         }
     }
 
@@ -479,7 +487,8 @@ impl ClientEvent {
             ClientEvent::Established { cid, .. }
             | ClientEvent::Disconnected { cid, .. }
             | ClientEvent::Floated { cid, .. }
-            | ClientEvent::CrResponse { cid, .. } => *cid,
+            | ClientEvent::CrResponse { cid, .. }
+            | ClientEvent::ExitAnnounced { cid } => *cid,
         }
     }
 
@@ -510,7 +519,7 @@ impl ClientEvent {
             ClientEvent::Disconnected { reason, .. } => {
                 check_text("event.reason", reason, MAX_OPTION_LEN)
             }
-            ClientEvent::Floated { .. } => Ok(()),
+            ClientEvent::Floated { .. } | ClientEvent::ExitAnnounced { .. } => Ok(()),
             ClientEvent::CrResponse { response, .. } => {
                 if valid_cr_response(response) {
                     Ok(())

@@ -238,6 +238,11 @@ pub enum EngineEvent {
         /// the new address
         to: PeerAddr,
     },
+    /// a client announced its exit on the control channel (`EXIT`)
+    ExitAnnounced {
+        /// the client id
+        cid: u64,
+    },
     /// a client waiting for a pending verdict sent `CR_RESPONSE` (already checked with
     /// `valid_cr_response`)
     CrResponse {

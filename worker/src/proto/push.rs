@@ -218,6 +218,25 @@ where
     Ok(out)
 }
 
+/// A control message as OpenVPN logs it (`SENT CONTROL`): the value of an `auth-token`, an
+/// `echo` and a `SESS_ID_…` item is left out up to the next comma, the keyword kept (OpenVPN's
+/// sanitize_control_message; Bulwark leaves tokens out at every verbosity).
+pub fn sanitize_control_message(msg: &str) -> String {
+    const MARKERS: [(&str, usize); 3] = [("auth-token ", 10), ("echo ", 4), ("SESS_ID_", 7)];
+    let mut out = String::with_capacity(msg.len());
+    for (n, item) in msg.split(',').enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        let cut = MARKERS
+            .iter()
+            .filter_map(|(m, keep)| item.find(m).map(|at| at + keep))
+            .min();
+        out.push_str(cut.map_or(item, |c| &item[..c]));
+    }
+    out
+}
+
 /// Stand-alone token refresh after a renegotiation: `PUSH_REPLY,auth-token <token>`.
 pub fn auth_token_refresh(token: &str) -> Result<String, PushError> {
     let opt = format!("auth-token {token}");
@@ -552,6 +571,19 @@ pub fn halt(flags: SignalFlags, message: Option<&str>) -> Result<String, PushErr
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_messages_are_logged_without_secrets() {
+        assert_eq!(
+            sanitize_control_message("PUSH_REPLY,route-gateway 10.8.0.1,ping 10"),
+            "PUSH_REPLY,route-gateway 10.8.0.1,ping 10"
+        );
+        assert_eq!(
+            sanitize_control_message("PUSH_REPLY,auth-token SESS_ID_AT_abc,ping 10,echo secret x"),
+            "PUSH_REPLY,auth-token,ping 10,echo"
+        );
+        assert_eq!(sanitize_control_message("SESS_ID_xyz"), "SESS_ID");
+    }
 
     fn params(features: ProtocolFeatures) -> ClientPushParams<'static> {
         ClientPushParams {

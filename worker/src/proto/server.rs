@@ -362,6 +362,10 @@ impl Server {
             Some(v2) => Some(*v2.kc.as_bytes()),
             None => self.group_key,
         };
+        // OpenVPN (D_CIPHER_INIT, verb 4) as it sets up the new instance's control channel keys
+        for l in wrapper.key_init_lines("Control Channel Encryption") {
+            out.log(LogClass::Detail, format!("{from} {l}"));
+        }
         let mut peer = match Peer::new(
             Arc::clone(&self.cfg),
             cid,
@@ -471,6 +475,12 @@ impl Server {
             return;
         };
         if !self.source_allowed(cid, src) {
+            // As OpenVPN: an IPv6 link-local source (the client's router solicitations and the
+            // like) is dropped without a word; any other foreign source is logged and counted.
+            if matches!(src, std::net::IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80) {
+                out.recycle(plain.into_buffer());
+                return;
+            }
             self.stats.spoofed += 1;
             out.log(
                 LogClass::Detail,

@@ -241,6 +241,9 @@ pub struct Peer {
     close_at: Option<Instant>,
     /// why the session ends when `close_at` fires (None: the peer asked to exit)
     close_reason: Option<&'static str>,
+    /// Whether the log prefix names the client (`CN/ip:port`): from the line after
+    /// `Peer Connection Initiated` on, as OpenVPN's instance prefix (multi.c generate_prefix).
+    prefix_has_cn: bool,
     superseded_by: Option<u64>,
     /// a TLS failure that must be reported when the session ends
     failure: Option<String>,
@@ -324,6 +327,7 @@ impl Peer {
             push_sent_at: None,
             close_at: None,
             close_reason: None,
+            prefix_has_cn: false,
             superseded_by: None,
             failure: None,
             client_push: None,
@@ -397,9 +401,11 @@ impl Peer {
         self.superseded_by
     }
 
-    /// OpenVPN's log prefix: `CN/ip:port` after authentication, `ip:port` before.
+    /// OpenVPN's log prefix: `CN/ip:port` once the connection was initiated, `ip:port` before
+    /// (also for the peer-info lines and `Peer Connection Initiated` itself, which OpenVPN prints
+    /// before it gives the instance its name).
     pub fn log_prefix(&self) -> String {
-        if self.common_name.is_empty() {
+        if self.common_name.is_empty() || !self.prefix_has_cn {
             self.addr.to_string()
         } else {
             format!("{}/{}", self.common_name, self.addr)
@@ -808,8 +814,9 @@ impl Peer {
         self.neg.framing =
             CompressionFraming::for_client(msg.uses_compression(), info.comp_stub_v2());
         let prefix = self.log_prefix();
+        // OpenVPN: D_HANDSHAKE (verb 2)
         for (k, v) in &info.vars {
-            out.log(LogClass::Detail, format!("{prefix} peer info: {k}={v}"));
+            out.log(LogClass::Info, format!("{prefix} peer info: {k}={v}"));
         }
         self.peer_info = Some(info);
         Ok(())
@@ -866,15 +873,29 @@ impl Peer {
             }
             PeerOutcome::Continue
         } else if msg == "EXIT" || msg.starts_with("EXIT,") {
+            if self.close_at.is_some() {
+                // already closing (a retransmitted EXIT, or after AUTH_FAILED): OpenVPN's
+                // schedule_exit arms once
+                return PeerOutcome::Continue;
+            }
+            // OpenVPN's words and levels (D_STREAM_ERRORS, D_SCHED_EXIT): the instance lingers
+            // so retransmits and ACKs do not start a new session, then goes with
+            // SIGTERM[soft,delayed-exit].
+            let prefix = self.log_prefix();
+            out.log(
+                LogClass::Error,
+                format!("{prefix} CC-EEN exit message received by peer"),
+            );
             out.log(
                 LogClass::Info,
-                format!(
-                    "{} SIGTERM[soft,remote-exit] received, client-instance exiting",
-                    self.log_prefix()
-                ),
+                format!("{prefix} Delayed exit in {} seconds", LINGER.as_secs()),
             );
+            out.events
+                .push(super::io::EngineEvent::ExitAnnounced { cid: self.cid });
             self.phase = Phase::Closing;
             self.close_at = Some(now + LINGER);
+            self.close_reason =
+                Some("SIGTERM[soft,delayed-exit] received, client-instance exiting");
             PeerOutcome::Continue
         } else {
             out.log(
@@ -911,11 +932,13 @@ impl Peer {
             out.log(
                 LogClass::Info,
                 format!(
-                    "{} Peer Connection Initiated with {}",
+                    "{} [{}] Peer Connection Initiated with {}",
                     self.log_prefix(),
+                    self.common_name,
                     self.addr.actual()
                 ),
             );
+            self.prefix_has_cn = true;
             if self.cfg.defer_auth {
                 self.phase = Phase::WaitingAuth;
                 self.auth_deadline = Some(now + self.cfg.hand_window);
@@ -982,9 +1005,10 @@ impl Peer {
             };
             keys::Key2::from_legacy_prf(&src).map_err(|e| e.to_string())?
         };
+        let digest = Digest::parse(&auth).map_err(|e| e.to_string())?;
         let dcfg = DataKeyConfig {
             cipher,
-            auth: Digest::parse(&auth).map_err(|e| e.to_string())?,
+            auth: digest,
             key_id,
             peer_id: data_v2.then_some(peer_id),
             replay_window: replay.0,
@@ -995,15 +1019,91 @@ impl Peer {
         let delay = reneg_half.map_or(hand_window, |h| h.min(hand_window));
         ks.send_ok_at = Some(if key_id == 0 { now } else { now + delay });
         let _ = now_unix;
-        out.log(
-            LogClass::Info,
-            format!(
-                "{prefix} Data Channel: cipher '{}', peer-id: {}",
-                cipher.name(),
-                self.peer_id
-            ),
-        );
+        // OpenVPN (D_CIPHER_INIT, verb 4), for every key
+        for dir in ["Outgoing", "Incoming"] {
+            out.log(
+                LogClass::Detail,
+                format!(
+                    "{prefix} {dir} Data Channel: Cipher '{}' initialized with {} bit key",
+                    cipher.name(),
+                    cipher.key_len() * 8
+                ),
+            );
+            if !cipher.is_aead() {
+                out.log(
+                    LogClass::Detail,
+                    format!(
+                        "{prefix} {dir} Data Channel: Using {} bit message hash '{}' for HMAC authentication",
+                        digest.len() * 8,
+                        digest.name()
+                    ),
+                );
+            }
+        }
+        if key_id == 0 {
+            self.log_deferred_options(&prefix, cipher, digest, out);
+        }
         Ok(())
+    }
+
+    /// OpenVPN's summary of what was agreed for a new connection (D_HANDSHAKE,
+    /// tls_print_deferred_options_results): the data channel, the timers, the protocol options.
+    fn log_deferred_options(&self, prefix: &str, cipher: Cipher, digest: Digest, out: &mut Outbox) {
+        let mut data = if cipher.is_aead() {
+            format!("Data Channel: cipher '{}'", cipher.name())
+        } else {
+            format!(
+                "Data Channel: cipher '{}', auth '{}'",
+                cipher.name(),
+                digest.name()
+            )
+        };
+        if self.neg.data_v2 {
+            data.push_str(&format!(", peer-id: {}", self.peer_id));
+        }
+        out.log(LogClass::Info, format!("{prefix} {data}"));
+        let mut timers = Vec::new();
+        if let Some(p) = self.cfg.ping {
+            timers.push(format!("ping {}", p.as_secs()));
+        }
+        if let Some(r) = self.cfg.ping_restart {
+            timers.push(format!("ping-restart {}", r.as_secs()));
+        }
+        if let Some((d, bytes)) = self.cfg.inactive {
+            timers.push(if bytes > 0 {
+                format!("inactive {} {bytes}", d.as_secs())
+            } else {
+                format!("inactive {}", d.as_secs())
+            });
+        }
+        if !timers.is_empty() {
+            out.log(
+                LogClass::Info,
+                format!("{prefix} Timers: {}", timers.join(", ")),
+            );
+        }
+        let mut proto = Vec::new();
+        if self.cfg.explicit_exit_notify {
+            proto.push("explicit-exit-notify 1".to_string());
+        }
+        let flags: Vec<&str> = [
+            (self.neg.cc_exit, " cc-exit"),
+            (self.neg.ekm, " tls-ekm"),
+            (self.neg.dyn_tls_crypt, " dyn-tls-crypt"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, f)| *f)
+        .collect();
+        if !flags.is_empty() {
+            proto.push(format!("protocol-flags{}", flags.concat()));
+        }
+        if !proto.is_empty() {
+            out.log(
+                LogClass::Info,
+                format!("{prefix} Protocol options: {}", proto.join(", ")),
+            );
+        }
     }
 
     /// Called by the server once an address is assigned: derive keys, send PUSH_REPLY.
@@ -1043,7 +1143,11 @@ impl Peer {
                         packets: self.cfg.replay_window.0,
                         seconds: self.cfg.replay_window.1,
                     };
-                    self.dyn_wrap = Some(ControlWrapper::tls_crypt(&sk, true, replay));
+                    let w = ControlWrapper::tls_crypt(&sk, true, replay);
+                    for l in w.key_init_lines("dynamic tls-crypt") {
+                        out.log(LogClass::Detail, format!("{} {l}", self.log_prefix()));
+                    }
+                    self.dyn_wrap = Some(w);
                 }
                 Err(e) => return PeerOutcome::Remove(format!("TLS Error: dynamic tls-crypt: {e}")),
             }
@@ -1142,18 +1246,20 @@ impl Peer {
                 return;
             }
         };
+        // OpenVPN (D_PUSH): one line per message sent, secrets taken out.
+        let prefix = self.log_prefix();
         for msg in messages {
+            out.log(
+                LogClass::Info,
+                format!(
+                    "{prefix} SENT CONTROL [{}]: '{}' (status=1)",
+                    self.common_name,
+                    push::sanitize_control_message(&msg)
+                ),
+            );
             self.send_text(self.primary.key_id, &msg, now, out);
         }
         self.push_sent_at = Some(now);
-        out.log(
-            LogClass::Detail,
-            format!(
-                "{} SENT CONTROL [{}]: 'PUSH_REPLY,...' (status=1)",
-                self.log_prefix(),
-                self.common_name
-            ),
-        );
     }
 
     fn send_text(&mut self, key_id: u8, msg: &str, now: Instant, out: &mut Outbox) {
@@ -1396,13 +1502,7 @@ impl Peer {
             }
             Magic::Occ(OccMessage::Exit) => {
                 out.recycle(pkt);
-                out.log(
-                    LogClass::Info,
-                    format!(
-                        "{} SIGTERM[soft,remote-exit] received, client-instance exiting",
-                        self.log_prefix()
-                    ),
-                );
+                // removed at once; the removal logs SIGTERM[soft,remote-exit] (the default reason)
                 self.phase = Phase::Closing;
                 self.close_at = Some(now);
                 Some(PacketBuf::default())
@@ -1594,6 +1694,7 @@ impl Peer {
     pub(crate) fn force_established(&mut self, cn: &str, now: Instant) {
         self.phase = Phase::Established;
         self.common_name = cn.to_string();
+        self.prefix_has_cn = true;
         self.inactive_since = now;
         self.inactive_bytes = 0;
     }
@@ -1630,7 +1731,7 @@ impl Peer {
             self.send_text(self.primary.key_id, message, now, out);
         }
         out.log(
-            LogClass::Detail,
+            LogClass::Info,
             format!(
                 "{} Delayed exit in {} seconds",
                 self.log_prefix(),

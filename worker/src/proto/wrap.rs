@@ -384,6 +384,18 @@ impl AuthDigest {
         false
     }
 
+    /// The name OpenVPN prints (OpenSSL's).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Md5 => "MD5",
+            Self::Sha1 => "SHA1",
+            Self::Sha224 => "SHA224",
+            Self::Sha256 => "SHA256",
+            Self::Sha384 => "SHA384",
+            Self::Sha512 => "SHA512",
+        }
+    }
+
     /// HMAC over the concatenation of `parts`, written to `out[..self.len()]`.
     fn mac(self, key: &[u8], parts: &[&[u8]], out: &mut [u8; 64]) -> Result<(), WrapError> {
         macro_rules! run {
@@ -713,6 +725,33 @@ impl ControlWrapper {
     /// Name of the wrapping mode ("none", "tls-auth", "tls-crypt").
     pub fn mode_name(&self) -> &'static str {
         mode_name(&self.mode)
+    }
+
+    /// The lines OpenVPN logs (D_CIPHER_INIT, verb 4) when it sets up this wrapping's keys, under
+    /// `label` (`Control Channel Encryption` for tls-crypt and tls-crypt-v2, `dynamic tls-crypt`;
+    /// tls-auth is always `Control Channel Authentication`).
+    pub fn key_init_lines(&self, label: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        for dir in ["Outgoing", "Incoming"] {
+            match &self.mode {
+                Mode::None => {}
+                Mode::Auth(k) => v.push(format!(
+                    "{dir} Control Channel Authentication: Using {} bit message hash '{}' for HMAC authentication",
+                    k.digest.len() * 8,
+                    k.digest.name()
+                )),
+                Mode::Crypt(_) => {
+                    // tls-crypt is AES-256-CTR with HMAC-SHA256, fixed by the protocol
+                    v.push(format!(
+                        "{dir} {label}: Cipher 'AES-256-CTR' initialized with 256 bit key"
+                    ));
+                    v.push(format!(
+                        "{dir} {label}: Using 256 bit message hash 'SHA256' for HMAC authentication"
+                    ));
+                }
+            }
+        }
+        v
     }
 
     /// Marks the first send packet id as used (after the stateless cookie reply went out with id 1), so
