@@ -103,7 +103,7 @@ impl AuditSink {
         match self {
             AuditSink::Log => {
                 crate::logging::without_management_forwarding(|| {
-                    tracing::info!("MANAGEMENT AUDIT: {}", format_fields(rec));
+                    tracing::info!(verb = 3u8, "MANAGEMENT AUDIT: {}", format_fields(rec));
                 });
                 Ok(())
             }

@@ -268,6 +268,7 @@ impl ClientHooks {
         match ok {
             Ok(true) => {
                 tracing::info!(
+                    verb = 3u8,
                     "TLS: Username/Password authentication succeeded for username '{}'",
                     req.username.as_deref().unwrap_or("")
                 );
@@ -539,6 +540,7 @@ impl ClientHooks {
         loop {
             if let Some(st) = child.try_wait()? {
                 tracing::info!(
+                    verb = 3u8,
                     "AUDIT: ran {} as uid {} gid {}: {}",
                     args[0],
                     self.uid,

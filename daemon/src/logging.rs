@@ -68,18 +68,6 @@ pub enum Sink {
     Syslog(String),
 }
 
-/// The level filter for an OpenVPN `verb` value.
-pub fn level_for_verb(verb: u8) -> tracing::level_filters::LevelFilter {
-    use tracing::level_filters::LevelFilter;
-    match verb {
-        0 => LevelFilter::ERROR,
-        1..=2 => LevelFilter::WARN,
-        3..=4 => LevelFilter::INFO,
-        5..=6 => LevelFilter::DEBUG,
-        _ => LevelFilter::TRACE,
-    }
-}
-
 /// How a line starts (file and stderr sinks; syslog lines never carry a time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinePrefix {
@@ -170,13 +158,15 @@ pub fn set_mute(cutoff: u32) {
 }
 
 /// The lowest `verb` at which an event of `level` without a `verb` field is shown: errors at
-/// every verbosity, warnings from 1, information from 3, debug from 5, trace from 7 (see
-/// [`level_for_verb`]).
+/// every verbosity, warnings and information (OpenVPN's M_INFO) from 1, debug from 5, trace
+/// from 7.
 pub fn default_verb_of(level: &Level) -> u8 {
     match *level {
         Level::ERROR => 0,
         Level::WARN => 1,
-        Level::INFO => 3,
+        // OpenVPN's M_INFO: the daemon's own lifecycle lines (start, device, Initialization
+        // Sequence Completed, signals, exit) show from verb 1; per-client lines carry `verb = 3`.
+        Level::INFO => 1,
         Level::DEBUG => 5,
         Level::TRACE => 7,
     }
@@ -715,10 +705,10 @@ mod tests {
 
     #[test]
     fn verb_levels() {
-        use tracing::level_filters::LevelFilter;
-        assert_eq!(level_for_verb(0), LevelFilter::ERROR);
-        assert_eq!(level_for_verb(3), LevelFilter::INFO);
-        assert_eq!(level_for_verb(9), LevelFilter::TRACE);
+        assert_eq!(default_verb_of(&Level::ERROR), 0);
+        assert_eq!(default_verb_of(&Level::INFO), 1);
+        assert_eq!(default_verb_of(&Level::DEBUG), 5);
+        assert_eq!(default_verb_of(&Level::TRACE), 7);
     }
 
     /// `(seconds, microseconds, flags, message)` of a machine-readable-output line.

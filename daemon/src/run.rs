@@ -974,7 +974,7 @@ async fn supervise(
                             bulwark_ipc::msg::clients::AuthVerdict::Deny { reason, .. } => format!("deny ({reason})"),
                             bulwark_ipc::msg::clients::AuthVerdict::Pending { timeout_secs, .. } => format!("pending ({timeout_secs} s)"),
                         };
-                        tracing::info!("AUDIT: client authorisation cid={cid} kid={kid}: {decision}");
+                        tracing::info!(verb = 3u8, "AUDIT: client authorisation cid={cid} kid={kid}: {decision}");
                         match &verdict {
                             bulwark_ipc::msg::clients::AuthVerdict::Accept(_) => sup.router.counters.auth_accepted += 1,
                             bulwark_ipc::msg::clients::AuthVerdict::Deny { .. } => sup.router.counters.auth_denied += 1,
