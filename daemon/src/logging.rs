@@ -544,12 +544,15 @@ pub fn init(
     prefix: LinePrefix,
 ) -> Result<(), LoggingError> {
     let (writer, prefix) = match sink {
-        Sink::Stdout { errors_to_stderr } => (
-            BoxMakeWriter::new(StdMaker {
-                errors_to_stderr: *errors_to_stderr,
-            }),
-            prefix,
-        ),
+        Sink::Stdout { errors_to_stderr } => {
+            TRACE_TO_STDERR.store(true, std::sync::atomic::Ordering::Relaxed);
+            (
+                BoxMakeWriter::new(StdMaker {
+                    errors_to_stderr: *errors_to_stderr,
+                }),
+                prefix,
+            )
+        }
         Sink::File {
             path,
             append,
@@ -652,8 +655,35 @@ pub fn emit_child_record(rec: &LogRecord) {
         Severity::Warning => tracing::warn!(verb, "{}", rec.message),
         Severity::Info => tracing::info!(verb, "{}", rec.message),
         Severity::Debug => tracing::debug!(verb, "{}", rec.message),
+        Severity::PacketTrace => write_packet_trace(&rec.message),
     }
     FROM_BROKER.with(|c| c.set(false));
+}
+
+/// Where the verb-5 packet characters go, as OpenVPN's (written to its stderr, which is the log
+/// file under `log`/`log-append`): the log file, standard error when logging to standard output,
+/// nowhere under syslog.
+static TRACE_TO_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes `R`/`W`/`r`/`w` characters as they are (no time, no newline), only at exactly verb 5;
+/// anything else in the text is not a packet character and is dropped.
+fn write_packet_trace(text: &str) {
+    if VERB.load(std::sync::atomic::Ordering::Relaxed) != 5 {
+        return;
+    }
+    let chars: String = text
+        .chars()
+        .filter(|c| matches!(c, 'R' | 'W' | 'r' | 'w'))
+        .collect();
+    if chars.is_empty() {
+        return;
+    }
+    if let Some(lf) = LOG_FILE.get() {
+        let mut w = LogFileWriter(lf.file.lock().ok());
+        let _ = w.write_all(chars.as_bytes());
+    } else if TRACE_TO_STDERR.load(std::sync::atomic::Ordering::Relaxed) {
+        let _ = std::io::stderr().lock().write_all(chars.as_bytes());
+    }
 }
 
 #[cfg(test)]

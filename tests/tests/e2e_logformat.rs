@@ -37,6 +37,17 @@ fn machine_line(l: &str) -> Option<(u32, &str)> {
 /// Runs the daemon with `directive` and a log file, connects a stock client, stops the daemon and
 /// returns the log and the file's permission bits and group.
 fn run_with(test: &str, tag: &str, directive: &str) -> Option<(String, u32, u32)> {
+    run_at(test, tag, directive, 3, false)
+}
+
+/// [`run_with`] at `verb`, optionally pinging the server through the tunnel.
+fn run_at(
+    test: &str,
+    tag: &str,
+    directive: &str,
+    verb: u8,
+    traffic: bool,
+) -> Option<(String, u32, u32)> {
     let p = require_privileged(test)?;
     let dir = TestDir::new(test).expect("test dir");
     let net = NetPair::new(&p, tag).expect("namespaces");
@@ -49,7 +60,7 @@ fn run_with(test: &str, tag: &str, directive: &str) -> Option<(String, u32, u32)
     let extra = [
         directive.to_string(),
         format!("log {}", log.display()),
-        "verb 3".to_string(),
+        format!("verb {verb}"),
     ];
     let refs: Vec<&str> = extra.iter().map(String::as_str).collect();
     let mut server =
@@ -72,6 +83,9 @@ fn run_with(test: &str, tag: &str, directive: &str) -> Option<(String, u32, u32)
         Duration::from_secs(10),
     )
     .expect("peer line");
+    if traffic {
+        ping(net.client_ns(), "10.8.0.1", 3, Duration::from_secs(10)).expect("ping");
+    }
     c.stop().expect("stop client");
     server
         .kill(nix::sys::signal::Signal::SIGTERM)
@@ -257,4 +271,33 @@ fn mute_cuts_a_run_of_one_category_and_counts_it() {
         text.contains("Peer Connection Initiated with [AF_INET]"),
         "{text}"
     );
+}
+
+/// `verb 5`: OpenVPN's packet characters (`R`/`W` link read/write, `r`/`w` TUN read/write) go to
+/// the log file as they are, between the lines; at `verb 4` there are none.
+#[test]
+fn verb5_writes_openvpns_packet_characters() {
+    let Some((text, _, _)) = run_at("logfmt_rw", "lrw", "", 5, true) else {
+        return;
+    };
+    // the characters end up in front of the next line's timestamp: "RwrW2026-12-07 ..."
+    let runs: String = text
+        .lines()
+        .map(|l| l.split(|c: char| c.is_ascii_digit()).next().unwrap_or(""))
+        .filter(|p| !p.is_empty() && p.chars().all(|c| matches!(c, 'R' | 'W' | 'r' | 'w')))
+        .collect();
+    for c in ['R', 'W', 'r', 'w'] {
+        assert!(runs.contains(c), "no {c:?} in the packet characters {runs:?}:\n{text}");
+    }
+    // the link was read at least once per ping request and written once per reply
+    assert!(runs.matches('R').count() >= 3 && runs.matches('W').count() >= 3, "{runs}");
+    let Some((text4, _, _)) = run_at("logfmt_rw4", "lr4", "", 4, true) else {
+        return;
+    };
+    for l in text4.lines() {
+        assert!(
+            l.as_bytes().first().is_some_and(u8::is_ascii_digit),
+            "verb 4 line not starting with its time: {l:?}"
+        );
+    }
 }

@@ -154,6 +154,7 @@ pub async fn run(
     transport: Transport,
     tun: OwnedFd,
     mut commands: mpsc::Receiver<DriverCommand>,
+    verb: std::sync::Arc<std::sync::atomic::AtomicU8>,
     mut on_event: impl FnMut(EngineEvent),
 ) -> Result<DriverStats, DriverError> {
     set_nonblocking(&tun).map_err(|source| DriverError::Register {
@@ -239,7 +240,10 @@ pub async fn run(
     tokio::pin!(sleep);
     let mut armed: Option<Instant> = None;
 
+    // OpenVPN's verb-5 packet characters of this loop turn (see `PacketTrace`)
+    let mut rw = String::new();
     loop {
+        let trace = verb.load(std::sync::atomic::Ordering::Relaxed) == 5;
         let deadline = engine.next_timeout();
         if deadline != armed {
             sleep.as_mut().reset(match deadline {
@@ -273,11 +277,17 @@ pub async fn run(
                                     Some(d) => {
                                         for seg in d.segments() {
                                             io.stats.udp_recv_datagrams += 1;
+                                            if trace {
+                                                rw.push('R');
+                                            }
                                             engine.on_datagram(PeerAddr::Udp(d.from), seg, now, now_unix, &mut out);
                                         }
                                     }
                                     None => io.stats.udp_dropped += 1,
                                 }
+                            }
+                            if trace {
+                                note_writes(&out, &mut rw);
                             }
                             io.flush(&mut out, &mut on_event).await;
                             if n < rx.capacity() {
@@ -306,6 +316,9 @@ pub async fn run(
                         Ok(Ok(0)) => break,
                         Ok(Ok(n)) if vnet => {
                             reads += 1;
+                            if trace {
+                                rw.push('r');
+                            }
                             let frame = &tunbuf[..n];
                             let res = crate::offload::VnetHdr::parse(frame).and_then(|h| {
                                 crate::offload::segment(&frame[crate::offload::VNET_HDR_LEN..], &h, &mut segbuf, |p| {
@@ -320,6 +333,9 @@ pub async fn run(
                         }
                         Ok(Ok(n)) => {
                             reads += 1;
+                            if trace {
+                                rw.push('r');
+                            }
                             engine.on_tun_packet(&tunbuf[..n], now, now_unix, &mut out);
                         }
                         Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -360,8 +376,25 @@ pub async fn run(
                 engine.on_timeout(Instant::now(), unix_now(), &mut out);
             }
         }
+        if trace {
+            note_writes(&out, &mut rw);
+        }
         io.flush(&mut out, &mut on_event).await;
+        // in records well below the log channel's message limit (the characters are ASCII)
+        while !rw.is_empty() {
+            let rest = rw.split_off(rw.len().min(4096));
+            on_event(EngineEvent::Log {
+                class: crate::proto::io::LogClass::PacketTrace,
+                line: std::mem::replace(&mut rw, rest),
+            });
+        }
     }
+}
+
+/// Appends OpenVPN's `W` for every datagram or frame and `w` for every TUN packet `out` holds.
+fn note_writes(out: &Outbox, rw: &mut String) {
+    rw.extend(std::iter::repeat_n('W', out.transmits.len()));
+    rw.extend(std::iter::repeat_n('w', out.tun.len()));
 }
 
 /// A deadline that never comes in practice (the timer arm is disabled while nothing is armed).

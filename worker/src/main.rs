@@ -350,9 +350,16 @@ async fn serve(
                     LogClass::Info => (Severity::Info, 3),
                     LogClass::Detail => (Severity::Info, 4),
                     LogClass::Debug => (Severity::Debug, 7),
+                    LogClass::PacketTrace => (Severity::PacketTrace, 5),
                 };
-                // verbosity is applied at the source
-                if level <= verb_ev.load(Ordering::Relaxed) {
+                // verbosity is applied at the source; the packet characters only at exactly 5,
+                // as OpenVPN's (at 6 and above its packet lines replace them)
+                let v = verb_ev.load(Ordering::Relaxed);
+                let shown = match class {
+                    LogClass::PacketTrace => v == 5,
+                    _ => level <= v,
+                };
+                if shown {
                     log.log(sev, level, &line);
                 }
             }
@@ -365,7 +372,7 @@ async fn serve(
             EngineEvent::CloseTcp { .. } => {}
         }
     };
-    let drive = driver::run(engine, transport, tun, rx, on_event);
+    let drive = driver::run(engine, transport, tun, rx, Arc::clone(&verb), on_event);
     tokio::pin!(drive);
     let mut control_open = true;
     loop {

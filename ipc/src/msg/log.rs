@@ -44,6 +44,9 @@ pub enum Severity {
     Info,
     /// Debug output (`D_*` classes above the default verbosity).
     Debug,
+    /// OpenVPN's packet characters at exactly `verb 5` (`R`/`W`: link read/write, `r`/`w`: TUN
+    /// read/write), written as they are: no time, no newline, not on the management stream.
+    PacketTrace,
 }
 
 impl Severity {
@@ -54,7 +57,7 @@ impl Severity {
             Severity::Error => 'N',
             Severity::Warning => 'W',
             Severity::Info => 'I',
-            Severity::Debug => 'D',
+            Severity::Debug | Severity::PacketTrace => 'D',
         }
     }
 
@@ -64,7 +67,7 @@ impl Severity {
             Severity::Fatal | Severity::Error => tracing::Level::ERROR,
             Severity::Warning => tracing::Level::WARN,
             Severity::Info => tracing::Level::INFO,
-            Severity::Debug => tracing::Level::DEBUG,
+            Severity::Debug | Severity::PacketTrace => tracing::Level::DEBUG,
         }
     }
 }

@@ -128,10 +128,17 @@ fn main() -> ExitCode {
     };
     let (_tx, rx) = tokio::sync::mpsc::channel(1);
     println!("engine-harness: Initialization Sequence Completed");
-    let res = rt.block_on(driver::run(engine, transport, tun_fd, rx, |ev| match ev {
-        EngineEvent::Log { line, .. } => println!("{line}"),
-        other => println!("event: {other:?}"),
-    }));
+    let res = rt.block_on(driver::run(
+        engine,
+        transport,
+        tun_fd,
+        rx,
+        std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0)),
+        |ev| match ev {
+            EngineEvent::Log { line, .. } => println!("{line}"),
+            other => println!("event: {other:?}"),
+        },
+    ));
     drop(tun);
     match res {
         Ok(_) => ExitCode::SUCCESS,

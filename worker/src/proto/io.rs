@@ -202,6 +202,8 @@ pub enum LogClass {
     Detail,
     /// debugging (verb ≥ 7)
     Debug,
+    /// the driver's `R`/`W`/`r`/`w` packet characters (exactly verb 5; never from the engine)
+    PacketTrace,
 }
 
 /// Something the engine wants the rest of the system to know.
