@@ -287,10 +287,16 @@ fn verb5_writes_openvpns_packet_characters() {
         .filter(|p| !p.is_empty() && p.chars().all(|c| matches!(c, 'R' | 'W' | 'r' | 'w')))
         .collect();
     for c in ['R', 'W', 'r', 'w'] {
-        assert!(runs.contains(c), "no {c:?} in the packet characters {runs:?}:\n{text}");
+        assert!(
+            runs.contains(c),
+            "no {c:?} in the packet characters {runs:?}:\n{text}"
+        );
     }
     // the link was read at least once per ping request and written once per reply
-    assert!(runs.matches('R').count() >= 3 && runs.matches('W').count() >= 3, "{runs}");
+    assert!(
+        runs.matches('R').count() >= 3 && runs.matches('W').count() >= 3,
+        "{runs}"
+    );
     let Some((text4, _, _)) = run_at("logfmt_rw4", "lr4", "", 4, true) else {
         return;
     };

@@ -596,7 +596,7 @@ impl Server {
             let real = real_addr(&p.addr());
             let info = p.client_info();
             let (v4, v6) = p.virtual_addrs();
-            let established = p.is_established();
+            let established = p.listed_by_name();
             let cn = p.common_name();
             let since = if p.connected_since() == 0 {
                 now_unix

@@ -391,6 +391,13 @@ impl Peer {
         self.phase == Phase::Established
     }
 
+    /// Whether the status lists this session under its common name: established, or an
+    /// established client lingering before it goes (its `EXIT`, a `client-kill`), which OpenVPN
+    /// still lists as connected until the instance closes.
+    pub fn listed_by_name(&self) -> bool {
+        self.is_established() || (self.phase == Phase::Closing && self.lease.is_some())
+    }
+
     /// Marks this session as replaced by a newer one from the same address.
     pub fn set_superseded_by(&mut self, cid: u64) {
         self.superseded_by = Some(cid);
