@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared set-up of the bench scripts (sourced; bash). Expects $WORK, $S, $C to be set.
 #   bench_netns_up NET      two namespaces $S/$C joined by veth0/veth1, addresses 10.99.NET.1/.2
 #   bench_netns_down        kill everything left in $S/$C, delete them, remove $WORK

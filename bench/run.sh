@@ -1,23 +1,50 @@
 #!/usr/bin/env bash
 # Bulwark vs OpenVPN 2.6 data-plane benchmark, interleaved A B A B (see bench/README.md).
-#   bench/run.sh [--pairs N] [--secs S] [--quick]
+#   bench/run.sh [--pairs N] [--secs S] [--quick] [--no-build]
+#                [--udp-rate RATE] [--pps N] [--handshakes N] [--hs-batch N] [--hs-timeout S]
 # A = /usr/sbin/openvpn as the server, B = Bulwark (release build); the same stock OpenVPN 2.6 client,
 # certificates, port, `server 10.8.0.0 255.255.255.0`, `topology subnet`, tls-crypt, AES-256-GCM.
+# Per run: TCP bulk up + down, a fixed-rate UDP load, a small-packet fixed-pps UDP load (server runs
+# data A, data B) and then the handshake-rate mode (server runs hs A, hs B, `duplicate-cn` added).
 # Everything runs inside two network namespaces created here and removed on exit (also on failure).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PAIRS=5; SECS=10
+UDP_RATE=200M      # iperf3 -b for the fixed-rate UDP load (1400-byte payloads); 0 = skip
+PPS=20000          # packets/s of the small-packet load (64-byte payloads); 0 = skip
+HANDSHAKES=30      # stock clients per handshake run; 0 = skip
+HS_BATCH=5         # clients started in parallel per batch
+HS_TIMEOUT=30      # seconds a batch may take until every client says "Initialization Sequence Completed"
+SEG=1400           # bytes of one "segment equivalent" (per-segment metrics)
 while [ $# -gt 0 ]; do
     case "$1" in
         --pairs) PAIRS="$2"; shift 2 ;;
         --secs) SECS="$2"; shift 2 ;;
         --quick) PAIRS=1; SECS=5; shift ;;
         --no-build) NOBUILD=1; shift ;;
+        --udp-rate) UDP_RATE="$2"; shift 2 ;;
+        --pps) PPS="$2"; shift 2 ;;
+        --handshakes) HANDSHAKES="$2"; shift 2 ;;
+        --hs-batch) HS_BATCH="$2"; shift 2 ;;
+        --hs-timeout) HS_TIMEOUT="$2"; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
+isint() { [[ "$1" =~ ^[0-9]+$ ]]; }
+for v in PAIRS SECS PPS HANDSHAKES HS_BATCH HS_TIMEOUT; do isint "${!v}" || { echo "$v must be a non-negative integer" >&2; exit 2; }; done
+[[ "$UDP_RATE" =~ ^[0-9]+(\.[0-9]+)?[KMG]?$ ]] || { echo "--udp-rate: a number with an optional K/M/G suffix (bits/s), 0 = skip" >&2; exit 2; }
+inrange() { [ "$1" -ge "$2" ] && [ "$1" -le "$3" ]; }
+inrange "$PAIRS" 1 1000 || { echo "--pairs between 1 and 1000" >&2; exit 2; }
+inrange "$SECS" 1 600 || { echo "--secs between 1 and 600" >&2; exit 2; }
+[ "$PPS" -le 200000 ] || { echo "--pps at most 200000" >&2; exit 2; }
+# connect-freq-initial's default (100 initial replies per 10 s, both servers) would otherwise turn part of
+# a fast run into a measurement of that limiter; stopped clients also keep their pool address (10.8.0.0/24)
+# until the server's ping-restart
+[ "$HANDSHAKES" -le 90 ] || { echo "--handshakes at most 90" >&2; exit 2; }
+inrange "$HS_BATCH" 1 20 || { echo "--hs-batch between 1 and 20" >&2; exit 2; }
+inrange "$HS_TIMEOUT" 1 300 || { echo "--hs-timeout between 1 and 300" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "bench needs root (network namespaces, TUN)" >&2; exit 1; }
-for t in openvpn iperf3 ip python3; do command -v "$t" >/dev/null || { echo "missing $t (apt-get install openvpn iperf3 iproute2 python3)" >&2; exit 1; }; done
+for t in openvpn iperf3 ip python3 timeout; do command -v "$t" >/dev/null || { echo "missing $t (apt-get install openvpn iperf3 iproute2 python3 coreutils)" >&2; exit 1; }; done
 # --no-build: measure the binaries already in target/release (say so when reporting figures)
 [ -n "${NOBUILD:-}" ] || cargo build --release --bins >/dev/null
 BW="$PWD/target/release/bulwark"
@@ -32,38 +59,73 @@ trap cleanup EXIT
 bench_netns_up 50
 # same server config for both
 bench_pki 50
+# the handshake mode runs N clients with the one client1 certificate at once: that server config only
+# gets `duplicate-cn` (without it each new client would replace the previous one)
+cp "$WORK/pki/server.conf" "$WORK/pki/server-hs.conf"
+echo "duplicate-cn" >> "$WORK/pki/server-hs.conf"
 OFFLOAD=$(ip netns exec "$S" sh -c 'command -v ethtool >/dev/null && ethtool -k veth0 | grep -E "^(tx-checksumming|generic-segmentation-offload|generic-receive-offload|tcp-segmentation-offload):" | tr "\n" ";"' || echo "ethtool not installed")
+HZ=$(getconf CLK_TCK)
 
 cpu_ticks() { # sum utime+stime of the server processes in ns S (not iperf3)
     local tot=0
     for p in $(ip netns pids "$S"); do
-        local comm; comm=$(cat /proc/$p/comm 2>/dev/null || true)
+        local comm; comm=$(cat /proc/"$p"/comm 2>/dev/null || true)
         case "$comm" in openvpn|bulwark|bulwark-worker|bulwark-mgmt)
-            tot=$((tot + $(awk '{print $14+$15}' /proc/$p/stat))) ;;
+            tot=$((tot + $(awk '{print $14+$15}' /proc/"$p"/stat))) ;;
         esac
     done
     echo $tot
 }
-tun_stat() { ip netns exec "$S" cat /sys/class/net/tun0/statistics/$1; }
+tun_stat() { ip netns exec "$S" cat /sys/class/net/tun0/statistics/"$1"; }
 server_pids() { # comma-separated pids of the server processes in ns S
     local out=""
     for p in $(ip netns pids "$S"); do
-        case "$(cat /proc/$p/comm 2>/dev/null || true)" in openvpn|bulwark|bulwark-worker|bulwark-mgmt) out="$out${out:+,}$p" ;; esac
+        case "$(cat /proc/"$p"/comm 2>/dev/null || true)" in openvpn|bulwark|bulwark-worker|bulwark-mgmt) out="$out${out:+,}$p" ;; esac
     done
     echo "$out"
 }
 sys_ticks() { awk '/^cpu /{print $2+$3+$4+$6+$7+$8}' /proc/stat; }
+# idle+iowait+steal of the machine: kept exactly (nanoseconds, shown in ticks) by the NO_HZ idle code, while
+# the busy columns above are sampled at the tick, which misses much of a bursty fixed-rate load
+idle_ticks() { awk '/^cpu /{print $5+$6+$9}' /proc/stat; }
+NCPU=$(getconf _NPROCESSORS_ONLN)
+# counters around one measurement window: snap PREFIX appends "PREFIX_cpu ticks", "PREFIX_bytes",
+# "PREFIX_pkts", "PREFIX_sys", "PREFIX_idle", "PREFIX_ns" (wall clock) to $RAW; the python below takes
+# the differences
+snap() {
+    echo "$1_cpu $(cpu_ticks)
+$1_bytes $(( $(tun_stat rx_bytes) + $(tun_stat tx_bytes) ))
+$1_pkts $(( $(tun_stat rx_packets) + $(tun_stat tx_packets) ))
+$1_sys $(sys_ticks)
+$1_idle $(idle_ticks)
+$1_ns $(date +%s%N)" >> "$RAW"
+}
+# iperf3 client in ns C with a hard time bound; the JSON goes to $1 (an empty/invalid file = failed)
+iperf() {
+    local out=$1; shift
+    ip netns exec "$C" timeout -k 5 $((SECS + 30)) iperf3 -c 10.8.0.1 -t "$SECS" -J "$@" > "$out" 2>/dev/null \
+        || echo "warning: iperf3 $* failed or timed out (see $out)" >&2
+}
+kill_ns_procs() { # SIGTERM everything in both namespaces, then wait (bounded) until they are gone
+    for p in $(ip netns pids "$C") $(ip netns pids "$S"); do kill "$p" 2>/dev/null || true; done
+    for _ in $(seq 1 50); do [ -z "$(ip netns pids "$C")$(ip netns pids "$S")" ] && break; sleep 0.1; done
+    for p in $(ip netns pids "$C") $(ip netns pids "$S"); do kill -9 "$p" 2>/dev/null || true; done
+    sleep 1
+}
 
-run_one() { # $1 = A|B ; prints a JSON line
-    local which=$1 srv
+run_one() { # $1 = A|B, $2 = pair ; prints a JSON line
+    local which=$1 pair=$2 srv
     if [ "$which" = A ]; then srv=(openvpn --config "$WORK/pki/server.conf"); else srv=("$BW" --config "$WORK/pki/server.conf"); fi
     ip netns exec "$S" "${srv[@]}" > "$WORK/server-$which.log" 2>&1 &
     sleep 1.5
     ip netns exec "$C" openvpn --config "$WORK/pki/clients/client1.ovpn" > "$WORK/client-$which.log" 2>&1 &
-    for _ in $(seq 1 30); do ip netns exec "$C" ping -c1 -W1 10.8.0.1 >/dev/null 2>&1 && break; sleep 0.5; done
+    local up=""
+    for _ in $(seq 1 30); do ip netns exec "$C" ping -c1 -W1 10.8.0.1 >/dev/null 2>&1 && { up=1; break; }; sleep 0.5; done
+    [ -n "$up" ] || { echo "tunnel to server $which did not come up; server log:" >&2; tail -20 "$WORK/server-$which.log" >&2; exit 1; }
     ip netns exec "$S" iperf3 -s -D -p 5201 >/dev/null 2>&1; sleep 0.5
-    local hz; hz=$(getconf CLK_TCK)
-    local c0 b0 p0 s0; c0=$(cpu_ticks); b0=$(( $(tun_stat rx_bytes) + $(tun_stat tx_bytes) )); p0=$(( $(tun_stat rx_packets) + $(tun_stat tx_packets) )); s0=$(sys_ticks)
+    RAW="$WORK/raw-$which-$pair.txt"; : > "$RAW"
+    local J="$WORK/iperf-$which-$pair"
+    snap tcp0
     # syscalls of the server processes (all threads) during both transfers: perf counting mode on the
     # raw_syscalls:sys_enter tracepoint (no per-event recording; overhead is a counter increment per syscall)
     local perfpid="" perfout="$WORK/perf-$which-$$-$RANDOM.csv"
@@ -71,56 +133,228 @@ run_one() { # $1 = A|B ; prints a JSON line
         perf stat -x, -e raw_syscalls:sys_enter -p "$(server_pids)" -o "$perfout" >/dev/null 2>&1 &
         perfpid=$!
     fi
-    local up down
-    up=$(ip netns exec "$C" iperf3 -c 10.8.0.1 -t "$SECS" -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])')
-    down=$(ip netns exec "$C" iperf3 -c 10.8.0.1 -t "$SECS" -R -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])')
-    local c1 b1 p1 s1; c1=$(cpu_ticks); b1=$(( $(tun_stat rx_bytes) + $(tun_stat tx_bytes) )); p1=$(( $(tun_stat rx_packets) + $(tun_stat tx_packets) )); s1=$(sys_ticks)
+    iperf "$J-up.json"
+    iperf "$J-down.json" -R
+    snap tcp1
     local sc=0
     if [ -n "$perfpid" ]; then
         kill -INT "$perfpid" 2>/dev/null || true; wait "$perfpid" 2>/dev/null || true
         sc=$(awk -F, '/raw_syscalls:sys_enter/{print $1+0}' "$perfout" 2>/dev/null | head -1); sc=${sc:-0}
     fi
-    for p in $(ip netns pids "$C") $(ip netns pids "$S"); do kill "$p" 2>/dev/null || true; done
-    sleep 1.5
-    python3 - "$which" "$up" "$down" "$((c1-c0))" "$((b1-b0))" "$((p1-p0))" "$((s1-s0))" "$hz" "$sc" <<'PY'
+    echo "tcp_syscalls $sc" >> "$RAW"
+    # fixed-rate UDP, client -> server, 1400-byte payloads: below both servers' ceilings, so both move the
+    # same packets and the server's CPU per packet/GB compares at equal load (no perf attached here)
+    if [ "$UDP_RATE" != 0 ]; then
+        sleep 0.5; snap udp0
+        iperf "$J-udp.json" -u -b "$UDP_RATE" -l 1400
+        snap udp1
+    fi
+    # small packets at a fixed packet rate: 64-byte payloads, -b = pps * 64 * 8
+    if [ "$PPS" != 0 ]; then
+        sleep 0.5; snap pps0
+        iperf "$J-pps.json" -u -b $((PPS * 64 * 8)) -l 64
+        snap pps1
+    fi
+    kill_ns_procs
+    python3 - "$which" "$pair" "$RAW" "$J" "$HZ" "$SEG" "$UDP_RATE" "$PPS" "$NCPU" <<'PY'
 import json,sys
-w,up,down,cpu,byts,pk,sysd,hz,sc=sys.argv[1],float(sys.argv[2]),float(sys.argv[3]),int(sys.argv[4]),int(sys.argv[5]),int(sys.argv[6]),int(sys.argv[7]),int(sys.argv[8]),int(sys.argv[9])
-cpu_s=cpu/hz; gb=byts/1e9
-print(json.dumps({"server":w,"up_mbps":up/1e6,"down_mbps":down/1e6,"server_cpu_s":cpu_s,
-  "tun_gb":gb,"server_cpu_s_per_gb":cpu_s/gb if gb else None,"cpu_us_per_packet":cpu_s*1e6/pk if pk else None,
-  "system_cpu_s_per_gb":(sysd/hz)/gb if gb else None,
-  "syscalls_per_packet":sc/pk if (pk and sc) else None}))
+w,pair,raw,J,hz,seg,udp_rate,pps=sys.argv[1],int(sys.argv[2]),sys.argv[3],sys.argv[4],int(sys.argv[5]),int(sys.argv[6]),sys.argv[7],int(sys.argv[8])
+ncpu=int(sys.argv[9])
+r={}
+for l in open(raw):
+    k,v=l.split(); r[k]=int(v)
+def d(win,k): return r[win+"1_"+k]-r[win+"0_"+k]
+def busy_s(win): # CPU-seconds of the whole machine not idle (nor iowait, nor stolen) during the window
+    return max(0.0,ncpu*d(win,"ns")/1e9-d(win,"idle")/hz)
+def ipj(name):
+    try: return json.load(open(f"{J}-{name}.json"))
+    except Exception: return None
+def div(a,b): return a/b if (a is not None and b) else None
+def tcp_bps(j):
+    try: return j["end"]["sum_received"]["bits_per_second"]
+    except Exception: return None
+def udp_sum(j):
+    # iperf3 client JSON: end.sum carries the receiver's loss after the results exchange (3.x)
+    try: s=j["end"]["sum"]
+    except Exception: return None
+    if "lost_percent" not in s and "sum_received" in j["end"]: s=j["end"]["sum_received"]
+    return s
+up,down=tcp_bps(ipj("up")),tcp_bps(ipj("down"))
+cpu_s=d("tcp","cpu")/hz; byts=d("tcp","bytes"); gb=byts/1e9; pk=d("tcp","pkts"); segs=byts/seg; sc=r["tcp_syscalls"]
+row={"server":w,"pair":pair,"kind":"data",
+  "up_mbps":div(up,1e6),"down_mbps":div(down,1e6),"server_cpu_s":cpu_s,
+  "tun_gb":gb,"tun_packets":pk,"tun_segments":segs,
+  "server_cpu_s_per_gb":div(cpu_s,gb),"cpu_us_per_packet":div(cpu_s*1e6,pk),"cpu_us_per_segment":div(cpu_s*1e6,segs),
+  "system_cpu_s_per_gb":div(d("tcp","sys")/hz,gb),"system_busy_cpu_s_per_gb":div(busy_s("tcp"),gb),
+  "syscalls_per_packet":div(sc,pk) if sc else None,"syscalls_per_segment":div(sc,segs) if sc else None}
+for win,name in (("udp","udp"),("pps","pps")):
+    if win+"0_cpu" not in r: continue
+    s=udp_sum(ipj(name))
+    cpu=d(win,"cpu")/hz; b=d(win,"bytes"); p=d(win,"pkts"); g=b/1e9
+    row[win+"_server_cpu_s"]=cpu; row[win+"_tun_packets"]=p; row[win+"_tun_gb"]=g
+    row[win+"_cpu_us_per_packet"]=div(cpu*1e6,p)
+    row[win+"_system_cpu_s"]=busy_s(win)
+    row[win+"_loss_pct"]=s.get("lost_percent") if s else None
+    row[win+"_sent_packets"]=s.get("packets") if s else None
+    row[win+"_lost_packets"]=s.get("lost_packets") if s else None
+    if win=="udp":
+        row["udp_rate"]=udp_rate
+        row["udp_mbps"]=div(s.get("bits_per_second") if s else None,1e6)
+        row["udp_server_cpu_s_per_gb"]=div(cpu,g)
+        row["udp_cpu_us_per_segment"]=div(cpu*1e6,b/seg)
+        row["udp_system_cpu_s_per_gb"]=div(busy_s(win),g)
+    else:
+        row["pps_target"]=pps
+        row["pps_sent_per_s"]=div(s.get("packets") if s else None,s.get("seconds") if s else None)
+        row["pps_system_cpu_us_per_packet"]=div(busy_s(win)*1e6,p)
+print(json.dumps(row))
 PY
+}
+
+# handshake-rate mode: $1 = A|B, $2 = pair; server with server-hs.conf, then $HANDSHAKES stock clients in
+# batches of $HS_BATCH, each stopped once its log says "Initialization Sequence Completed"
+run_hs() {
+    local which=$1 pair=$2 srv
+    if [ "$which" = A ]; then srv=(openvpn --config "$WORK/pki/server-hs.conf"); else srv=("$BW" --config "$WORK/pki/server-hs.conf"); fi
+    ip netns exec "$S" "${srv[@]}" > "$WORK/server-hs-$which-$pair.log" 2>&1 &
+    local bound=""
+    for _ in $(seq 1 50); do ip netns exec "$S" ss -Hlun 'sport = :1194' 2>/dev/null | grep -q . && { bound=1; break; }; sleep 0.1; done
+    [ -n "$bound" ] || { echo "server $which did not bind UDP 1194; log:" >&2; tail -20 "$WORK/server-hs-$which-$pair.log" >&2; exit 1; }
+    sleep 1   # let the server finish starting (Bulwark: worker and broker) before its CPU is sampled
+    python3 - "$which" "$pair" "$S" "$C" "$WORK" "$HANDSHAKES" "$HS_BATCH" "$HS_TIMEOUT" "$HZ" <<'PY'
+import json,os,signal,subprocess,sys,time
+w,pair,S,C,work=sys.argv[1],int(sys.argv[2]),sys.argv[3],sys.argv[4],sys.argv[5]
+n,batch,timeout,hz=int(sys.argv[6]),int(sys.argv[7]),float(sys.argv[8]),int(sys.argv[9])
+SERVER={"openvpn","bulwark","bulwark-worker","bulwark-mgmt"}
+def cpu_ticks():  # as cpu_ticks in run.sh: utime+stime of the server processes in ns S
+    tot=0
+    for p in subprocess.run(["ip","netns","pids",S],capture_output=True,text=True,timeout=10).stdout.split():
+        try:
+            if open(f"/proc/{p}/comm").read().strip() not in SERVER: continue
+            f=open(f"/proc/{p}/stat").read().rsplit(")",1)[1].split()
+            tot+=int(f[11])+int(f[12])   # fields 14, 15 of stat (utime, stime)
+        except (OSError,ValueError,IndexError): pass
+    return tot
+def cpu_ns():  # the same processes, all threads: sum_exec_runtime (ns) from /proc/PID/task/TID/schedstat
+    tot=0
+    for p in subprocess.run(["ip","netns","pids",S],capture_output=True,text=True,timeout=10).stdout.split():
+        try:
+            if open(f"/proc/{p}/comm").read().strip() not in SERVER: continue
+            for t in os.listdir(f"/proc/{p}/task"):
+                tot+=int(open(f"/proc/{p}/task/{t}/schedstat").read().split()[0])
+        except (OSError,ValueError,IndexError): pass
+    return tot
+profile=f"{work}/pki/clients/client1.ovpn"
+DONE="Initialization Sequence Completed"
+def stop(procs):
+    for p,_ in procs:
+        if p.poll() is None: p.send_signal(signal.SIGTERM)
+    end=time.monotonic()+5
+    for p,_ in procs:
+        try: p.wait(timeout=max(0.1,end-time.monotonic()))
+        except subprocess.TimeoutExpired: p.kill(); p.wait(timeout=5)
+c0=cpu_ticks(); n0=cpu_ns(); t0=time.monotonic()
+completed=0; failed=0; hs_wall=0.0; lat=[]; c1=c0; n1=n0; i=0
+while i<n:
+    k=min(batch,n-i); procs=[]
+    tb=time.monotonic()
+    for j in range(i,i+k):
+        log=f"{work}/hs-{w}-{pair}-{j}.log"
+        # the client1 profile as it is, at verb 3 (the line we wait for), its own tun device bwhsJ in ns C
+        p=subprocess.Popen(["ip","netns","exec",C,"openvpn","--config",profile,"--verb","3",
+                            "--dev",f"bwhs{j}","--dev-type","tun"],
+                           stdout=open(log,"w"),stderr=subprocess.STDOUT,stdin=subprocess.DEVNULL)
+        procs.append((p,log))
+    pending={log:p for p,log in procs}; last=tb; gone=0
+    while pending and time.monotonic()-tb<timeout:
+        for log,p in list(pending.items()):
+            exited=p.poll() is not None
+            try: txt=open(log).read()
+            except OSError: txt=""
+            if DONE in txt:
+                now=time.monotonic(); del pending[log]; completed+=1; lat.append(now-tb); last=now
+            elif exited:            # gave up (e.g. TLS error) without completing: failed, no need to wait
+                del pending[log]; gone+=1
+        if pending: time.sleep(0.01)
+    c1=cpu_ticks(); n1=cpu_ns()   # server CPU up to the end of this batch's handshakes (idle between batches)
+    failed+=len(pending)+gone; hs_wall+=last-tb
+    stop(procs)
+    i+=k
+total_wall=time.monotonic()-t0
+# CPU-seconds: schedstat's nanoseconds (clock ticks are 10 ms, too coarse for a few handshakes); the
+# ticks stay in the JSON as a cross-check, and are used if schedstat is not available (reads 0)
+cpu_s=(n1-n0)/1e9 if n1>n0 else (c1-c0)/hz
+lat.sort()
+print(json.dumps({"server":w,"pair":pair,"kind":"handshake","hs_clients":n,"hs_batch":batch,
+  "hs_completed":completed,"hs_failed":failed,"hs_wall_s":hs_wall,"hs_total_wall_s":total_wall,
+  "hs_per_s":completed/hs_wall if (completed and hs_wall>0) else None,
+  "hs_server_cpu_ticks":c1-c0,"hs_server_cpu_ns":n1-n0,"hs_server_cpu_s":cpu_s,
+  "hs_server_cpu_ms_per_handshake":cpu_s*1e3/completed if completed else None,
+  "hs_latency_median_s":lat[len(lat)//2] if lat else None,"hs_latency_max_s":lat[-1] if lat else None}))
+PY
+    kill_ns_procs
 }
 
 RESULTS="$WORK/results.jsonl"
 for i in $(seq 1 "$PAIRS"); do
-    run_one A >> "$RESULTS"
-    run_one B >> "$RESULTS"
+    run_one A "$i" >> "$RESULTS"
+    run_one B "$i" >> "$RESULTS"
+    if [ "$HANDSHAKES" != 0 ]; then
+        run_hs A "$i" >> "$RESULTS"
+        run_hs B "$i" >> "$RESULTS"
+    fi
     echo "pair $i done" >&2
 done
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 OUT="bench/results/$STAMP"
-python3 - "$RESULTS" "$OUT" "$PAIRS" "$SECS" "$OFFLOAD" <<'PY'
+python3 - "$RESULTS" "$OUT" "$PAIRS" "$SECS" "$OFFLOAD" "$UDP_RATE" "$PPS" "$HANDSHAKES" "$HS_BATCH" "$SEG" <<'PY'
 import json,sys,statistics
 rows=[json.loads(l) for l in open(sys.argv[1])]
 out,pairs,secs,offload=sys.argv[2],sys.argv[3],sys.argv[4],sys.argv[5]
-A=[r for r in rows if r["server"]=="A"]; B=[r for r in rows if r["server"]=="B"]
-keys=["up_mbps","down_mbps","server_cpu_s_per_gb","cpu_us_per_packet","system_cpu_s_per_gb","syscalls_per_packet"]
+udp_rate,pps,hs,hs_batch,seg=sys.argv[6],int(sys.argv[7]),int(sys.argv[8]),int(sys.argv[9]),int(sys.argv[10])
+# one merged record per (pair, server): the data run and the handshake run of a pair are compared A vs B
+merged={}
+for r in rows:
+    m=merged.setdefault((r["pair"],r["server"]),{}); m.update(r)
+pairl=sorted({p for p,_ in merged})
+A=[merged.get((p,"A"),{}) for p in pairl]; B=[merged.get((p,"B"),{}) for p in pairl]
+keys=["up_mbps","down_mbps","server_cpu_s_per_gb","cpu_us_per_packet","cpu_us_per_segment","system_cpu_s_per_gb",
+      "syscalls_per_packet","syscalls_per_segment",
+      "udp_mbps","udp_server_cpu_s_per_gb","udp_cpu_us_per_packet","udp_cpu_us_per_segment","udp_system_cpu_s_per_gb","udp_loss_pct",
+      "pps_sent_per_s","pps_cpu_us_per_packet","pps_system_cpu_us_per_packet","pps_loss_pct",
+      "hs_per_s","hs_server_cpu_ms_per_handshake","hs_failed"]
 summary={}
 for k in keys:
-    ratios=[b[k]/a[k] for a,b in zip(A,B) if a.get(k) and b.get(k)]
-    if not ratios: continue
-    summary[k]={"median_ratio_B_over_A":statistics.median(ratios),"min":min(ratios),"max":max(ratios),
-                "A_median":statistics.median(a[k] for a in A if a.get(k)),"B_median":statistics.median(b[k] for b in B if b.get(k))}
-doc={"pairs":int(pairs),"secs":int(secs),"veth_offload":offload,"runs":rows,"summary":summary,
-     "not_measured":{"fixed_rate_udp":"not implemented yet","small_packet_fixed_pps":"not implemented yet","handshake_rate":"not implemented yet"}}
+    av=[a[k] for a in A if a.get(k) is not None]; bv=[b[k] for b in B if b.get(k) is not None]
+    if not av and not bv: continue
+    s={"A_median":statistics.median(av) if av else None,"B_median":statistics.median(bv) if bv else None}
+    ratios=[b[k]/a[k] for a,b in zip(A,B) if a.get(k) and b.get(k) is not None]
+    if ratios: s.update({"median_ratio_B_over_A":statistics.median(ratios),"min":min(ratios),"max":max(ratios)})
+    summary[k]=s
+not_measured={}
+if udp_rate=="0": not_measured["fixed_rate_udp"]="skipped (--udp-rate 0)"
+if pps==0: not_measured["small_packet_fixed_pps"]="skipped (--pps 0)"
+if hs==0: not_measured["handshake_rate"]="skipped (--handshakes 0)"
+doc={"pairs":int(pairs),"secs":int(secs),"veth_offload":offload,"udp_rate":udp_rate,"udp_payload":1400,
+     "pps":pps,"pps_payload":64,"handshakes":hs,"hs_batch":hs_batch,"segment_bytes":seg,
+     "runs":rows,"summary":summary,"not_measured":not_measured}
 json.dump(doc,open(out+".json","w"),indent=1)
+def f(x):
+    if x is None: return "–"
+    if abs(x)>=100: return f"{x:.1f}"
+    if abs(x)>=1 or x==0: return f"{x:.2f}"
+    return f"{x:.3g}"
 lines=["| metric | OpenVPN 2.6 (A, median) | Bulwark (B, median) | B/A median | min | max |","|---|---|---|---|---|---|"]
 for k in keys:
     if k not in summary: lines.append(f"| {k} | not measured | | | | |"); continue
-    s=summary[k]; lines.append(f"| {k} | {s['A_median']:.2f} | {s['B_median']:.2f} | {s['median_ratio_B_over_A']:.2f} | {s['min']:.2f} | {s['max']:.2f} |")
-open(out+".md","w").write("\n".join(lines)+f"\n\n{pairs} interleaved pairs, {secs} s iperf3 each direction; veth: {offload}\n")
-print("\n".join(lines))
+    s=summary[k]
+    lines.append(f"| {k} | {f(s['A_median'])} | {f(s['B_median'])} | {f(s.get('median_ratio_B_over_A'))} | {f(s.get('min'))} | {f(s.get('max'))} |")
+udp_d=f"iperf3 -u -b {udp_rate} -l 1400, {secs} s client→server" if udp_rate!="0" else "skipped"
+pps_d=f"iperf3 -u -l 64 at {pps} packets/s, {secs} s client→server" if pps else "skipped"
+hs_d=f"{hs} stock clients per run, {hs_batch} in parallel (server with duplicate-cn)" if hs else "skipped"
+foot=(f"\n\n{pairs} interleaved pairs, {secs} s iperf3 each direction; veth: {offload}\n"
+      f"udp_*: {udp_d}; pps_*: {pps_d}; *_per_segment: per {seg} bytes through tun0; hs_*: {hs_d}\n")
+open(out+".md","w").write("\n".join(lines)+foot)
+print("\n".join(lines)+foot)
 PY
 echo "results: $OUT.json $OUT.md"
