@@ -43,8 +43,9 @@ pub use netns::{
     SERVER_IF,
 };
 pub use openvpn::{
-    client_config, genkey_tls_crypt_v2, prepare_server, start_bulwark_server, start_stock_client,
-    start_stock_server, ClientOverrides, OpenvpnError, ServerSetup, INIT_COMPLETE, OPENVPN,
+    client_config, connect_client1, genkey_tls_crypt_v2, prepare_server,
+    send_unauthenticated_resets, start_bulwark_server, start_stock_client, start_stock_server,
+    ClientOverrides, OpenvpnError, ServerSetup, INIT_COMPLETE, OPENVPN,
 };
 pub use process::{
     child_named, children_of, killed_by, mgmt_pid, read_file, run, run_ok, tail,

@@ -293,6 +293,37 @@ fn server_conf_with(
     Ok(path)
 }
 
+/// Starts the stock client with the unchanged `client1` profile of `setup` in `ns` (log
+/// `DIR/client1.log`) and waits until it prints `Initialization Sequence Completed`.
+pub fn connect_client1(
+    dir: &TestDir,
+    ns: &str,
+    setup: &ServerSetup,
+    timeout: std::time::Duration,
+) -> Result<Proc, OpenvpnError> {
+    let profile = setup.profile("client1")?;
+    let mut c = start_stock_client(dir, ns, "client1", profile, &ClientOverrides::default())?;
+    c.wait_for_line(INIT_COMPLETE, timeout)?;
+    Ok(c)
+}
+
+/// Sends `count` datagrams from `ns` to `target` that open like a client's first packet
+/// (P_CONTROL_HARD_RESET_CLIENT_V2, key id 0, a distinct session id each) but carry garbage where
+/// the tls-auth/tls-crypt wrapping belongs, 5 ms apart: each one fails the server's check of the
+/// wrapping and is logged as a TLS error.
+pub fn send_unauthenticated_resets(ns: &str, target: std::net::SocketAddr, count: u64) {
+    crate::netns::in_netns(ns, move || {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind a UDP socket");
+        for i in 0..count {
+            let mut pkt = vec![7u8 << 3];
+            pkt.extend_from_slice(&(i + 1).to_be_bytes());
+            pkt.extend_from_slice(&[0x5a; 64]);
+            sock.send_to(&pkt, target).expect("send");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    });
+}
+
 /// Starts the stock OpenVPN server (the reference implementation) in `ns`.
 pub fn start_stock_server(
     dir: &TestDir,

@@ -67,16 +67,7 @@ fn run_at(
         start_bulwark_server(&dir, net.server_ns(), "bulwark", setup.server_conf(), &refs)
             .expect("start");
     wait_file_contains(&log, INIT_COMPLETE, SERVER_UP).expect("up");
-    let mut c = start_stock_client(
-        &dir,
-        net.client_ns(),
-        "client1",
-        setup.profile("client1").expect("profile"),
-        &ClientOverrides::default(),
-    )
-    .expect("client");
-    c.wait_for_line(INIT_COMPLETE, CLIENT_UP)
-        .expect("client up");
+    let mut c = connect_client1(&dir, net.client_ns(), &setup, CLIENT_UP).expect("client up");
     wait_file_contains(
         &log,
         "Peer Connection Initiated with",
@@ -167,7 +158,7 @@ fn suppress_timestamps_prints_the_message_alone() {
 /// the fixture's words (`server-verb4-mute6--log.log`).
 #[test]
 fn mute_cuts_a_run_of_one_category_and_counts_it() {
-    const FLOOD: usize = 20;
+    const FLOOD: u64 = 20;
     const CUTOFF: usize = 3;
     let test = "logfmt_mute";
     let Some(p) = require_privileged(test) else {
@@ -201,32 +192,12 @@ fn mute_cuts_a_run_of_one_category_and_counts_it() {
             .expect("start");
     wait_file_contains(&log, INIT_COMPLETE, SERVER_UP).expect("up");
 
-    // P_CONTROL_HARD_RESET_CLIENT_V2 (opcode 7, key id 0) with garbage where the tls-crypt
-    // wrapping should be: each one fails authentication and is logged as a TLS error.
     let target = std::net::SocketAddr::from((net.server_addr, port));
-    in_netns(net.client_ns(), move || {
-        let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
-        for i in 0..FLOOD {
-            let mut pkt = vec![7u8 << 3];
-            pkt.extend_from_slice(&(i as u64 + 1).to_be_bytes());
-            pkt.extend_from_slice(&[0x5a; 64]);
-            sock.send_to(&pkt, target).expect("send");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    });
+    send_unauthenticated_resets(net.client_ns(), target, FLOOD);
     wait_file_contains(&log, "NOTE: --mute triggered...", Duration::from_secs(10))
         .expect("mute notice");
 
-    let mut c = start_stock_client(
-        &dir,
-        net.client_ns(),
-        "client1",
-        setup.profile("client1").expect("profile"),
-        &ClientOverrides::default(),
-    )
-    .expect("client");
-    c.wait_for_line(INIT_COMPLETE, CLIENT_UP)
-        .expect("client up");
+    let mut c = connect_client1(&dir, net.client_ns(), &setup, CLIENT_UP).expect("client up");
     wait_file_contains(&log, "suppressed by --mute", Duration::from_secs(10))
         .expect("variations line");
     c.stop().expect("stop client");
@@ -258,7 +229,7 @@ fn mute_cuts_a_run_of_one_category_and_counts_it() {
     );
     let want = format!(
         " {} variation(s) on previous {CUTOFF} message(s) suppressed by --mute",
-        FLOOD - CUTOFF
+        FLOOD - CUTOFF as u64
     );
     let v = lines
         .iter()

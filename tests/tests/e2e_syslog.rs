@@ -146,12 +146,7 @@ fn syslog_datagrams_have_openvpns_form_priorities_and_ident() {
 
     // a control packet that fails authentication: an error line from the worker
     let target = std::net::SocketAddr::from((net.server_addr, port));
-    in_netns(net.client_ns(), move || {
-        let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
-        let mut pkt = vec![7u8 << 3];
-        pkt.extend_from_slice(&[0x5a; 72]);
-        s.send_to(&pkt, target).expect("send");
-    });
+    send_unauthenticated_resets(net.client_ns(), target, 1);
     wait(
         &mut got,
         &server,
@@ -159,16 +154,7 @@ fn syslog_datagrams_have_openvpns_form_priorities_and_ident() {
         Duration::from_secs(10),
     );
 
-    let mut c = start_stock_client(
-        &dir,
-        net.client_ns(),
-        "client1",
-        setup.profile("client1").expect("profile"),
-        &ClientOverrides::default(),
-    )
-    .expect("client");
-    c.wait_for_line(INIT_COMPLETE, CLIENT_UP)
-        .expect("client up");
+    let mut c = connect_client1(&dir, net.client_ns(), &setup, CLIENT_UP).expect("client up");
     wait(
         &mut got,
         &server,
