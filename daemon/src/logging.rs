@@ -173,8 +173,8 @@ pub fn default_verb_of(level: &Level) -> u8 {
 }
 
 /// The fields of an event as the sink uses them: the message, the OpenVPN `verb` it belongs to
-/// (a `verb = N` field; children's records carry theirs), an explicit mute category
-/// (`mute = N`), `nomute` (the mute notices themselves), `fatal` (OpenVPN's M_FATAL: the error
+/// (a `verb = N` field; children's records carry theirs), `nomute` (the mute notices
+/// themselves), `fatal` (OpenVPN's M_FATAL: the error
 /// that ends the process, sent to stderr under `errors-to-stderr`), and any other field appended
 /// as ` name=value`.
 #[derive(Default)]
@@ -182,17 +182,16 @@ struct EventFields {
     message: String,
     rest: String,
     verb: Option<u8>,
-    mute: Option<u8>,
     nomute: bool,
     fatal: bool,
 }
 
 impl tracing::field::Visit for EventFields {
     fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-        match field.name() {
-            "verb" => self.verb = Some(u8::try_from(value).unwrap_or(u8::MAX)),
-            "mute" => self.mute = Some(u8::try_from(value).unwrap_or(u8::MAX)),
-            _ => self.record_debug(field, &value),
+        if field.name() == "verb" {
+            self.verb = Some(u8::try_from(value).unwrap_or(u8::MAX));
+        } else {
+            self.record_debug(field, &value);
         }
     }
     fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
@@ -273,7 +272,7 @@ where
         msg.push_str(&fields.rest);
         if !fields.nomute {
             // As OpenVPN: muting applies to what the verbosity lets through.
-            let category = fields.mute.unwrap_or_else(|| crate::mute::category(&msg));
+            let category = crate::mute::category(&msg);
             let (notice, print) = match MUTE.lock() {
                 Ok(mut m) => m.admit(category),
                 Err(p) => p.into_inner().admit(category),

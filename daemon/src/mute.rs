@@ -54,7 +54,7 @@ impl fmt::Display for Notice {
 }
 
 /// The mute state of the log sink.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Mute {
     cutoff: u32,
     count: u32,
@@ -74,11 +74,6 @@ impl Mute {
     /// Changes the cut-off (SIGHUP reload, management `mute N`); the current run starts over.
     pub fn set_cutoff(&mut self, cutoff: u32) {
         *self = Self::new(cutoff);
-    }
-
-    /// The cut-off.
-    pub fn cutoff(&self) -> u32 {
-        self.cutoff
     }
 
     /// Decides about a message of `category`: the notice to print before it, and whether the

@@ -38,6 +38,11 @@ impl PeerAddr {
         matches!(self, PeerAddr::Tcp { .. })
     }
 
+    /// This peer as OpenVPN's `[AF_INET]ip:port` form.
+    pub fn actual(&self) -> Actual<'_> {
+        Actual(self)
+    }
+
     /// OpenVPN's protocol tag for status files and `>CLIENT:ENV` (`udp4`, `tcp4-server`, ...).
     pub fn proto_tag(&self) -> &'static str {
         match (self, self.socket_addr().is_ipv4()) {
@@ -60,13 +65,6 @@ impl fmt::Display for Actual<'_> {
             _ => "AF_INET",
         };
         write!(f, "[{family}]{}", self.0)
-    }
-}
-
-impl PeerAddr {
-    /// This peer as OpenVPN's `[AF_INET]ip:port` form.
-    pub fn actual(&self) -> Actual<'_> {
-        Actual(self)
     }
 }
 

@@ -477,7 +477,7 @@ impl Server {
         if !self.source_allowed(cid, src) {
             // As OpenVPN: an IPv6 link-local source (the client's router solicitations and the
             // like) is dropped without a word; any other foreign source is logged and counted.
-            if matches!(src, std::net::IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80) {
+            if matches!(src, std::net::IpAddr::V6(v6) if v6.is_unicast_link_local()) {
                 out.recycle(plain.into_buffer());
                 return;
             }
