@@ -278,11 +278,22 @@ fn unix_socket_endpoint_and_loopback_only_configuration() {
         use std::os::unix::fs::MetadataExt;
         assert_eq!(meta.gid(), g);
     }
-    let s = UnixStream::connect(&sock).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let resp = exchange(s, &get("/metrics"));
-    assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp}");
+    // The client prints "Initialization Sequence Completed" when the PUSH_REPLY arrives; the
+    // server's report of the connect reaches the broker a moment later (CI saw 0 once): scrape until
+    // the client is counted, bounded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let resp = loop {
+        let s = UnixStream::connect(&sock).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let resp = exchange(s, &get("/metrics"));
+        assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp}");
+        let counted = sample(body(&resp), "openvpn_server_connected_clients{status_path=");
+        if counted == Some(1) || Instant::now() > deadline {
+            break resp;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let text = body(&resp);
     check_exposition(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     // no per-client series without metrics-per-client
