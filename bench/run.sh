@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Bulwark vs OpenVPN 2.6 data-plane benchmark, interleaved A B A B (see bench/README.md).
 #   bench/run.sh [--pairs N] [--secs S] [--quick] [--no-build]
-#                [--udp-rate RATE] [--pps N] [--handshakes N] [--hs-batch N] [--hs-timeout S]
+#                [--udp-rate RATE] [--pps N] [--handshakes N] [--hs-gen own|stock]
+#                [--hs-concurrency C] [--hs-batch N] [--hs-timeout S]
 # A = /usr/sbin/openvpn as the server, B = Bulwark (release build); the same stock OpenVPN 2.6 client,
 # certificates, port, `server 10.8.0.0 255.255.255.0`, `topology subnet`, tls-crypt, AES-256-GCM.
 # Per run: TCP bulk up + down, a fixed-rate UDP load, a small-packet fixed-pps UDP load (server runs
-# data A, data B) and then the handshake-rate mode (server runs hs A, hs B, `duplicate-cn` added).
+# data A, data B) and then the handshake-rate mode (server runs hs A, hs B, with the handshake limits
+# raised the same way for both; clients: the bulwark-hsload generator, or stock clients with --hs-gen stock).
 # Everything runs inside two network namespaces created here and removed on exit (also on failure).
+# Binaries: $CARGO_TARGET_DIR/release if set (sudo CARGO_TARGET_DIR=... bench/run.sh), else target/release.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PAIRS=5; SECS=10
 UDP_RATE=200M      # iperf3 -b for the fixed-rate UDP load (1400-byte payloads); 0 = skip
 PPS=20000          # packets/s of the small-packet load (64-byte payloads); 0 = skip
-HANDSHAKES=30      # stock clients per handshake run; 0 = skip
-HS_BATCH=5         # clients started in parallel per batch
-HS_TIMEOUT=30      # seconds a batch may take until every client says "Initialization Sequence Completed"
+HANDSHAKES=""      # handshakes per handshake run; 0 = skip; default 1000 (own) or 30 (stock)
+HS_GEN=own         # own: bench/hsload (bulwark-hsload), stock: stock openvpn client processes
+HS_CONC=32         # own: sessions in their handshake at once
+HS_BATCH=5         # stock: clients started in parallel per batch
+HS_TIMEOUT=30      # own: bound of the whole generator run; stock: of one batch (s)
 SEG=1400           # bytes of one "segment equivalent" (per-segment metrics)
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -25,29 +30,45 @@ while [ $# -gt 0 ]; do
         --udp-rate) UDP_RATE="$2"; shift 2 ;;
         --pps) PPS="$2"; shift 2 ;;
         --handshakes) HANDSHAKES="$2"; shift 2 ;;
+        --hs-gen) HS_GEN="$2"; shift 2 ;;
+        --hs-concurrency) HS_CONC="$2"; shift 2 ;;
         --hs-batch) HS_BATCH="$2"; shift 2 ;;
         --hs-timeout) HS_TIMEOUT="$2"; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
+case "$HS_GEN" in own|stock) ;; *) echo "--hs-gen: own or stock" >&2; exit 2 ;; esac
+if [ -z "$HANDSHAKES" ]; then if [ "$HS_GEN" = own ]; then HANDSHAKES=1000; else HANDSHAKES=30; fi; fi
 isint() { [[ "$1" =~ ^[0-9]+$ ]]; }
-for v in PAIRS SECS PPS HANDSHAKES HS_BATCH HS_TIMEOUT; do isint "${!v}" || { echo "$v must be a non-negative integer" >&2; exit 2; }; done
+for v in PAIRS SECS PPS HANDSHAKES HS_CONC HS_BATCH HS_TIMEOUT; do isint "${!v}" || { echo "$v must be a non-negative integer" >&2; exit 2; }; done
 [[ "$UDP_RATE" =~ ^[0-9]+(\.[0-9]+)?[KMG]?$ ]] || { echo "--udp-rate: a number with an optional K/M/G suffix (bits/s), 0 = skip" >&2; exit 2; }
 inrange() { [ "$1" -ge "$2" ] && [ "$1" -le "$3" ]; }
 inrange "$PAIRS" 1 1000 || { echo "--pairs between 1 and 1000" >&2; exit 2; }
 inrange "$SECS" 1 600 || { echo "--secs between 1 and 600" >&2; exit 2; }
 [ "$PPS" -le 200000 ] || { echo "--pps at most 200000" >&2; exit 2; }
-# connect-freq-initial's default (100 initial replies per 10 s, both servers) would otherwise turn part of
-# a fast run into a measurement of that limiter; stopped clients also keep their pool address (10.8.0.0/24)
-# until the server's ping-restart
-[ "$HANDSHAKES" -le 90 ] || { echo "--handshakes at most 90" >&2; exit 2; }
+# the handshake server config raises connect-freq-initial, max-clients and the pool (see HS_LIMITS below);
+# stock clients cost ~40-50 ms of CPU each and are stopped without an exit notification (their instances
+# stay until ping-restart), so their runs stay short; the generator ends every session with EXIT, which
+# frees it on both servers 5 s later
+if [ "$HS_GEN" = own ]; then
+    [ "$HANDSHAKES" -le 5000 ] || { echo "--handshakes at most 5000 with --hs-gen own" >&2; exit 2; }
+else
+    [ "$HANDSHAKES" -le 90 ] || { echo "--handshakes at most 90 with --hs-gen stock" >&2; exit 2; }
+fi
+inrange "$HS_CONC" 1 512 || { echo "--hs-concurrency between 1 and 512" >&2; exit 2; }
 inrange "$HS_BATCH" 1 20 || { echo "--hs-batch between 1 and 20" >&2; exit 2; }
 inrange "$HS_TIMEOUT" 1 300 || { echo "--hs-timeout between 1 and 300" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "bench needs root (network namespaces, TUN)" >&2; exit 1; }
 for t in openvpn iperf3 ip python3 timeout; do command -v "$t" >/dev/null || { echo "missing $t (apt-get install openvpn iperf3 iproute2 python3 coreutils)" >&2; exit 1; }; done
 # --no-build: measure the binaries already in target/release (say so when reporting figures)
 [ -n "${NOBUILD:-}" ] || cargo build --release --bins >/dev/null
-BW="$PWD/target/release/bulwark"
+TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+BW="$TARGET_DIR/release/bulwark"
+HSLOAD="$TARGET_DIR/release/bulwark-hsload"
+[ -x "$BW" ] || { echo "missing $BW (build it, or set CARGO_TARGET_DIR)" >&2; exit 1; }
+if [ "$HANDSHAKES" != 0 ] && [ "$HS_GEN" = own ]; then
+    [ -x "$HSLOAD" ] || { echo "missing $HSLOAD (cargo build --release --bins)" >&2; exit 1; }
+fi
 WORK=$(mktemp -d /tmp/bulwark-bench.XXXXXX)
 S="bwb-s-$$"; C="bwb-c-$$"
 . bench/lib.sh
@@ -59,10 +80,20 @@ trap cleanup EXIT
 bench_netns_up 50
 # same server config for both
 bench_pki 50
-# the handshake mode runs N clients with the one client1 certificate at once: that server config only
-# gets `duplicate-cn` (without it each new client would replace the previous one)
-cp "$WORK/pki/server.conf" "$WORK/pki/server-hs.conf"
-echo "duplicate-cn" >> "$WORK/pki/server-hs.conf"
+# the handshake mode runs N clients with the one client1 certificate at once: that server config gets
+# `duplicate-cn` (without it each new client would replace the previous one) and, identically for A and
+# B, limits raised so that they are not what is measured: connect-freq-initial (default 100 stateless
+# replies per 10 s), max-clients (default 1024; instances linger 5 s after EXIT) and a /16 pool
+HS_LIMITS="connect-freq-initial 100000 10, max-clients 10000, server 10.8.0.0 255.255.0.0"
+sed 's/^server 10\.8\.0\.0 255\.255\.255\.0$/server 10.8.0.0 255.255.0.0/' "$WORK/pki/server.conf" > "$WORK/pki/server-hs.conf"
+grep -q '^server 10.8.0.0 255.255.0.0$' "$WORK/pki/server-hs.conf" || { echo "server-hs.conf: no server line to widen" >&2; exit 1; }
+printf '%s\n' "duplicate-cn" "connect-freq-initial 100000 10" "max-clients 10000" >> "$WORK/pki/server-hs.conf"
+# the generator's copies of what the client1 profile carries inline
+HSPKI="$WORK/pki/hsload"; mkdir -p "$HSPKI"
+for b in ca cert key tls-crypt; do
+    sed -n "/^<$b>/,/^<\/$b>/p" "$WORK/pki/clients/client1.ovpn" | sed '1d;$d' > "$HSPKI/$b.pem"
+    [ -s "$HSPKI/$b.pem" ] || { echo "client1.ovpn has no inline <$b>" >&2; exit 1; }
+done
 OFFLOAD=$(ip netns exec "$S" sh -c 'command -v ethtool >/dev/null && ethtool -k veth0 | grep -E "^(tx-checksumming|generic-segmentation-offload|generic-receive-offload|tcp-segmentation-offload):" | tr "\n" ";"' || echo "ethtool not installed")
 HZ=$(getconf CLK_TCK)
 
@@ -211,8 +242,10 @@ print(json.dumps(row))
 PY
 }
 
-# handshake-rate mode: $1 = A|B, $2 = pair; server with server-hs.conf, then $HANDSHAKES stock clients in
-# batches of $HS_BATCH, each stopped once its log says "Initialization Sequence Completed"
+# handshake-rate mode: $1 = A|B, $2 = pair; server with server-hs.conf, then $HANDSHAKES handshakes:
+# --hs-gen own: one bulwark-hsload run ($HS_CONC sessions in flight, each ended with EXIT);
+# --hs-gen stock: stock clients in batches of $HS_BATCH, each stopped once its log says
+# "Initialization Sequence Completed"
 run_hs() {
     local which=$1 pair=$2 srv
     if [ "$which" = A ]; then srv=(openvpn --config "$WORK/pki/server-hs.conf"); else srv=("$BW" --config "$WORK/pki/server-hs.conf"); fi
@@ -221,10 +254,12 @@ run_hs() {
     for _ in $(seq 1 50); do ip netns exec "$S" ss -Hlun 'sport = :1194' 2>/dev/null | grep -q . && { bound=1; break; }; sleep 0.1; done
     [ -n "$bound" ] || { echo "server $which did not bind UDP 1194; log:" >&2; tail -20 "$WORK/server-hs-$which-$pair.log" >&2; exit 1; }
     sleep 1   # let the server finish starting (Bulwark: worker and broker) before its CPU is sampled
-    python3 - "$which" "$pair" "$S" "$C" "$WORK" "$HANDSHAKES" "$HS_BATCH" "$HS_TIMEOUT" "$HZ" <<'PY'
-import json,os,signal,subprocess,sys,time
+    python3 - "$which" "$pair" "$S" "$C" "$WORK" "$HANDSHAKES" "$HS_BATCH" "$HS_TIMEOUT" "$HZ" \
+        "$HS_GEN" "$HS_CONC" "$HSLOAD" "$HSPKI" "10.99.50.1:1194" <<'PY'
+import json,math,os,signal,subprocess,sys,time
 w,pair,S,C,work=sys.argv[1],int(sys.argv[2]),sys.argv[3],sys.argv[4],sys.argv[5]
 n,batch,timeout,hz=int(sys.argv[6]),int(sys.argv[7]),float(sys.argv[8]),int(sys.argv[9])
+gen,conc,hsload,hspki,server=sys.argv[10],int(sys.argv[11]),sys.argv[12],sys.argv[13],sys.argv[14]
 SERVER={"openvpn","bulwark","bulwark-worker","bulwark-mgmt"}
 def cpu_ticks():  # as cpu_ticks in run.sh: utime+stime of the server processes in ns S
     tot=0
@@ -244,6 +279,47 @@ def cpu_ns():  # the same processes, all threads: sum_exec_runtime (ns) from /pr
                 tot+=int(open(f"/proc/{p}/task/{t}/schedstat").read().split()[0])
         except (OSError,ValueError,IndexError): pass
     return tot
+def cpu_s(c0,c1,n0,n1):
+    # CPU-seconds: schedstat's nanoseconds (clock ticks are 10 ms, too coarse for a few handshakes); the
+    # ticks stay in the JSON as a cross-check, and are used if schedstat is not available (reads 0)
+    return (n1-n0)/1e9 if n1>n0 else (c1-c0)/hz
+def q(lat,frac):  # nearest rank
+    return lat[min(len(lat),max(1,math.ceil(len(lat)*frac)))-1] if lat else None
+if gen=="own":
+    # one generator run; server CPU from before it starts to after it has ended (every session ended
+    # with EXIT, or timed out), and again after the servers' 5 s EXIT linger (instances freed)
+    cmd=["ip","netns","exec",C,hsload,"--server",server,"--ca",f"{hspki}/ca.pem","--cert",f"{hspki}/cert.pem",
+         "--key",f"{hspki}/key.pem","--tls-crypt",f"{hspki}/tls-crypt.pem","--count",str(n),
+         "--concurrency",str(conc),"--timeout",str(int(timeout))]
+    c0=cpu_ticks(); n0=cpu_ns(); t0=time.monotonic()
+    res=None
+    try:
+        p=subprocess.run(cmd,capture_output=True,text=True,timeout=timeout+30)
+        open(f"{work}/hsload-{w}-{pair}.json","w").write(p.stdout+p.stderr)
+        res=json.loads(p.stdout.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired,ValueError,IndexError) as e:
+        print(f"warning: bulwark-hsload against {w} failed: {e!r}",file=sys.stderr)
+    c1=cpu_ticks(); n1=cpu_ns(); total_wall=time.monotonic()-t0
+    time.sleep(6)
+    n2=cpu_ns()
+    res=res or {}
+    completed=res.get("completed",0); failed=res.get("failed",n); wall=res.get("wall_s") or 0.0
+    cs=cpu_s(c0,c1,n0,n1)
+    dg=res.get("datagrams",{})
+    ms=lambda k: res.get(k)/1e3 if res.get(k) is not None else None
+    print(json.dumps({"server":w,"pair":pair,"kind":"handshake","hs_gen":"own","hs_clients":n,
+      "hs_concurrency":conc,"hs_completed":completed,"hs_failed":failed,"hs_failures":res.get("failures",{}),
+      "hs_wall_s":wall,"hs_total_wall_s":total_wall,
+      "hs_per_s":completed/wall if (completed and wall>0) else None,
+      "hs_server_cpu_ticks":c1-c0,"hs_server_cpu_ns":n1-n0,"hs_server_cpu_s":cs,
+      "hs_server_cpu_ms_per_handshake":cs*1e3/completed if completed else None,
+      "hs_server_cpu_ms_per_handshake_teardown":(n2-n0)/1e6/completed if (completed and n2>n0) else None,
+      "hs_server_cpu_util":cs/wall if wall>0 else None,
+      "hs_gen_cpu_s":res.get("gen_cpu_s"),"hs_gen_cpu_ms_per_handshake":res.get("gen_cpu_ms_per_handshake"),
+      "hs_latency_median_s":ms("latency_median_ms"),"hs_latency_p90_s":ms("latency_p90_ms"),
+      "hs_latency_max_s":ms("latency_max_ms"),"hs_exit":res.get("exit"),
+      "hs_control_retransmits":dg.get("control_retransmits"),"hs_push_requests":dg.get("push_requests")}))
+    sys.exit(0)
 profile=f"{work}/pki/clients/client1.ovpn"
 DONE="Initialization Sequence Completed"
 def stop(procs):
@@ -281,16 +357,16 @@ while i<n:
     stop(procs)
     i+=k
 total_wall=time.monotonic()-t0
-# CPU-seconds: schedstat's nanoseconds (clock ticks are 10 ms, too coarse for a few handshakes); the
-# ticks stay in the JSON as a cross-check, and are used if schedstat is not available (reads 0)
-cpu_s=(n1-n0)/1e9 if n1>n0 else (c1-c0)/hz
+cs=cpu_s(c0,c1,n0,n1)
 lat.sort()
-print(json.dumps({"server":w,"pair":pair,"kind":"handshake","hs_clients":n,"hs_batch":batch,
+print(json.dumps({"server":w,"pair":pair,"kind":"handshake","hs_gen":"stock","hs_clients":n,"hs_batch":batch,
   "hs_completed":completed,"hs_failed":failed,"hs_wall_s":hs_wall,"hs_total_wall_s":total_wall,
   "hs_per_s":completed/hs_wall if (completed and hs_wall>0) else None,
-  "hs_server_cpu_ticks":c1-c0,"hs_server_cpu_ns":n1-n0,"hs_server_cpu_s":cpu_s,
-  "hs_server_cpu_ms_per_handshake":cpu_s*1e3/completed if completed else None,
-  "hs_latency_median_s":lat[len(lat)//2] if lat else None,"hs_latency_max_s":lat[-1] if lat else None}))
+  "hs_server_cpu_ticks":c1-c0,"hs_server_cpu_ns":n1-n0,"hs_server_cpu_s":cs,
+  "hs_server_cpu_ms_per_handshake":cs*1e3/completed if completed else None,
+  "hs_server_cpu_util":cs/hs_wall if hs_wall>0 else None,
+  "hs_latency_median_s":lat[len(lat)//2] if lat else None,"hs_latency_p90_s":q(lat,0.9),
+  "hs_latency_max_s":lat[-1] if lat else None}))
 PY
     kill_ns_procs
 }
@@ -307,11 +383,13 @@ for i in $(seq 1 "$PAIRS"); do
 done
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 OUT="bench/results/$STAMP"
-python3 - "$RESULTS" "$OUT" "$PAIRS" "$SECS" "$OFFLOAD" "$UDP_RATE" "$PPS" "$HANDSHAKES" "$HS_BATCH" "$SEG" <<'PY'
+python3 - "$RESULTS" "$OUT" "$PAIRS" "$SECS" "$OFFLOAD" "$UDP_RATE" "$PPS" "$HANDSHAKES" "$HS_BATCH" "$SEG" \
+    "$HS_GEN" "$HS_CONC" "$HS_LIMITS" <<'PY'
 import json,sys,statistics
 rows=[json.loads(l) for l in open(sys.argv[1])]
 out,pairs,secs,offload=sys.argv[2],sys.argv[3],sys.argv[4],sys.argv[5]
 udp_rate,pps,hs,hs_batch,seg=sys.argv[6],int(sys.argv[7]),int(sys.argv[8]),int(sys.argv[9]),int(sys.argv[10])
+hs_gen,hs_conc,hs_limits=sys.argv[11],int(sys.argv[12]),sys.argv[13]
 # one merged record per (pair, server): the data run and the handshake run of a pair are compared A vs B
 merged={}
 for r in rows:
@@ -322,7 +400,8 @@ keys=["up_mbps","down_mbps","server_cpu_s_per_gb","cpu_us_per_packet","cpu_us_pe
       "syscalls_per_packet","syscalls_per_segment",
       "udp_mbps","udp_server_cpu_s_per_gb","udp_cpu_us_per_packet","udp_cpu_us_per_segment","udp_system_cpu_s_per_gb","udp_loss_pct",
       "pps_sent_per_s","pps_cpu_us_per_packet","pps_system_cpu_us_per_packet","pps_loss_pct",
-      "hs_per_s","hs_server_cpu_ms_per_handshake","hs_failed"]
+      "hs_per_s","hs_server_cpu_ms_per_handshake","hs_server_cpu_ms_per_handshake_teardown","hs_server_cpu_util",
+      "hs_gen_cpu_ms_per_handshake","hs_latency_median_s","hs_failed"]
 summary={}
 for k in keys:
     av=[a[k] for a in A if a.get(k) is not None]; bv=[b[k] for b in B if b.get(k) is not None]
@@ -336,7 +415,8 @@ if udp_rate=="0": not_measured["fixed_rate_udp"]="skipped (--udp-rate 0)"
 if pps==0: not_measured["small_packet_fixed_pps"]="skipped (--pps 0)"
 if hs==0: not_measured["handshake_rate"]="skipped (--handshakes 0)"
 doc={"pairs":int(pairs),"secs":int(secs),"veth_offload":offload,"udp_rate":udp_rate,"udp_payload":1400,
-     "pps":pps,"pps_payload":64,"handshakes":hs,"hs_batch":hs_batch,"segment_bytes":seg,
+     "pps":pps,"pps_payload":64,"handshakes":hs,"hs_gen":hs_gen,"hs_concurrency":hs_conc,"hs_batch":hs_batch,
+     "hs_server_limits":hs_limits,"segment_bytes":seg,
      "runs":rows,"summary":summary,"not_measured":not_measured}
 json.dump(doc,open(out+".json","w"),indent=1)
 def f(x):
@@ -351,7 +431,10 @@ for k in keys:
     lines.append(f"| {k} | {f(s['A_median'])} | {f(s['B_median'])} | {f(s.get('median_ratio_B_over_A'))} | {f(s.get('min'))} | {f(s.get('max'))} |")
 udp_d=f"iperf3 -u -b {udp_rate} -l 1400, {secs} s client→server" if udp_rate!="0" else "skipped"
 pps_d=f"iperf3 -u -l 64 at {pps} packets/s, {secs} s client→server" if pps else "skipped"
-hs_d=f"{hs} stock clients per run, {hs_batch} in parallel (server with duplicate-cn)" if hs else "skipped"
+if not hs: hs_d="skipped"
+elif hs_gen=="own": hs_d=f"{hs} handshakes per run by bench/hsload (bulwark-hsload), {hs_conc} in flight, each ended with EXIT"
+else: hs_d=f"{hs} stock clients per run, {hs_batch} in parallel"
+if hs: hs_d+=f" (server with duplicate-cn and, for A and B alike, {hs_limits})"
 foot=(f"\n\n{pairs} interleaved pairs, {secs} s iperf3 each direction; veth: {offload}\n"
       f"udp_*: {udp_d}; pps_*: {pps_d}; *_per_segment: per {seg} bytes through tun0; hs_*: {hs_d}\n")
 open(out+".md","w").write("\n".join(lines)+foot)

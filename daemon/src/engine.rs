@@ -324,6 +324,7 @@ pub fn build(cfg: &Config) -> Result<EngineConfig, EngineConfigError> {
         explicit_exit_notify: cfg.timers.explicit_exit_notify.is_some(),
         defer_auth: false,
         connect_freq: cfg.clients.connect_freq,
+        connect_freq_initial: cfg.clients.connect_freq_initial,
         inactive: cfg.timers.inactive.map(|(s, b)| (s, b.unwrap_or(0))),
     };
     ec.validate()

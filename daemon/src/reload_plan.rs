@@ -118,8 +118,9 @@ pub fn plan(
             || a.username_as_common_name != b.username_as_common_name
             || a.explicit_exit_notify != b.explicit_exit_notify
             || a.connect_freq != b.connect_freq
+            || a.connect_freq_initial != b.connect_freq_initial
             || a.inactive != b.inactive,
-        "client-to-client/duplicate-cn/max-clients/username-as-common-name/explicit-exit-notify/connect-freq/inactive",
+        "client-to-client/duplicate-cn/max-clients/username-as-common-name/explicit-exit-notify/connect-freq/connect-freq-initial/inactive",
     );
     restart(
         a.tun_mtu != b.tun_mtu || a.tls_mtu != b.tls_mtu,

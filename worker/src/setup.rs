@@ -206,6 +206,9 @@ fn peer_config(ec: &EngineConfig, tls: Arc<TlsServer>) -> Result<PeerConfig, Set
         connect_freq: ec
             .connect_freq
             .map(|(n, secs)| (n, Duration::from_secs(u64::from(secs)))),
+        connect_freq_initial: ec
+            .connect_freq_initial
+            .map(|(n, secs)| (n, Duration::from_secs(u64::from(secs)))),
     })
 }
 

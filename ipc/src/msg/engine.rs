@@ -168,6 +168,9 @@ pub struct EngineConfig {
     pub defer_auth: bool,
     /// `connect-freq N SECONDS`: at most N new client sessions per SECONDS.
     pub connect_freq: Option<(u32, u32)>,
+    /// `connect-freq-initial N SECONDS`: at most N stateless replies to initial packets (UDP hard
+    /// resets) per SECONDS; `None` = OpenVPN's default, 100 per 10 s.
+    pub connect_freq_initial: Option<(u32, u32)>,
     /// `inactive SECONDS [BYTES]`: end a session after SECONDS with fewer than BYTES (default 0:
     /// any traffic) of tunnel traffic in that time.
     pub inactive: Option<(u32, u64)>,
@@ -227,6 +230,7 @@ impl EngineConfig {
             explicit_exit_notify: false,
             defer_auth: false,
             connect_freq: None,
+            connect_freq_initial: None,
             inactive: None,
         }
     }
@@ -346,6 +350,15 @@ impl EngineConfig {
         }
         if self.connect_freq.is_some_and(|(n, s)| n == 0 || s == 0) {
             return Err(bad("connect_freq", "both values must be positive".into()));
+        }
+        if self
+            .connect_freq_initial
+            .is_some_and(|(n, s)| n == 0 || s == 0)
+        {
+            return Err(bad(
+                "connect_freq_initial",
+                "both values must be positive".into(),
+            ));
         }
         if self.inactive.is_some_and(|(s, _)| s == 0) {
             return Err(bad("inactive", "seconds must be positive".into()));

@@ -9,6 +9,8 @@
 //! ClientKeyMessage::parse(&plaintext, &Km2Limits::default())? -> ClientKeyMessage
 //!     .pre_master / .random1 / .random2 / .options / .credentials / .peer_info_raw / .peer_info
 //! build_server_message(&random1, &random2, &options_string, &mut out)?     // appends to `out`
+//! build_client_message(&pre_master, &r1, &r2, &options, creds, &peer_info, &mut out)?  // client side
+//! ServerKeyMessage::parse(&plaintext)? -> (ServerKeyMessage, bytes used)  // client side
 //! PeerInfo::parse(raw) -> PeerInfo   .proto() -> IvProto   .ciphers() .ncp() .mtu() .get("IV_X")
 //! OccSettings { .. }.options_string(remote: bool) -> String                // the server's OCC string
 //! occ_compat_lzo(&s) -> String      occ_extract(&s, "cipher") -> Option<&str>   occ_uses_compression(&s)
@@ -399,6 +401,132 @@ pub fn build_server_message(
     }
     out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
     Ok(())
+}
+
+/// Appends a client's key-method-2 message to `out` (digest §5.2, `ssl.c:key_method_2_write` in client
+/// mode): `u32 0 | 02 | pre_master | random1 | random2 | options | username | password | peer-info`, an
+/// absent username/password/peer-info written as the empty string `00 00`. Bulwark's server never
+/// sends this; it is the client half of the codec, for clients built on this engine (the handshake load
+/// generator `bench/hsload`). Fails, leaving `out` unchanged, if a string contains a NUL, the options
+/// string is longer than [`OPTIONS_MAX_LEN`], a credential longer than [`USER_PASS_LEN_PKCS11`] or the
+/// whole message longer than [`MAX_MESSAGE_LEN`] (what [`ClientKeyMessage::parse`] accepts). Like the
+/// server's message it must be alone in its TLS record.
+pub fn build_client_message(
+    pre_master: &[u8; PRE_MASTER_LEN],
+    random1: &[u8; RANDOM_LEN],
+    random2: &[u8; RANDOM_LEN],
+    options: &str,
+    credentials: Option<(&str, &str)>,
+    peer_info: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), Km2Error> {
+    let start = out.len();
+    let r = write_client_message(
+        pre_master,
+        random1,
+        random2,
+        options,
+        credentials,
+        peer_info,
+        out,
+    )
+    .and_then(|()| match out.len() - start {
+        len if len > MAX_MESSAGE_LEN => Err(Km2Error::MessageTooLong(len)),
+        _ => Ok(()),
+    });
+    if r.is_err() {
+        out.truncate(start);
+    }
+    r
+}
+
+fn write_client_message(
+    pre_master: &[u8; PRE_MASTER_LEN],
+    random1: &[u8; RANDOM_LEN],
+    random2: &[u8; RANDOM_LEN],
+    options: &str,
+    credentials: Option<(&str, &str)>,
+    peer_info: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), Km2Error> {
+    out.extend_from_slice(&[0, 0, 0, 0, KEY_METHOD_2]);
+    out.extend_from_slice(pre_master);
+    out.extend_from_slice(random1);
+    out.extend_from_slice(random2);
+    write_string(out, options, OPTIONS_MAX_LEN, "options string")?;
+    match credentials {
+        Some((user, pass)) => {
+            write_string(out, user, USER_PASS_LEN_PKCS11, "username")?;
+            write_string(out, pass, USER_PASS_LEN_PKCS11, "password")?;
+        }
+        None => out.extend_from_slice(&[0, 0, 0, 0]),
+    }
+    if peer_info.is_empty() {
+        out.extend_from_slice(&[0, 0]);
+        Ok(())
+    } else {
+        write_string(out, peer_info, MAX_MESSAGE_LEN, "peer-info")
+    }
+}
+
+/// A parsed server key-method-2 message (what a client reads, `ssl.c:key_method_2_read` in client
+/// mode). The username, password and peer-info a P2MP server sends are empty; they are skipped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerKeyMessage {
+    /// The key-method byte (low nibble is 2).
+    pub key_method_flags: u8,
+    /// random1 (legacy PRF only).
+    pub random1: [u8; RANDOM_LEN],
+    /// random2 (legacy PRF only).
+    pub random2: [u8; RANDOM_LEN],
+    /// OCC options string (lossy UTF-8; empty if absent).
+    pub options: String,
+}
+
+impl std::fmt::Debug for ServerKeyMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerKeyMessage")
+            .field("key_method_flags", &self.key_method_flags)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerKeyMessage {
+    /// Parses the server's key-method-2 message at the start of `msg` (the client's first plaintext)
+    /// and returns it with the number of bytes it took: the fields up to random2 are required, the
+    /// strings after them may be absent at the end (as OpenVPN reads them). Bytes after the message are
+    /// not looked at; they are text messages of later records.
+    pub fn parse(msg: &[u8]) -> Result<(ServerKeyMessage, usize), Km2Error> {
+        let mut r = Reader {
+            buf: &msg[..msg.len().min(MAX_MESSAGE_LEN)],
+            pos: 0,
+        };
+        r.take(4, "leading u32")?;
+        let km = r.take(1, "key method")?[0];
+        if km & KEY_METHOD_MASK != KEY_METHOD_2 {
+            return Err(Km2Error::BadKeyMethod(km));
+        }
+        let random1 = r.fixed::<RANDOM_LEN>("random1")?;
+        let random2 = r.fixed::<RANDOM_LEN>("random2")?;
+        let options = match r.string("options", OPTIONS_MAX_LEN)? {
+            Str::Absent => String::new(),
+            Str::Present(_, b) => String::from_utf8_lossy(c_str(b)).into_owned(),
+            Str::Oversized(len) => return Err(Km2Error::OptionsTooLong(len)),
+        };
+        for field in ["username", "password", "peer-info"] {
+            r.string(field, usize::from(u16::MAX))?;
+        }
+        Ok((
+            ServerKeyMessage {
+                key_method_flags: km,
+                random1,
+                random2,
+                options,
+            },
+            r.pos,
+        ))
+    }
 }
 
 /// IV_PROTO bit field (`ssl.h`).
@@ -1016,6 +1144,117 @@ IV_COMP_STUBv2=1\n";
         let before = out.len();
         assert!(build_server_message(&[1; 32], &[2; 32], &long, &mut out).is_err());
         assert_eq!(out.len(), before);
+    }
+
+    #[test]
+    fn client_message_round_trips_through_the_server_parser() {
+        let mut out = vec![0xee];
+        let pre: [u8; 48] = core::array::from_fn(|i| i as u8 + 1);
+        build_client_message(
+            &pre,
+            &[0xa1; 32],
+            &[0xa2; 32],
+            CLIENT_OCC,
+            None,
+            PEER_INFO,
+            &mut out,
+        )
+        .unwrap();
+        // byte-identical to the default 2.6.14 client's 399-byte message (digest §5.2)
+        assert_eq!(&out[1..], &client_msg(b"", b"", PEER_INFO)[..]);
+        let p = ClientKeyMessage::parse(&out[1..], &Km2Limits::default()).unwrap();
+        assert_eq!(p.pre_master, pre);
+        assert_eq!(p.options, CLIENT_OCC);
+        assert_eq!(p.credentials, Credentials::None);
+        assert_eq!(p.peer_info.proto(), IvProto(990));
+
+        let mut out = Vec::new();
+        build_client_message(
+            &pre,
+            &[1; 32],
+            &[2; 32],
+            CLIENT_OCC,
+            Some(("alice", "pw")),
+            "",
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out, client_msg_with(&pre, b"alice", b"pw", ""));
+        let p = ClientKeyMessage::parse(&out, &Km2Limits::default()).unwrap();
+        assert!(
+            matches!(p.credentials, Credentials::Provided { ref username, .. } if username == b"alice")
+        );
+        assert_eq!(p.peer_info_raw, None);
+    }
+
+    fn client_msg_with(pre: &[u8; 48], user: &[u8], pass: &[u8], peer_info: &str) -> Vec<u8> {
+        let mut m = vec![0, 0, 0, 0, 2];
+        m.extend_from_slice(pre);
+        m.extend([1; 32]);
+        m.extend([2; 32]);
+        push_str(&mut m, CLIENT_OCC.as_bytes());
+        push_str(&mut m, user);
+        push_str(&mut m, pass);
+        push_str(&mut m, peer_info.as_bytes());
+        m
+    }
+
+    #[test]
+    fn client_message_rejects_what_the_parser_would_not_take() {
+        let pre = [7u8; 48];
+        let mut out = vec![1, 2, 3];
+        type Case<'a> = (&'a str, Option<(&'a str, &'a str)>, &'a str);
+        let bad: [Case<'_>; 4] = [
+            ("V4\0x", None, ""),
+            (&"x".repeat(512), None, ""),
+            (CLIENT_OCC, Some(("u\0", "p")), ""),
+            (CLIENT_OCC, None, &"I".repeat(2000)),
+        ];
+        for (opts, cred, pi) in bad {
+            assert!(
+                build_client_message(&pre, &[0; 32], &[0; 32], opts, cred, pi, &mut out).is_err()
+            );
+            assert_eq!(out, [1, 2, 3], "output left unchanged");
+        }
+        assert_eq!(
+            build_client_message(
+                &pre,
+                &[0; 32],
+                &[0; 32],
+                CLIENT_OCC,
+                None,
+                &"I".repeat(2000),
+                &mut out
+            ),
+            Err(Km2Error::MessageTooLong(
+                5 + 48 + 64 + 2 + CLIENT_OCC.len() + 1 + 4 + 2 + 2001
+            ))
+        );
+    }
+
+    #[test]
+    fn server_message_parses_with_its_length() {
+        let mut out = Vec::new();
+        build_server_message(&[1; 32], &[2; 32], SERVER_OCC, &mut out).unwrap();
+        out.extend_from_slice(b"PUSH_REPLY,ping 10\0");
+        let (m, used) = ServerKeyMessage::parse(&out).unwrap();
+        assert_eq!(used, 178);
+        assert_eq!(m.key_method_flags, 2);
+        assert_eq!(m.random1, [1; 32]);
+        assert_eq!(m.random2, [2; 32]);
+        assert_eq!(m.options, SERVER_OCC);
+        assert_eq!(&out[used..], b"PUSH_REPLY,ping 10\0");
+        // absent trailing strings are tolerated, a cut inside a field is not
+        let (m, used) = ServerKeyMessage::parse(&out[..69]).unwrap();
+        assert_eq!((m.options.as_str(), used), ("", 69));
+        assert!(ServerKeyMessage::parse(&out[..68]).is_err());
+        assert!(ServerKeyMessage::parse(&out[..80]).is_err());
+        let mut bad = out.clone();
+        bad[4] = 1;
+        assert_eq!(
+            ServerKeyMessage::parse(&bad).unwrap_err(),
+            Km2Error::BadKeyMethod(1)
+        );
     }
 
     #[test]

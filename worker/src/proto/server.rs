@@ -106,7 +106,11 @@ impl Server {
         let hand = u32::try_from(cfg.hand_window.as_secs()).unwrap_or(60);
         Self {
             cookies: CookieJar::with_hand_window(cookie_secret, hand),
-            limiter: InitialRateLimiter::default(),
+            limiter: cfg
+                .connect_freq_initial
+                .map_or_else(InitialRateLimiter::default, |(n, period)| {
+                    InitialRateLimiter::new(n, period.as_secs())
+                }),
             cfg: Arc::new(cfg),
             wrap,
             group_key,
@@ -1291,6 +1295,31 @@ mod tests {
         assert!(logs(&out)
             .iter()
             .any(|l| l.ends_with(" SIGTERM[soft,delayed-exit] received, client-instance exiting")));
+    }
+
+    #[test]
+    fn connect_freq_initial_bounds_the_stateless_replies() {
+        let udp = |port: u16| PeerAddr::Udp(SocketAddr::from(([192, 0, 2, 1], port)));
+        let replies = |s: &mut Server, n: u8, now_unix: u64| {
+            let mut out = Outbox::default();
+            for i in 0..n {
+                let port = 5000 + u16::from(i) + 100 * (now_unix % 100) as u16;
+                s.on_datagram(udp(port), &reset(i + 1), Instant::now(), now_unix, &mut out);
+            }
+            out.transmits.len()
+        };
+        // the default: 100 replies per 10 s
+        let mut s = server_with(|_| {});
+        assert_eq!(replies(&mut s, 120, 1_000), 100);
+        // `connect-freq-initial 3 10`: 3 per 10 s, a new window answers again
+        let mut s = server_with(|ec| ec.connect_freq_initial = Some((3, 10)));
+        assert_eq!(replies(&mut s, 5, 1_000), 3);
+        assert_eq!(replies(&mut s, 5, 1_009), 0);
+        assert_eq!(replies(&mut s, 5, 1_010), 3);
+        // raised above the default
+        let mut s = server_with(|ec| ec.connect_freq_initial = Some((1000, 10)));
+        assert_eq!(replies(&mut s, 200, 1_000), 200);
+        assert_eq!(s.peers().count(), 0, "stateless: nothing stored");
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub struct PeerConfig {
     pub inactive: Option<(Duration, u64)>,
     /// `connect-freq N SECONDS`.
     pub connect_freq: Option<(u32, Duration)>,
+    /// `connect-freq-initial N SECONDS` (stateless replies to initial packets); `None` = 100 per 10 s.
+    pub connect_freq_initial: Option<(u32, Duration)>,
 }
 
 /// What the server must do after a peer call.
