@@ -270,6 +270,7 @@ static TABLE: &[DirectiveSpec] = &[
     s("tcp-queue-limit", 1, 1, "tcp-queue-limit N", "Maximum queued packets per TCP client.", P(p_tcp_queue_limit)),
     s("bcast-buffers", 1, 1, "bcast-buffers N", "Broadcast buffer count.", P(p_bcast_buffers)),
     s("tcp-nodelay", 0, 0, "tcp-nodelay", "Set TCP_NODELAY on TCP sockets and push it to clients.", P(p_tcp_nodelay)),
+    s("coalesce-usecs", 1, 1, "coalesce-usecs N", "Bulwark: after a turn of the data path that handled two or more packets, wait N microseconds (0-1000, default 50, 0 = off) so that packets arriving meanwhile are handled together (interrupt moderation, like a NIC's rx-usecs): fewer wake-ups per packet for the server and its peers, at most N microseconds more latency, only under load.", P(p_coalesce_usecs)),
     s("fast-io", 0, 0, "fast-io", "Optimise UDP writes (accepted; Bulwark's I/O path does not need it).", P(p_fast_io)),
     s("port-share", 2, 3, "port-share HOST PORT [DIR]", "Share the TCP port with another service.", U("proxying non-OpenVPN connections from the internet-facing worker is not supported")),
     s("fragment", 1, 2, "fragment MAX [mtu]", "Internal datagram fragmentation.", U("internal fragmentation is a legacy, insecure-by-design feature; use mssfix and a correct tun-mtu")),
@@ -627,6 +628,7 @@ fn default_config(cwd: PathBuf) -> Config {
             tcp_nodelay: false,
             socket_tcp_nodelay: false,
             fast_io: false,
+            coalesce_usecs: None,
         },
         device: Device {
             name: String::new(),
@@ -989,6 +991,20 @@ fn p_rcvbuf(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
     set_once(&mut b.cfg.transport.rcvbuf, num_u32("size", &d.args[0])?);
     Ok(())
 }
+
+fn p_coalesce_usecs(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
+    let v = num_u32("microseconds", &d.args[0])?;
+    if v > MAX_COALESCE_USECS {
+        return bad(format!(
+            "microseconds must be at most {MAX_COALESCE_USECS}, got {v}"
+        ));
+    }
+    set_once(&mut b.cfg.transport.coalesce_usecs, v);
+    Ok(())
+}
+
+/// Upper bound of `coalesce-usecs` (1 ms: more would be felt as latency).
+pub const MAX_COALESCE_USECS: u32 = 1000;
 
 fn p_tcp_queue_limit(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
     set_once(

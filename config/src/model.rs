@@ -90,6 +90,9 @@ pub struct Transport {
     pub socket_tcp_nodelay: bool,
     /// `fast-io` was given (accepted, no effect in Bulwark).
     pub fast_io: bool,
+    /// `coalesce-usecs N` (Bulwark): after an event-loop turn that handled at least two packets, the
+    /// worker waits N µs before it looks for the next events (`None` = the default, 0 = never).
+    pub coalesce_usecs: Option<u32>,
 }
 
 /// Interface topology.

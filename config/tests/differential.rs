@@ -399,6 +399,7 @@ fn openvpn_accepts_every_supported_sample() {
             "status-file-mode",
             "status-file-group",
             "log-file-mode",
+            "coalesce-usecs",
             "log-file-group",
             "management-client-role",
             "management-default-role",

@@ -155,3 +155,19 @@ fn unsupported_directives_are_refused_with_location() {
     }
     assert!(n >= 40, "{n}");
 }
+
+#[test]
+fn coalesce_usecs_is_bounded_and_named_with_its_line() {
+    let ok = load_str("t.conf", &format!("{BASE}coalesce-usecs 0\n"), "/").unwrap();
+    assert_eq!(ok.config.transport.coalesce_usecs, Some(0));
+    let ok = load_str("t.conf", &format!("{BASE}coalesce-usecs 1000\n"), "/").unwrap();
+    assert_eq!(ok.config.transport.coalesce_usecs, Some(1000));
+    let e = load_str("t.conf", &format!("{BASE}coalesce-usecs 1001\n"), "/").unwrap_err();
+    assert!(
+        show(&e).starts_with("t.conf:6:") && show(&e).contains("at most 1000"),
+        "{}",
+        show(&e)
+    );
+    let e = load_str("t.conf", &format!("{BASE}coalesce-usecs -5\n"), "/").unwrap_err();
+    assert!(show(&e).starts_with("t.conf:6:"), "{}", show(&e));
+}

@@ -325,6 +325,10 @@ pub fn build(cfg: &Config) -> Result<EngineConfig, EngineConfigError> {
         defer_auth: false,
         connect_freq: cfg.clients.connect_freq,
         connect_freq_initial: cfg.clients.connect_freq_initial,
+        coalesce_usecs: cfg
+            .transport
+            .coalesce_usecs
+            .unwrap_or(bulwark_ipc::msg::engine::DEFAULT_COALESCE_USECS),
         inactive: cfg.timers.inactive.map(|(s, b)| (s, b.unwrap_or(0))),
     };
     ec.validate()

@@ -126,6 +126,7 @@ pub fn plan(
         a.tun_mtu != b.tun_mtu || a.tls_mtu != b.tls_mtu,
         "tun-mtu/tls-mtu",
     );
+    restart(a.coalesce_usecs != b.coalesce_usecs, "coalesce-usecs");
     restart(
         a.options_string != b.options_string,
         "the OCC options string",

@@ -987,3 +987,12 @@ fn foreign_and_truncated_control_data_are_rejected() {
     ));
     assert_all_writers_closed(vec![r]);
 }
+
+#[test]
+fn coalesce_usecs_above_the_maximum_is_invalid() {
+    let mut ec = bulwark_ipc::msg::engine::EngineConfig::minimal_for_tests();
+    ec.coalesce_usecs = bulwark_ipc::msg::engine::MAX_COALESCE_USECS;
+    ec.validate().unwrap();
+    ec.coalesce_usecs += 1;
+    assert!(ec.validate().is_err());
+}

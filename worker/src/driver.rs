@@ -21,6 +21,11 @@
 //! - Packet buffers come from the [`Outbox`] pool and go back to it after the write, so the steady
 //!   state allocates nothing per packet.
 //! - The timer is one `Sleep` re-armed only when the engine's next deadline changes.
+//! - Interrupt moderation (`coalesce-usecs`, default 50 µs): after a turn that handled at least
+//!   [`COALESCE_MIN_PACKETS`] packets, the loop sleeps that long before it looks for new events, so
+//!   the packets that arrive meanwhile are handled in one turn instead of one wake-up each. A lone
+//!   packet (light load) is never held. The sleep blocks the thread, so the IPC and TCP tasks of the
+//!   same runtime wait at most that long too. Measured in `bench/data-path.md` (step 5).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -53,6 +58,10 @@ const TCP_QUEUE: usize = 1024;
 pub const TUN_BATCH: usize = BATCH;
 /// Most `recvmmsg` batches handled per readiness event before the loop looks at other events.
 const UDP_BATCHES_PER_EVENT: usize = 8;
+/// Packets (datagrams received plus TUN reads) one turn must have handled before the loop holds for
+/// `coalesce-usecs`: one packet per wake-up means the load is light, and holding would only add
+/// latency.
+pub const COALESCE_MIN_PACKETS: usize = 2;
 
 /// Errors of the driver.
 #[derive(Debug, thiserror::Error)]
@@ -148,13 +157,15 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the engine until a shutdown command arrives or a fatal I/O error happens.
+/// Runs the engine until a shutdown command arrives or a fatal I/O error happens. `coalesce` is the
+/// interrupt-moderation hold (`coalesce-usecs`; zero turns it off).
 pub async fn run(
     mut engine: Server,
     transport: Transport,
     tun: OwnedFd,
     mut commands: mpsc::Receiver<DriverCommand>,
     verb: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    coalesce: Duration,
     mut on_event: impl FnMut(EngineEvent),
 ) -> Result<DriverStats, DriverError> {
     set_nonblocking(&tun).map_err(|source| DriverError::Register {
@@ -243,6 +254,8 @@ pub async fn run(
     // OpenVPN's verb-5 packet characters of this loop turn (see `PacketTrace`)
     let mut rw = String::new();
     loop {
+        // packets handled in this turn (datagrams received, TUN reads), for the moderation hold
+        let mut work = 0usize;
         let trace = verb.load(std::sync::atomic::Ordering::Relaxed) == 5;
         let deadline = engine.next_timeout();
         if deadline != armed {
@@ -277,6 +290,7 @@ pub async fn run(
                                     Some(d) => {
                                         for seg in d.segments() {
                                             io.stats.udp_recv_datagrams += 1;
+                                            work += 1;
                                             if trace {
                                                 rw.push('R');
                                             }
@@ -316,6 +330,7 @@ pub async fn run(
                         Ok(Ok(0)) => break,
                         Ok(Ok(n)) if vnet => {
                             reads += 1;
+                            work += 1;
                             if trace {
                                 rw.push('r');
                             }
@@ -333,6 +348,7 @@ pub async fn run(
                         }
                         Ok(Ok(n)) => {
                             reads += 1;
+                            work += 1;
                             if trace {
                                 rw.push('r');
                             }
@@ -387,6 +403,12 @@ pub async fn run(
                 class: crate::proto::io::LogClass::PacketTrace,
                 line: std::mem::replace(&mut rw, rest),
             });
+        }
+        if work >= COALESCE_MIN_PACKETS && !coalesce.is_zero() {
+            // INVARIANT: after the flush, so the hold delays only new input, never what this turn
+            // produced. A blocking sleep on purpose: the runtime would otherwise wake on the next
+            // packet; its other tasks (IPC, TCP framing) wait at most `coalesce` (≤ 1 ms).
+            std::thread::sleep(coalesce);
         }
     }
 }

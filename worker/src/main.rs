@@ -311,6 +311,15 @@ async fn serve(
         SeccompMode::Log => bulwark_policy::seccomp::Mode::Log,
         SeccompMode::Off => bulwark_policy::seccomp::Mode::Off,
     };
+    let coalesce = Duration::from_micros(u64::from(ec.coalesce_usecs));
+    if !coalesce.is_zero() {
+        // The moderation hold is a few tens of µs; the default timer slack (50 µs) would stretch
+        // every one of them by up to that much. prctl is not in the seccomp allowlist: set it here.
+        // The runtime is single-threaded: this thread runs the driver.
+        if let Err(e) = nix::sys::prctl::set_timerslack(1_000) {
+            tracing::warn!("cannot set the timer slack for coalesce-usecs: {e}");
+        }
+    }
     bulwark_policy::seccomp::install(bulwark_policy::seccomp::Role::Worker, mode)
         .map_err(|e| engine_err(e.to_string()))?;
     if let Err(source) = control.send(&WorkerToParent::Ready, &[]) {
@@ -372,7 +381,15 @@ async fn serve(
             EngineEvent::CloseTcp { .. } => {}
         }
     };
-    let drive = driver::run(engine, transport, tun, rx, Arc::clone(&verb), on_event);
+    let drive = driver::run(
+        engine,
+        transport,
+        tun,
+        rx,
+        Arc::clone(&verb),
+        coalesce,
+        on_event,
+    );
     tokio::pin!(drive);
     let mut control_open = true;
     loop {

@@ -242,6 +242,7 @@ pub fn samples() -> BTreeMap<&'static str, &'static str> {
     add("status-file-mode", "status-file-mode 0640");
     add("status-file-group", "status-file-group adm");
     add("log-file-mode", "log-file-mode 0640");
+    add("coalesce-usecs", "coalesce-usecs 20");
     add("log-file-group", "log-file-group adm");
     add(
         "management-client-role",

@@ -174,7 +174,16 @@ pub struct EngineConfig {
     /// `inactive SECONDS [BYTES]`: end a session after SECONDS with fewer than BYTES (default 0:
     /// any traffic) of tunnel traffic in that time.
     pub inactive: Option<(u32, u64)>,
+    /// `coalesce-usecs`: after an event-loop turn that handled at least two packets the worker's data
+    /// path waits this many microseconds before it looks for new events (0 = never); at most
+    /// [`MAX_COALESCE_USECS`].
+    pub coalesce_usecs: u32,
 }
+
+/// `coalesce-usecs` when the configuration does not say (measured in `bench/data-path.md`).
+pub const DEFAULT_COALESCE_USECS: u32 = 50;
+/// Largest accepted `coalesce-usecs`.
+pub const MAX_COALESCE_USECS: u32 = 1000;
 
 impl EngineConfig {
     /// A small valid configuration (UDP, no wrapping, a /24 pool) for tests of the IPC layer, which
@@ -232,6 +241,7 @@ impl EngineConfig {
             connect_freq: None,
             connect_freq_initial: None,
             inactive: None,
+            coalesce_usecs: DEFAULT_COALESCE_USECS,
         }
     }
 }
@@ -358,6 +368,12 @@ impl EngineConfig {
             return Err(bad(
                 "connect_freq_initial",
                 "both values must be positive".into(),
+            ));
+        }
+        if self.coalesce_usecs > MAX_COALESCE_USECS {
+            return Err(bad(
+                "coalesce_usecs",
+                format!("at most {MAX_COALESCE_USECS} microseconds"),
             ));
         }
         if self.inactive.is_some_and(|(s, _)| s == 0) {

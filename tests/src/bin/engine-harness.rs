@@ -134,6 +134,7 @@ fn main() -> ExitCode {
         tun_fd,
         rx,
         std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0)),
+        std::time::Duration::from_micros(u64::from(ec.coalesce_usecs)),
         |ev| match ev {
             EngineEvent::Log { line, .. } => println!("{line}"),
             other => println!("event: {other:?}"),
