@@ -50,16 +50,7 @@ for round in 1 2; do
     for v in "${VALUES[@]}"; do
         cp "$WORK/pki/server.conf" "$WORK/server-$v.conf"
         echo "coalesce-usecs $v" >> "$WORK/server-$v.conf"
-        ip netns exec "$S" "$BW" --config "$WORK/server-$v.conf" > "$WORK/server.log" 2>&1 &
-        sleep 1.5
-        ip netns exec "$C" openvpn --config "$WORK/pki/clients/client1.ovpn" > "$WORK/client.log" 2>&1 &
-        up=""
-        for _ in $(seq 1 30); do
-            if ip netns exec "$C" ping -c1 -W1 10.8.0.1 >/dev/null 2>&1; then up=1; break; fi
-            sleep 0.5
-        done
-        [ -n "$up" ] || { echo "tunnel did not come up" >&2; cat "$WORK/server.log" >&2; exit 1; }
-        ip netns exec "$S" iperf3 -s -D -p 5201 >/dev/null 2>&1; sleep 0.5
+        bench_tunnel_up "$WORK/server-$v.conf"
         idle=$(rtt)
         t0=$(worker_ticks); b0=$(tun_bytes)
         up_mbps=$(ip netns exec "$C" timeout $((SECS + 20)) iperf3 -c 10.8.0.1 -t "$SECS" -J 2>/dev/null | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e6,1))' || echo -)

@@ -3,6 +3,8 @@
 #   bench_netns_up NET      two namespaces $S/$C joined by veth0/veth1, addresses 10.99.NET.1/.2
 #   bench_netns_down        kill everything left in $S/$C, delete them, remove $WORK
 #   bench_pki NET           `bulwark init` into $WORK/pki, client1 profile pointed at 10.99.NET.1
+#   bench_tunnel_up CONF    Bulwark ($BW) on CONF in $S, the stock client1 in $C, wait (≤ 15 s) for a
+#                           ping through the tunnel, start an iperf3 server in $S; exits 1 on failure
 bench_netns_up() {
     ip netns add "$S"; ip netns add "$C"
     ip -n "$S" link add veth0 type veth peer name veth1 netns "$C"
@@ -21,4 +23,16 @@ bench_pki() {
     "$BW" init "$WORK/pki" >/dev/null
     sed -i "s/^remote .*/remote 10.99.$1.1 1194/" "$WORK/pki/clients/client1.ovpn"
     echo "verb 1" >> "$WORK/pki/clients/client1.ovpn"
+}
+bench_tunnel_up() {
+    ip netns exec "$S" "$BW" --config "$1" > "$WORK/server.log" 2>&1 &
+    sleep 1.5
+    ip netns exec "$C" openvpn --config "$WORK/pki/clients/client1.ovpn" > "$WORK/client.log" 2>&1 &
+    local up=""
+    for _ in $(seq 1 30); do
+        if ip netns exec "$C" ping -c1 -W1 10.8.0.1 >/dev/null 2>&1; then up=1; break; fi
+        sleep 0.5
+    done
+    [ -n "$up" ] || { echo "tunnel did not come up" >&2; cat "$WORK/server.log" >&2; exit 1; }
+    ip netns exec "$S" iperf3 -s -D -p 5201 >/dev/null 2>&1; sleep 0.5
 }

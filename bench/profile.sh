@@ -23,16 +23,7 @@ S="bwp-s-$$"; C="bwp-c-$$"
 trap bench_netns_down EXIT
 bench_netns_up 60
 bench_pki 60
-ip netns exec "$S" "$BW" --config "$WORK/pki/server.conf" > "$WORK/server.log" 2>&1 &
-sleep 1.5
-ip netns exec "$C" openvpn --config "$WORK/pki/clients/client1.ovpn" > "$WORK/client.log" 2>&1 &
-up=""
-for _ in $(seq 1 30); do
-    if ip netns exec "$C" ping -c1 -W1 10.8.0.1 >/dev/null 2>&1; then up=1; break; fi
-    sleep 0.5
-done
-[ -n "$up" ] || { echo "tunnel did not come up" >&2; cat "$WORK/server.log" >&2; exit 1; }
-ip netns exec "$S" iperf3 -s -D -p 5201 >/dev/null 2>&1; sleep 0.5
+bench_tunnel_up "$WORK/pki/server.conf"
 W=""
 for p in $(ip netns pids "$S"); do
     if [ "$(cat "/proc/$p/comm" 2>/dev/null)" = bulwark-worker ]; then W=$p; fi

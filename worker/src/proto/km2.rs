@@ -243,6 +243,26 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// The leading zero u32 and the key-method byte, which must say key method 2; returns that byte
+    /// (its flag bits included).
+    fn key_method_2_header(&mut self) -> Result<u8, Km2Error> {
+        self.take(4, "leading u32")?;
+        let km = self.take(1, "key method")?[0];
+        if km & KEY_METHOD_MASK != KEY_METHOD_2 {
+            return Err(Km2Error::BadKeyMethod(km));
+        }
+        Ok(km)
+    }
+
+    /// The OCC options string (empty if absent; lossy UTF-8 up to its NUL).
+    fn options(&mut self) -> Result<String, Km2Error> {
+        match self.string("options", OPTIONS_MAX_LEN)? {
+            Str::Absent => Ok(String::new()),
+            Str::Present(_, b) => Ok(String::from_utf8_lossy(c_str(b)).into_owned()),
+            Str::Oversized(len) => Err(Km2Error::OptionsTooLong(len)),
+        }
+    }
+
     fn string(&mut self, field: &'static str, max: usize) -> Result<Str<'a>, Km2Error> {
         if self.remaining() == 0 {
             return Ok(Str::Absent);
@@ -274,19 +294,11 @@ impl ClientKeyMessage {
             return Err(Km2Error::MessageTooLong(msg.len()));
         }
         let mut r = Reader { buf: msg, pos: 0 };
-        r.take(4, "leading u32")?;
-        let km = r.take(1, "key method")?[0];
-        if km & KEY_METHOD_MASK != KEY_METHOD_2 {
-            return Err(Km2Error::BadKeyMethod(km));
-        }
+        let km = r.key_method_2_header()?;
         let pre_master = r.fixed::<PRE_MASTER_LEN>("pre_master")?;
         let random1 = r.fixed::<RANDOM_LEN>("random1")?;
         let random2 = r.fixed::<RANDOM_LEN>("random2")?;
-        let options = match r.string("options", OPTIONS_MAX_LEN)? {
-            Str::Absent => String::new(),
-            Str::Present(_, b) => String::from_utf8_lossy(c_str(b)).into_owned(),
-            Str::Oversized(len) => return Err(Km2Error::OptionsTooLong(len)),
-        };
+        let options = r.options()?;
         let user = r.string("username", limits.user_pass_max)?;
         let pass = r.string("password", limits.user_pass_max)?;
         let credentials = match (user, pass) {
@@ -502,18 +514,10 @@ impl ServerKeyMessage {
             buf: &msg[..msg.len().min(MAX_MESSAGE_LEN)],
             pos: 0,
         };
-        r.take(4, "leading u32")?;
-        let km = r.take(1, "key method")?[0];
-        if km & KEY_METHOD_MASK != KEY_METHOD_2 {
-            return Err(Km2Error::BadKeyMethod(km));
-        }
+        let km = r.key_method_2_header()?;
         let random1 = r.fixed::<RANDOM_LEN>("random1")?;
         let random2 = r.fixed::<RANDOM_LEN>("random2")?;
-        let options = match r.string("options", OPTIONS_MAX_LEN)? {
-            Str::Absent => String::new(),
-            Str::Present(_, b) => String::from_utf8_lossy(c_str(b)).into_owned(),
-            Str::Oversized(len) => return Err(Km2Error::OptionsTooLong(len)),
-        };
+        let options = r.options()?;
         for field in ["username", "password", "peer-info"] {
             r.string(field, usize::from(u16::MAX))?;
         }
