@@ -24,7 +24,8 @@
 //! - Interrupt moderation (`coalesce-usecs`, default 50 µs): after a turn that handled at least
 //!   [`COALESCE_MIN_PACKETS`] packets, the loop sleeps that long before it looks for new events, so
 //!   the packets that arrive meanwhile are handled in one turn instead of one wake-up each. A lone
-//!   packet (light load) is never held. The sleep blocks the thread, so the IPC and TCP tasks of the
+//!   packet (light load) is never held, nor is a turn that a batch limit ended with input still
+//!   queued (a saturated server does not idle). The sleep blocks the thread, so the IPC and TCP tasks of the
 //!   same runtime wait at most that long too. Measured in `bench/data-path.md` (step 5).
 
 use std::collections::HashMap;
@@ -254,8 +255,10 @@ pub async fn run(
     // OpenVPN's verb-5 packet characters of this loop turn (see `PacketTrace`)
     let mut rw = String::new();
     loop {
-        // packets handled in this turn (datagrams received, TUN reads), for the moderation hold
+        // packets handled in this turn (datagrams received, TUN reads), and whether a batch limit
+        // ended it with input still queued: the moderation hold only follows a drained turn
         let mut work = 0usize;
+        let mut backlog = false;
         let trace = verb.load(std::sync::atomic::Ordering::Relaxed) == 5;
         let deadline = engine.next_timeout();
         if deadline != armed {
@@ -280,6 +283,7 @@ pub async fn run(
             r = async { match io.udp { Some(u) => u.readable().await, None => std::future::pending().await } } => {
                 let mut guard = r.map_err(DriverError::Udp)?;
                 let Some(rx) = rx_batch.as_mut() else { continue };
+                let mut drained = false;
                 for _ in 0..UDP_BATCHES_PER_EVENT {
                     match guard.try_io(|s| rx.recv(s.get_ref().as_fd())) {
                         Ok(Ok(n)) => {
@@ -311,23 +315,32 @@ pub async fn run(
                                 // datagram that arrived since raises a new readiness event. Clearing here
                                 // saves the final EAGAIN call of every drain.
                                 guard.clear_ready();
+                                drained = true;
                                 break;
                             }
                         }
                         // ICMP errors surface as ECONNREFUSED on some kernels; never fatal for a server
                         Ok(Err(e)) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted) => continue,
                         Ok(Err(e)) => return Err(DriverError::Udp(e)),
-                        Err(_would_block) => break,
+                        Err(_would_block) => {
+                            drained = true;
+                            break;
+                        }
                     }
                 }
+                backlog |= !drained;
             }
             r = tun.readable() => {
                 let mut guard = match r { Ok(g) => g, Err(e) => return Err(DriverError::TunRead(e)) };
                 let (now, now_unix) = (Instant::now(), unix_now());
                 let mut reads = 0;
+                let mut drained = false;
                 while reads < TUN_BATCH && out.transmits.len() < TUN_FLUSH_AT {
                     match guard.try_io(|inner| inner.get_ref().read(&mut tunbuf)) {
-                        Ok(Ok(0)) => break,
+                        Ok(Ok(0)) => {
+                            drained = true;
+                            break;
+                        }
                         Ok(Ok(n)) if vnet => {
                             reads += 1;
                             work += 1;
@@ -356,9 +369,13 @@ pub async fn run(
                         }
                         Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Ok(Err(e)) => return Err(DriverError::TunRead(e)),
-                        Err(_would_block) => break,
+                        Err(_would_block) => {
+                            drained = true;
+                            break;
+                        }
                     }
                 }
+                backlog |= !drained;
             }
             acc = async { match &listener { Some(l) => l.accept().await, None => std::future::pending().await } } => {
                 match acc {
@@ -404,9 +421,10 @@ pub async fn run(
                 line: std::mem::replace(&mut rw, rest),
             });
         }
-        if work >= COALESCE_MIN_PACKETS && !coalesce.is_zero() {
+        if work >= COALESCE_MIN_PACKETS && !backlog && !coalesce.is_zero() {
             // INVARIANT: after the flush, so the hold delays only new input, never what this turn
-            // produced. A blocking sleep on purpose: the runtime would otherwise wake on the next
+            // produced; and never while a batch limit left input queued (a saturated server goes
+            // straight on). A blocking sleep on purpose: the runtime would otherwise wake on the next
             // packet; its other tasks (IPC, TCP framing) wait at most `coalesce` (≤ 1 ms).
             std::thread::sleep(coalesce);
         }
