@@ -1003,9 +1003,6 @@ fn p_coalesce_usecs(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError
     Ok(())
 }
 
-/// Upper bound of `coalesce-usecs` (1 ms: more would be felt as latency).
-pub const MAX_COALESCE_USECS: u32 = 1000;
-
 fn p_tcp_queue_limit(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
     set_once(
         &mut b.cfg.transport.tcp_queue_limit,

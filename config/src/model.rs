@@ -91,9 +91,15 @@ pub struct Transport {
     /// `fast-io` was given (accepted, no effect in Bulwark).
     pub fast_io: bool,
     /// `coalesce-usecs N` (Bulwark): after an event-loop turn that handled at least two packets, the
-    /// worker waits N µs before it looks for the next events (`None` = the default, 0 = never).
+    /// worker waits N µs before it looks for the next events (`None` = [`DEFAULT_COALESCE_USECS`],
+    /// 0 = never, at most [`MAX_COALESCE_USECS`]).
     pub coalesce_usecs: Option<u32>,
 }
+
+/// `coalesce-usecs` when the configuration does not say (measured in `bench/data-path.md`).
+pub const DEFAULT_COALESCE_USECS: u32 = 50;
+/// Upper bound of `coalesce-usecs` (1 ms: more would be felt as latency).
+pub const MAX_COALESCE_USECS: u32 = 1000;
 
 /// Interface topology.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

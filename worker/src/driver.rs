@@ -25,8 +25,8 @@
 //!   [`COALESCE_MIN_PACKETS`] packets, the loop sleeps that long before it looks for new events, so
 //!   the packets that arrive meanwhile are handled in one turn instead of one wake-up each. A lone
 //!   packet (light load) is never held, nor is a turn that a batch limit ended with input still
-//!   queued (a saturated server does not idle). The sleep blocks the thread, so the IPC and TCP tasks of the
-//!   same runtime wait at most that long too. Measured in `bench/data-path.md` (step 5).
+//!   queued (a saturated server does not idle). The sleep blocks the thread, so the IPC and TCP
+//!   tasks of the same runtime wait at most that long too. Measured in `bench/data-path.md` (step 5).
 
 use std::collections::HashMap;
 use std::fs::File;

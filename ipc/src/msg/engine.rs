@@ -180,10 +180,7 @@ pub struct EngineConfig {
     pub coalesce_usecs: u32,
 }
 
-/// `coalesce-usecs` when the configuration does not say (measured in `bench/data-path.md`).
-pub const DEFAULT_COALESCE_USECS: u32 = 50;
-/// Largest accepted `coalesce-usecs`.
-pub const MAX_COALESCE_USECS: u32 = 1000;
+pub use bulwark_config::{DEFAULT_COALESCE_USECS, MAX_COALESCE_USECS};
 
 impl EngineConfig {
     /// A small valid configuration (UDP, no wrapping, a /24 pool) for tests of the IPC layer, which

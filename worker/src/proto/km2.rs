@@ -995,16 +995,29 @@ IV_COMP_STUBv2=1\n";
         }
     }
 
-    fn client_msg(user: &[u8], pass: &[u8], peer_info: &str) -> Vec<u8> {
+    /// A client message written out field by field (the reference the parser and the builder are
+    /// checked against).
+    fn client_msg_from(
+        pre: &[u8; 48],
+        randoms: (u8, u8),
+        user: &[u8],
+        pass: &[u8],
+        peer_info: &str,
+    ) -> Vec<u8> {
         let mut m = vec![0, 0, 0, 0, 2];
-        m.extend((0..48u8).map(|i| i + 1));
-        m.extend([0xa1; 32]);
-        m.extend([0xa2; 32]);
+        m.extend_from_slice(pre);
+        m.extend([randoms.0; 32]);
+        m.extend([randoms.1; 32]);
         push_str(&mut m, CLIENT_OCC.as_bytes());
         push_str(&mut m, user);
         push_str(&mut m, pass);
         push_str(&mut m, peer_info.as_bytes());
         m
+    }
+
+    fn client_msg(user: &[u8], pass: &[u8], peer_info: &str) -> Vec<u8> {
+        let pre: [u8; 48] = std::array::from_fn(|i| i as u8 + 1);
+        client_msg_from(&pre, (0xa1, 0xa2), user, pass, peer_info)
     }
 
     #[test]
@@ -1192,15 +1205,7 @@ IV_COMP_STUBv2=1\n";
     }
 
     fn client_msg_with(pre: &[u8; 48], user: &[u8], pass: &[u8], peer_info: &str) -> Vec<u8> {
-        let mut m = vec![0, 0, 0, 0, 2];
-        m.extend_from_slice(pre);
-        m.extend([1; 32]);
-        m.extend([2; 32]);
-        push_str(&mut m, CLIENT_OCC.as_bytes());
-        push_str(&mut m, user);
-        push_str(&mut m, pass);
-        push_str(&mut m, peer_info.as_bytes());
-        m
+        client_msg_from(pre, (1, 2), user, pass, peer_info)
     }
 
     #[test]
