@@ -271,6 +271,7 @@ static TABLE: &[DirectiveSpec] = &[
     s("bcast-buffers", 1, 1, "bcast-buffers N", "Broadcast buffer count.", P(p_bcast_buffers)),
     s("tcp-nodelay", 0, 0, "tcp-nodelay", "Set TCP_NODELAY on TCP sockets and push it to clients.", P(p_tcp_nodelay)),
     s("coalesce-usecs", 1, 1, "coalesce-usecs N", "Bulwark: after a turn of the data path that handled two or more packets, wait N microseconds (0-1000, default 50, 0 = off) so that packets arriving meanwhile are handled together (interrupt moderation, like a NIC's rx-usecs): fewer wake-ups per packet for the server and its peers, at most N microseconds more latency, only under load.", P(p_coalesce_usecs)),
+    s("data-threads", 1, 1, "data-threads N|auto", "Bulwark: serve the UDP data path with N threads (1-8), each with its own SO_REUSEPORT socket and TUN queue; clients are spread over them by address, and any thread may serve any client. auto (the default) uses one per CPU the server may run on, at most 4. A TCP server always uses one. Changing it needs a restart of bulwark.", P(p_data_threads)),
     s("fast-io", 0, 0, "fast-io", "Optimise UDP writes (accepted; Bulwark's I/O path does not need it).", P(p_fast_io)),
     s("port-share", 2, 3, "port-share HOST PORT [DIR]", "Share the TCP port with another service.", U("proxying non-OpenVPN connections from the internet-facing worker is not supported")),
     s("fragment", 1, 2, "fragment MAX [mtu]", "Internal datagram fragmentation.", U("internal fragmentation is a legacy, insecure-by-design feature; use mssfix and a correct tun-mtu")),
@@ -629,6 +630,7 @@ fn default_config(cwd: PathBuf) -> Config {
             socket_tcp_nodelay: false,
             fast_io: false,
             coalesce_usecs: None,
+            data_threads: None,
         },
         device: Device {
             name: String::new(),
@@ -1000,6 +1002,24 @@ fn p_coalesce_usecs(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError
         ));
     }
     set_once(&mut b.cfg.transport.coalesce_usecs, v);
+    Ok(())
+}
+
+fn p_data_threads(b: &mut Builder, d: &Directive<'_>) -> Result<(), ParseError> {
+    let v = if d.args[0] == "auto" {
+        DataThreads::Auto
+    } else {
+        let n = num_u32("thread count", &d.args[0])?;
+        match u8::try_from(n) {
+            Ok(n) if (1..=MAX_DATA_THREADS).contains(&n) => DataThreads::Count(n),
+            _ => {
+                return bad(format!(
+                    "thread count must be 1 to {MAX_DATA_THREADS} or auto, got {n}"
+                ))
+            }
+        }
+    };
+    set_once(&mut b.cfg.transport.data_threads, v);
     Ok(())
 }
 

@@ -94,7 +94,25 @@ pub struct Transport {
     /// worker waits N µs before it looks for the next events (`None` = [`DEFAULT_COALESCE_USECS`],
     /// 0 = never, at most [`MAX_COALESCE_USECS`]).
     pub coalesce_usecs: Option<u32>,
+    /// `data-threads N|auto` (Bulwark): how many threads serve the UDP data path, each with its own
+    /// `SO_REUSEPORT` socket and TUN queue (`None` = not given = auto).
+    pub data_threads: Option<DataThreads>,
 }
+
+/// `data-threads`: a fixed count or one per available CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataThreads {
+    /// `auto`: one per CPU the server may run on, at most [`AUTO_DATA_THREADS_MAX`].
+    Auto,
+    /// `N`: exactly N (1..=[`MAX_DATA_THREADS`]).
+    Count(u8),
+}
+
+/// Upper bound of `data-threads N`.
+pub const MAX_DATA_THREADS: u8 = 8;
+/// Upper bound of `data-threads auto` (the threads share one engine lock; more threads than this
+/// would wait on each other more than they gain).
+pub const AUTO_DATA_THREADS_MAX: usize = 4;
 
 /// `coalesce-usecs` when the configuration does not say (measured in `bench/data-path.md`).
 pub const DEFAULT_COALESCE_USECS: u32 = 50;

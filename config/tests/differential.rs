@@ -400,6 +400,7 @@ fn openvpn_accepts_every_supported_sample() {
             "status-file-group",
             "log-file-mode",
             "coalesce-usecs",
+            "data-threads",
             "log-file-group",
             "management-client-role",
             "management-default-role",

@@ -157,6 +157,26 @@ fn unsupported_directives_are_refused_with_location() {
 }
 
 #[test]
+fn data_threads_is_a_bounded_count_or_auto() {
+    use bulwark_config::DataThreads;
+    let ok = load_str("t.conf", &format!("{BASE}data-threads auto\n"), "/").unwrap();
+    assert_eq!(ok.config.transport.data_threads, Some(DataThreads::Auto));
+    let ok = load_str("t.conf", &format!("{BASE}data-threads 8\n"), "/").unwrap();
+    assert_eq!(
+        ok.config.transport.data_threads,
+        Some(DataThreads::Count(8))
+    );
+    let ok = load_str("t.conf", BASE, "/").unwrap();
+    assert_eq!(ok.config.transport.data_threads, None);
+    for bad in ["0", "9", "300", "many"] {
+        let e = load_str("t.conf", &format!("{BASE}data-threads {bad}\n"), "/").unwrap_err();
+        assert!(show(&e).starts_with("t.conf:6:"), "{bad}: {}", show(&e));
+    }
+    let e = load_str("t.conf", &format!("{BASE}data-threads 9\n"), "/").unwrap_err();
+    assert!(show(&e).contains("1 to 8 or auto"), "{}", show(&e));
+}
+
+#[test]
 fn coalesce_usecs_is_bounded_and_named_with_its_line() {
     let ok = load_str("t.conf", &format!("{BASE}coalesce-usecs 0\n"), "/").unwrap();
     assert_eq!(ok.config.transport.coalesce_usecs, Some(0));

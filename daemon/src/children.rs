@@ -205,10 +205,9 @@ pub struct RunningWorker {
 
 /// What the worker is handed.
 pub struct WorkerResources<'a> {
-    /// The TUN descriptor.
-    pub tun: BorrowedFd<'a>,
-    /// The transport socket.
-    pub transport: BorrowedFd<'a>,
+    /// The data-plane threads' descriptors: (TUN queue, transport socket) per thread, the first
+    /// first; exactly one with a TCP listener.
+    pub lanes: Vec<(BorrowedFd<'a>, BorrowedFd<'a>)>,
     /// Whether the transport is a TCP listener.
     pub tcp: bool,
     /// Identity to demote to.
@@ -416,15 +415,17 @@ async fn handshake_worker(
             seccomp: res.seccomp,
             engine: res.engine.clone(),
         },
-        fds: vec![FdRole::Tun, transport_role],
+        fds: res
+            .lanes
+            .iter()
+            .flat_map(|_| [FdRole::Tun, transport_role])
+            .collect(),
     };
+    let fds: Vec<BorrowedFd<'_>> = res.lanes.iter().flat_map(|(t, s)| [*t, *s]).collect();
     step(
         C,
         "init",
-        ctl.send(
-            &ParentToWorker::Init(Box::new(init)),
-            &[res.tun, res.transport],
-        ),
+        ctl.send(&ParentToWorker::Init(Box::new(init)), &fds),
     )
     .await?;
     match step(C, "ready", ctl.recv()).await?.into_parts().0 {

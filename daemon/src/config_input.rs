@@ -224,6 +224,11 @@ pub fn from_config(c: &Config) -> Result<Settings, Vec<String>> {
         port: t.port,
         sndbuf: t.sndbuf,
         rcvbuf: t.rcvbuf,
+        data_threads: data_threads(
+            transport,
+            t.data_threads,
+            std::thread::available_parallelism().map_or(1, usize::from),
+        ),
         management,
         user: c.privileges.user.clone(),
         group: c.privileges.group.clone(),
@@ -246,9 +251,45 @@ pub fn from_config(c: &Config) -> Result<Settings, Vec<String>> {
     })
 }
 
+/// The number of data-plane threads (pairs of UDP socket and TUN queue): `data-threads N` as
+/// given, `auto` (the default) one per CPU the process may run on (`cpus`, which honours the
+/// affinity mask and cgroup quota) up to [`bulwark_config::AUTO_DATA_THREADS_MAX`]; a TCP server
+/// always one (its connections are accepted and framed by one thread).
+pub fn data_threads(t: Transport, v: Option<bulwark_config::DataThreads>, cpus: usize) -> usize {
+    if t.is_tcp() {
+        return 1;
+    }
+    match v {
+        Some(bulwark_config::DataThreads::Count(n)) => usize::from(n).max(1),
+        Some(bulwark_config::DataThreads::Auto) | None => {
+            cpus.clamp(1, bulwark_config::AUTO_DATA_THREADS_MAX)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_threads_resolution() {
+        use bulwark_config::DataThreads;
+        assert_eq!(data_threads(Transport::Udp, None, 2), 2);
+        assert_eq!(data_threads(Transport::Udp, None, 1), 1);
+        assert_eq!(
+            data_threads(Transport::Udp4, Some(DataThreads::Auto), 64),
+            4
+        );
+        assert_eq!(
+            data_threads(Transport::Udp6, Some(DataThreads::Count(3)), 1),
+            3
+        );
+        assert_eq!(
+            data_threads(Transport::Tcp, Some(DataThreads::Count(3)), 8),
+            1
+        );
+        assert_eq!(data_threads(Transport::Tcp4, None, 8), 1);
+    }
 
     #[test]
     fn prefixes() {

@@ -212,7 +212,17 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             v.push(what);
         }
     };
-    check(old.transport != new.transport, "proto/port/local");
+    // the engine's share of `Transport` (coalesce-usecs) is a worker restart, compared below
+    let bound = |c: &Config| bulwark_config::Transport {
+        coalesce_usecs: None,
+        data_threads: None,
+        ..c.transport.clone()
+    };
+    check(bound(old) != bound(new), "proto/port/local");
+    check(
+        old.transport.data_threads != new.transport.data_threads,
+        "data-threads",
+    );
     check(old.device != new.device, "dev/tun-mtu/txqueuelen");
     check(old.topology != new.topology, "topology");
     check(
@@ -356,6 +366,24 @@ mod tests {
             vec!["proto/port/local", "route/route-ipv6", MANAGEMENT]
         );
         assert!(p.live.is_empty() && p.worker_restart.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn transport_tuning_is_classed_by_what_it_needs() {
+        // coalesce-usecs: the worker's; data-threads: the sockets and TUN queues the parent made
+        let p = plan(
+            &cfg("coalesce-usecs 50\nverb 3"),
+            &cfg("coalesce-usecs 20\ndata-threads 1\nverb 3"),
+            &engine(),
+            &EngineConfig {
+                coalesce_usecs: 20,
+                ..engine()
+            },
+            RSA,
+            RSA,
+        );
+        assert_eq!(p.restart_only, vec!["data-threads"], "{p:?}");
+        assert_eq!(p.worker_restart, vec!["coalesce-usecs"], "{p:?}");
     }
 
     #[test]

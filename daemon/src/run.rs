@@ -320,6 +320,15 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
         if transport.tcp { "TCP" } else { "UDP" },
         transport.addr
     );
+    if let Some(note) = tun.queue_note() {
+        tracing::warn!("{note}");
+    }
+    // INVARIANT: the worker gets as many data-plane threads as both the device's queues and the
+    // sockets allow (pairs); a single-queue device leaves the extra sockets unused.
+    let threads = tun.queues().len().min(1 + transport.more.len());
+    if threads > 1 {
+        tracing::info!("data path: {threads} threads (SO_REUSEPORT sockets, TUN queues)");
+    }
     let mut mgmt = Vec::new();
     let mut policies = Vec::new();
     // The read-only monitor socket (`management-monitor-socket`) is one more listener whose
@@ -631,8 +640,13 @@ impl Ctx<'_> {
         engine: &'e bulwark_ipc::msg::engine::EngineConfig,
     ) -> WorkerResources<'e> {
         WorkerResources {
-            tun: self.tun.fd(),
-            transport: self.transport.fd.as_fd(),
+            lanes: self
+                .tun
+                .queues()
+                .into_iter()
+                .zip(std::iter::once(&self.transport.fd).chain(&self.transport.more))
+                .map(|(t, s)| (t, s.as_fd()))
+                .collect(),
             tcp: self.transport.tcp,
             identity: self.identity,
             chroot_dir: self.sandbox,

@@ -86,6 +86,9 @@ pub struct Settings {
     pub sndbuf: Option<u32>,
     /// `rcvbuf`.
     pub rcvbuf: Option<u32>,
+    /// Data-plane threads of the worker, resolved from `data-threads` (1 for TCP): the parent
+    /// opens one UDP socket and one TUN queue per thread.
+    pub data_threads: usize,
     /// `management` listeners.
     pub management: Vec<Management>,
     /// `user`.
@@ -127,6 +130,7 @@ pub(crate) mod tests_support {
             port: 0,
             sndbuf: None,
             rcvbuf: None,
+            data_threads: 1,
             management: Vec::new(),
             user: None,
             group: None,

@@ -3,7 +3,12 @@
 //! - [`bind_transport`]: UDP socket or TCP listener as OpenVPN's `proto`/`local`/`port`: `udp`/`tcp`
 //!   without `local` bind `[::]` dual-stack (falling back to `0.0.0.0` when the host has no IPv6),
 //!   `udp4`/`tcp4` bind IPv4, `udp6`/`tcp6` bind IPv6 (dual-stack); `sndbuf`/`rcvbuf` applied; UDP
-//!   sockets get `UDP_GRO` where the kernel has it (the worker splits coalesced datagrams).
+//!   sockets get `UDP_GRO` where the kernel has it (the worker splits coalesced datagrams). With
+//!   several data-plane threads (`data-threads`), one UDP socket per thread, all bound to the same
+//!   address with `SO_REUSEPORT` (the kernel spreads clients over them by a hash of their address);
+//!   a probe bind without `SO_REUSEPORT` first makes a port that anyone already holds fail with
+//!   "Address already in use" as it does for OpenVPN, instead of silently sharing it with another
+//!   server that also uses `SO_REUSEPORT` (Linux admits only sockets of the same user to a group).
 //! - [`bind_management`]: a unix listener (socket file mode 0600, a stale socket file is replaced,
 //!   any other file at the path is an error) or a TCP listener.
 //!
@@ -90,8 +95,10 @@ pub enum SocketError {
 /// A bound transport socket (UDP socket or listening TCP socket).
 #[derive(Debug)]
 pub struct TransportSocket {
-    /// The socket.
+    /// The socket (of the first data-plane thread).
     pub fd: OwnedFd,
+    /// The further UDP sockets of the same `SO_REUSEPORT` group, one per further data-plane thread.
+    pub more: Vec<OwnedFd>,
     /// The bound address (with the kernel-chosen port if `port 0`).
     pub addr: SocketAddr,
     /// TCP listener (true) or UDP socket (false).
@@ -128,17 +135,35 @@ pub fn bind_transport(settings: &Settings) -> Result<TransportSocket, SocketErro
         None if want_v4 => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), settings.port),
         None => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), settings.port),
     };
-    match bind_inet(addr, tcp, settings.sndbuf, settings.rcvbuf) {
-        Err(SocketError::Create {
-            source: nix::Error::EAFNOSUPPORT,
-            ..
-        }) if settings.local.is_none() && !want_v6 => {
-            // No IPv6 on this host: OpenVPN falls back to IPv4 for the dual-stack default.
-            let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), settings.port);
-            bind_inet(v4, tcp, settings.sndbuf, settings.rcvbuf)
+    let count = if tcp { 1 } else { settings.data_threads.max(1) };
+    let bind_fallback = |addr: SocketAddr, reuseport: bool| {
+        match bind_inet_opts(addr, tcp, settings.sndbuf, settings.rcvbuf, reuseport) {
+            Err(SocketError::Create {
+                source: nix::Error::EAFNOSUPPORT,
+                ..
+            }) if settings.local.is_none() && !want_v6 => {
+                // No IPv6 on this host: OpenVPN falls back to IPv4 for the dual-stack default.
+                let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());
+                bind_inet_opts(v4, tcp, settings.sndbuf, settings.rcvbuf, reuseport)
+            }
+            other => other,
         }
-        other => other,
+    };
+    if count == 1 {
+        return bind_fallback(addr, false);
     }
+    // INVARIANT: the probe binds without SO_REUSEPORT, so a port held by anyone (another server
+    // with SO_REUSEPORT included) fails here; its port (the kernel's choice for `port 0`) is then
+    // the group's.
+    let probe = bind_fallback(addr, false)?;
+    let at = probe.addr;
+    drop(probe);
+    let mut first = bind_fallback(at, true)?;
+    for _ in 1..count {
+        let more = bind_inet_opts(first.addr, tcp, settings.sndbuf, settings.rcvbuf, true)?;
+        first.more.push(more.fd);
+    }
+    Ok(first)
 }
 
 /// Binds one inet socket at `addr` (dual-stack when `addr` is `[::]`).
@@ -147,6 +172,17 @@ pub fn bind_inet(
     tcp: bool,
     sndbuf: Option<u32>,
     rcvbuf: Option<u32>,
+) -> Result<TransportSocket, SocketError> {
+    bind_inet_opts(addr, tcp, sndbuf, rcvbuf, false)
+}
+
+/// [`bind_inet`], as a member of a `SO_REUSEPORT` group when `reuseport`.
+fn bind_inet_opts(
+    addr: SocketAddr,
+    tcp: bool,
+    sndbuf: Option<u32>,
+    rcvbuf: Option<u32>,
+    reuseport: bool,
 ) -> Result<TransportSocket, SocketError> {
     let what = if tcp { "TCP" } else { "UDP" };
     let family = if addr.is_ipv4() {
@@ -177,6 +213,9 @@ pub fn bind_inet(
     }
     if tcp {
         setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(opt_err("SO_REUSEADDR"))?;
+    }
+    if reuseport {
+        setsockopt(&fd, sockopt::ReusePort, &true).map_err(opt_err("SO_REUSEPORT"))?;
     }
     if !tcp {
         // UDP_GRO: the kernel may hand the worker several datagrams of one sender as one message
@@ -212,6 +251,7 @@ pub fn bind_inet(
     let bound = local_addr(&fd).unwrap_or(addr);
     Ok(TransportSocket {
         fd,
+        more: Vec::new(),
         addr: bound,
         tcp,
     })
@@ -377,6 +417,33 @@ mod tests {
             bind_management(&Management::Unix(f)),
             Err(SocketError::PathOccupied(_))
         ));
+    }
+
+    #[test]
+    fn one_udp_socket_per_data_thread_in_one_reuseport_group() {
+        let mut s = crate::settings::tests_support::minimal();
+        s.transport = Transport::Udp4;
+        s.local = Some("127.0.0.1".parse().unwrap());
+        s.data_threads = 3;
+        let t = bind_transport(&s).unwrap();
+        assert_ne!(t.addr.port(), 0);
+        assert_eq!(t.more.len(), 2);
+        for fd in std::iter::once(&t.fd).chain(&t.more) {
+            assert_eq!(local_addr(fd), Some(t.addr));
+            let on: bool = nix::sys::socket::getsockopt(fd, sockopt::ReusePort).unwrap();
+            assert!(on);
+        }
+        // the port is taken: a second server fails as with OpenVPN, single- or multi-threaded
+        s.port = t.addr.port();
+        assert!(matches!(bind_transport(&s), Err(SocketError::Bind { .. })));
+        s.data_threads = 1;
+        assert!(matches!(bind_transport(&s), Err(SocketError::Bind { .. })));
+        // and a TCP server has one listener whatever data-threads says
+        s.transport = Transport::Tcp4;
+        s.port = 0;
+        s.data_threads = 4;
+        let t = bind_transport(&s).unwrap();
+        assert!(t.tcp && t.more.is_empty());
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The TUN device: creation through `/dev/net/tun` and configuration over rtnetlink.
 //!
 //! [`TunDevice::create`] opens the clone device, issues `TUNSETIFF` (`IFF_TUN | IFF_NO_PI |
-//! IFF_VNET_HDR`; `dev tun` lets the kernel pick `tunN`), turns on TUN offload (`TUNSETOFFLOAD`:
+//! IFF_VNET_HDR`, and `IFF_MULTI_QUEUE` when the worker has several data-plane threads: then one
+//! more descriptor per thread is attached with the same name, each a queue of its own; a device
+//! that exists without multi-queue gets one queue and a warning; `dev tun` lets the kernel pick
+//! `tunN`), turns on TUN offload (`TUNSETOFFLOAD`:
 //! checksum, TSO4/6 with ECN, USO4/6 where the kernel has them — the worker splits super-packets and
 //! coalesces TCP segments, see `worker/src/offload.rs`; a kernel without offload support gets a
 //! plain device), then sets MTU and txqueuelen, adds the IPv4 address (subnet or
@@ -22,8 +25,8 @@ use nix::sys::stat::Mode;
 use crate::netlink::{if_index, Netlink, NetlinkError};
 use crate::settings::{Settings, TunAddress};
 use crate::sys::tun::{
-    tun_set_iff, tun_set_offload, tun_set_persist, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR, TUN_F_CSUM,
-    TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6,
+    tun_set_iff, tun_set_offload, tun_set_persist, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN,
+    IFF_VNET_HDR, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6,
 };
 
 /// Errors of TUN set-up and tear-down.
@@ -40,6 +43,17 @@ pub enum TunError {
     SetIff {
         /// The requested name.
         name: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Attaching a further queue to a multi-queue device failed.
+    #[error("cannot attach queue {queue} to TUN device '{name}' (TUNSETIFF): {source}")]
+    Queue {
+        /// The device.
+        name: String,
+        /// The queue index.
+        queue: usize,
         /// The error.
         #[source]
         source: std::io::Error,
@@ -67,36 +81,80 @@ pub enum TunError {
 /// A created and configured TUN interface.
 #[derive(Debug)]
 pub struct TunDevice {
-    fd: OwnedFd,
+    /// the queues: the first is the device's own descriptor
+    fds: Vec<OwnedFd>,
     name: String,
     index: u32,
+    /// why the device has fewer queues than asked for, if it has
+    note: Option<String>,
+}
+
+fn open_clone_device() -> Result<OwnedFd, TunError> {
+    open(
+        "/dev/net/tun",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(TunError::Open)
 }
 
 impl TunDevice {
-    /// Creates and configures the device described by `settings`.
+    /// Creates and configures the device described by `settings`, with one queue per data-plane
+    /// thread (`settings.data_threads`).
     pub fn create(settings: &Settings) -> Result<Self, TunError> {
         let requested = tun_request_name(&settings.dev)?;
-        let fd = open(
-            "/dev/net/tun",
-            OFlag::O_RDWR | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(TunError::Open)?;
-        let name = tun_set_iff(fd.as_fd(), &requested, IFF_TUN | IFF_NO_PI | IFF_VNET_HDR)
-            .map_err(|source| TunError::SetIff {
-                name: requested.clone(),
-                source,
-            })?;
-        enable_offload(fd.as_fd());
+        let base = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR;
+        let want = settings.data_threads.max(1);
+        let fd = open_clone_device()?;
+        let set_iff_err = |source| TunError::SetIff {
+            name: requested.clone(),
+            source,
+        };
+        // EINVAL: the device exists with the other queue mode (e.g. made persistent by
+        // `openvpn --mktun`, which is single-queue), or the kernel has no multi-queue TUN: the
+        // other mode is tried; a single-queue device serves one data-plane thread
+        let first = if want > 1 {
+            base | IFF_MULTI_QUEUE
+        } else {
+            base
+        };
+        let (name, flags) = match tun_set_iff(fd.as_fd(), &requested, first) {
+            Ok(name) => (name, first),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let other = first ^ IFF_MULTI_QUEUE;
+                let name = tun_set_iff(fd.as_fd(), &requested, other).map_err(set_iff_err)?;
+                (name, other)
+            }
+            Err(e) => return Err(set_iff_err(e)),
+        };
+        let note = (want > 1 && flags & IFF_MULTI_QUEUE == 0).then(|| {
+            format!("TUN device {name} is not a multi-queue device: the data path uses 1 thread instead of {want}")
+        });
+        let mut fds = vec![fd];
+        if flags & IFF_MULTI_QUEUE != 0 {
+            // INVARIANT: every further queue attaches to the device just created, by its actual
+            // name (not the `tun%d` pattern), with the same flags.
+            for queue in 1..want {
+                let q = open_clone_device()?;
+                tun_set_iff(q.as_fd(), &name, flags).map_err(|source| TunError::Queue {
+                    name: name.clone(),
+                    queue,
+                    source,
+                })?;
+                fds.push(q);
+            }
+        }
+        enable_offload(fds[0].as_fd());
         let nl_err = |source| TunError::Netlink {
             name: name.clone(),
             source,
         };
         let index = if_index(&name).map_err(nl_err)?;
         let dev = TunDevice {
-            fd,
+            fds,
             name: name.clone(),
             index,
+            note,
         };
         dev.configure(settings).map_err(nl_err)?;
         Ok(dev)
@@ -134,16 +192,26 @@ impl TunDevice {
         self.index
     }
 
-    /// The TUN descriptor (the children get duplicates).
+    /// The TUN descriptor of the first queue (the children get duplicates).
     pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.as_fd()
+        self.fds[0].as_fd()
+    }
+
+    /// Every queue's descriptor, the first one first (one per data-plane thread).
+    pub fn queues(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        self.fds.iter().map(|f| f.as_fd()).collect()
+    }
+
+    /// Why the device has fewer queues than `data-threads` asked for (a warning to log), if so.
+    pub fn queue_note(&self) -> Option<&str> {
+        self.note.as_deref()
     }
 
     /// Tears the device down at exit: with `persist` it is marked persistent and left in place,
     /// otherwise it is deleted (netlink) and the descriptor closed.
     pub fn finish(self, persist: bool) -> Result<(), TunError> {
         if persist {
-            tun_set_persist(self.fd.as_fd(), true).map_err(|source| TunError::Persist {
+            tun_set_persist(self.fd(), true).map_err(|source| TunError::Persist {
                 name: self.name.clone(),
                 source,
             })?;
@@ -297,6 +365,47 @@ mod privileged_tests {
             assert_eq!(dev.name(), "tun5");
             let addr = ip(&["-o", "addr", "show", "dev", "tun5"]);
             assert!(addr.contains("inet 10.4.0.1 peer 10.4.0.2/32"), "{addr}");
+            dev.finish(false).unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// `data-threads N`: a multi-queue device with N queues; a device that exists without
+    /// multi-queue serves with one queue and says why.
+    #[test]
+    fn multi_queue_device_and_single_queue_fallback() {
+        if !nix::unistd::geteuid().is_root() {
+            assert_ne!(
+                std::env::var("BULWARK_REQUIRE_PRIVILEGED").as_deref(),
+                Ok("1"),
+                "needs root"
+            );
+            eprintln!("skipped: needs root");
+            return;
+        }
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let mut s = minimal();
+            s.dev = "tun3".into();
+            s.data_threads = 3;
+            let dev = TunDevice::create(&s).unwrap();
+            assert_eq!(dev.queues().len(), 3);
+            assert_eq!(dev.queue_note(), None);
+            let link = ip(&["-d", "link", "show", "dev", "tun3"]);
+            assert!(link.contains("multi_queue"), "{link}");
+            assert!(link.contains("numqueues 3"), "{link}");
+            dev.finish(false).unwrap();
+
+            // made beforehand without multi-queue (as `openvpn --mktun` does)
+            ip(&["tuntap", "add", "dev", "tun4", "mode", "tun"]);
+            let mut s = minimal();
+            s.dev = "tun4".into();
+            s.data_threads = 2;
+            let dev = TunDevice::create(&s).unwrap();
+            assert_eq!(dev.queues().len(), 1);
+            let note = dev.queue_note().unwrap_or_default().to_owned();
+            assert!(note.contains("not a multi-queue device"), "{note}");
             dev.finish(false).unwrap();
         })
         .join()

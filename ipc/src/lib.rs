@@ -48,7 +48,7 @@ pub use validate::ValidationError;
 
 /// IPC protocol version, carried in every frame header and in the Hello messages. Bump it on any
 /// change of the header, the codec configuration, or an existing message's encoding.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Largest packet (header + body), in bytes: 256 KiB. CRLs and certificate chains travel in one
 /// message, so this bounds them. A unix seqpacket message must also fit in the sender's socket

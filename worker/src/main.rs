@@ -272,21 +272,31 @@ async fn serve(
     use std::sync::Arc;
 
     let engine_err = |e: String| (None, WorkerError::Engine(e));
-    let mut tun = None;
-    let mut transport = None;
+    // The descriptors come as the data-plane threads' pairs: TUN queue k goes with UDP socket k
+    // (`WorkerInit::validate` checked the counts); a TCP server has one TUN queue and the listener.
+    let mut tuns = Vec::new();
+    let mut udps = Vec::new();
+    let mut tcp = None;
     for (role, fd) in init.fds.iter().zip(fds) {
         match role {
-            FdRole::Tun => tun = Some(fd),
-            FdRole::UdpSocket => transport = Some(Transport::Udp(fd)),
-            FdRole::TcpListener => transport = Some(Transport::Tcp(fd)),
+            FdRole::Tun => tuns.push(fd),
+            FdRole::UdpSocket => udps.push(fd),
+            FdRole::TcpListener => tcp = Some(fd),
             _ => {}
         }
     }
-    let (Some(tun), Some(transport)) = (tun, transport) else {
+    let mut tuns = tuns.into_iter();
+    let transport = match tcp {
+        Some(fd) => Some(Transport::Tcp(fd)),
+        None if !udps.is_empty() => Some(Transport::Udp(udps.remove(0))),
+        None => None,
+    };
+    let (Some(tun), Some(transport)) = (tuns.next(), transport) else {
         return Err(engine_err(
             "Init lacks the TUN or the transport descriptor".into(),
         ));
     };
+    let lanes: Vec<(OwnedFd, OwnedFd)> = udps.into_iter().zip(tuns).collect();
     let ec = &init.config.engine;
     let key = bulwark_worker::ipc_signer::IpcSigner::new(signer, &ec.tls.cert_chain_pem)
         .map_err(|e| engine_err(e.to_string()))?;
@@ -303,7 +313,8 @@ async fn serve(
         .map_err(|e| engine_err(e.to_string()))?;
     let verb = Arc::new(AtomicU8::new(init.config.verb));
     // INVARIANT: the seccomp filter is installed on every thread (TSYNC) as the last step before the
-    // event loop: the engine, the signer client and the runtime exist, no packet has been read yet.
+    // event loop: the engine, the signer client, the runtime and the data-plane threads exist, no
+    // packet has been read yet.
     // Only after that does the worker report Ready.
     let mode = match init.config.seccomp {
         SeccompMode::Kill => bulwark_policy::seccomp::Mode::Kill,
@@ -314,12 +325,16 @@ async fn serve(
     let coalesce = Duration::from_micros(u64::from(ec.coalesce_usecs));
     if !coalesce.is_zero() {
         // The moderation hold is a few tens of µs; the default timer slack (50 µs) would stretch
-        // every one of them by up to that much. prctl is not in the seccomp allowlist: set it here.
-        // The runtime is single-threaded: this thread runs the driver.
+        // every one of them by up to that much. prctl is not in the seccomp allowlist: set it here,
+        // for this thread (the primary); each lane sets its own.
         if let Err(e) = nix::sys::prctl::set_timerslack(1_000) {
             tracing::warn!("cannot set the timer slack for coalesce-usecs: {e}");
         }
     }
+    // INVARIANT: the lane threads are created here, before the seccomp filter (which forbids
+    // creating threads); they read nothing before `driver::run` starts them.
+    let plane = driver::DataPlane::new(engine, lanes, Arc::clone(&verb), coalesce)
+        .map_err(|e| engine_err(e.to_string()))?;
     bulwark_policy::seccomp::install(bulwark_policy::seccomp::Role::Worker, mode)
         .map_err(|e| engine_err(e.to_string()))?;
     if let Err(source) = control.send(&WorkerToParent::Ready, &[]) {
@@ -381,15 +396,7 @@ async fn serve(
             EngineEvent::CloseTcp { .. } => {}
         }
     };
-    let drive = driver::run(
-        engine,
-        transport,
-        tun,
-        rx,
-        Arc::clone(&verb),
-        coalesce,
-        on_event,
-    );
+    let drive = driver::run(plane, transport, tun, rx, on_event);
     tokio::pin!(drive);
     let mut control_open = true;
     loop {

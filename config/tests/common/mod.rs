@@ -243,6 +243,7 @@ pub fn samples() -> BTreeMap<&'static str, &'static str> {
     add("status-file-group", "status-file-group adm");
     add("log-file-mode", "log-file-mode 0640");
     add("coalesce-usecs", "coalesce-usecs 20");
+    add("data-threads", "data-threads 2");
     add("log-file-group", "log-file-group adm");
     add(
         "management-client-role",

@@ -13,6 +13,8 @@ pub const IFF_TUN: i16 = 0x0001;
 pub const IFF_NO_PI: i16 = 0x1000;
 /// `IFF_VNET_HDR`: every read and write carries a virtio-net header.
 pub const IFF_VNET_HDR: i16 = 0x4000;
+/// `IFF_MULTI_QUEUE`: every `TUNSETIFF` with the device's name attaches one more queue.
+pub const IFF_MULTI_QUEUE: i16 = 0x0100;
 /// `_IOW('T', 208, unsigned int)`.
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 /// `TUN_F_CSUM`: userspace accepts packets with a partial checksum.

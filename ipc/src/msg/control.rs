@@ -120,9 +120,10 @@ pub enum ParentToWorker {
 pub struct WorkerInit {
     /// The configuration.
     pub config: WorkerConfig,
-    /// What each passed descriptor is, in order: 1..=16 entries, at least one
-    /// [`FdRole::Tun`] and at least one transport socket ([`FdRole::UdpSocket`] or
-    /// [`FdRole::TcpListener`]); [`FdRole::UnixListener`] is not allowed.
+    /// What each passed descriptor is, in order: one pair per data-plane thread, a
+    /// [`FdRole::Tun`] queue followed by its transport socket — one to eight pairs of `Tun`,
+    /// [`FdRole::UdpSocket`], or exactly one pair of `Tun`, [`FdRole::TcpListener`];
+    /// [`FdRole::UnixListener`] is not allowed.
     pub fds: Vec<FdRole>,
 }
 
@@ -147,6 +148,17 @@ impl WorkerInit {
             return Err(ValidationError::FdRoleMissing {
                 role: "UdpSocket|TcpListener",
                 message: "WorkerInit",
+            });
+        }
+        // the data-plane threads' pairs: TUN queue k, then its socket
+        let paired = self.fds.chunks(2).all(|p| {
+            matches!(p, [FdRole::Tun, FdRole::UdpSocket])
+                || (self.fds.len() == 2 && matches!(p, [FdRole::Tun, FdRole::TcpListener]))
+        });
+        if !paired {
+            return Err(ValidationError::Field {
+                field: "fds",
+                why: "not pairs of Tun and UdpSocket (one per data-plane thread), or one Tun and one TcpListener".into(),
             });
         }
         Ok(())
@@ -357,6 +369,40 @@ mod tests {
             unix.validate(),
             Err(ValidationError::FdRoleNotAllowed { .. })
         ));
+        let mut lanes = ok.clone();
+        lanes.fds = [FdRole::Tun, FdRole::UdpSocket].repeat(8);
+        assert!(lanes.validate().is_ok());
+        for bad in [
+            vec![FdRole::Tun, FdRole::UdpSocket, FdRole::Tun],
+            vec![
+                FdRole::Tun,
+                FdRole::UdpSocket,
+                FdRole::UdpSocket,
+                FdRole::Tun,
+            ],
+            vec![
+                FdRole::Tun,
+                FdRole::TcpListener,
+                FdRole::Tun,
+                FdRole::TcpListener,
+            ],
+            vec![
+                FdRole::Tun,
+                FdRole::TcpListener,
+                FdRole::Tun,
+                FdRole::UdpSocket,
+            ],
+            vec![FdRole::UdpSocket, FdRole::Tun],
+        ] {
+            lanes.fds = bad.clone();
+            assert!(
+                matches!(
+                    lanes.validate(),
+                    Err(ValidationError::Field { field: "fds", .. })
+                ),
+                "{bad:?}"
+            );
+        }
         let mut too_many = ok.clone();
         too_many.fds = vec![FdRole::Tun; 17];
         assert!(matches!(

@@ -127,19 +127,20 @@ fn main() -> ExitCode {
         Err(e) => return fail(e),
     };
     let (_tx, rx) = tokio::sync::mpsc::channel(1);
-    println!("engine-harness: Initialization Sequence Completed");
-    let res = rt.block_on(driver::run(
+    let plane = match driver::DataPlane::new(
         engine,
-        transport,
-        tun_fd,
-        rx,
+        Vec::new(),
         std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0)),
         std::time::Duration::from_micros(u64::from(ec.coalesce_usecs)),
-        |ev| match ev {
-            EngineEvent::Log { line, .. } => println!("{line}"),
-            other => println!("event: {other:?}"),
-        },
-    ));
+    ) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    println!("engine-harness: Initialization Sequence Completed");
+    let res = rt.block_on(driver::run(plane, transport, tun_fd, rx, |ev| match ev {
+        EngineEvent::Log { line, .. } => println!("{line}"),
+        other => println!("event: {other:?}"),
+    }));
     drop(tun);
     match res {
         Ok(_) => ExitCode::SUCCESS,
