@@ -136,8 +136,13 @@ run_one() { # $1 = rate, $2 = N, $3 = round; appends a JSON line to $RESULTS
         > "$hs" 2> "$hs.err" || echo "warning: bulwark-hsload failed (data-threads $n, rate $rate): $(tail -3 "$hs.err")" >&2
     sleep 0.5 # packets still queued reach the sink
     snap > "$raw.1"
-    for p in $(ip netns pids "$S"); do kill "$p" 2>/dev/null || true; done
+    # stop the parent first (it shuts its worker and broker down in order), then whatever is left
+    for p in $(ip netns pids "$S"); do
+        if [ "$(cat "/proc/$p/comm" 2>/dev/null || true)" = bulwark ]; then kill "$p" 2>/dev/null || true; fi
+    done
     for _ in $(seq 1 50); do [ -z "$(ip netns pids "$S")" ] && break; sleep 0.1; done
+    for p in $(ip netns pids "$S"); do kill "$p" 2>/dev/null || true; done
+    for _ in $(seq 1 20); do [ -z "$(ip netns pids "$S")" ] && break; sleep 0.1; done
     for p in $(ip netns pids "$S") $(ip netns pids "$C"); do kill -9 "$p" 2>/dev/null || true; done
     if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$OUT-logs"; cp "$log" "$hs" "$hs.err" "$OUT-logs/"; fi
     python3 - "$rate" "$n" "$round" "$raw" "$hs" "$log" "$HZ" "$SESSIONS" "$SECS" "$SIZE" "$RESULTS" <<'PY' | tee -a "$OUT.txt"
