@@ -127,6 +127,9 @@ run_one() { # $1 = rate, $2 = N, $3 = round; appends a JSON line to $RESULTS
     for _ in $(seq 1 50); do ip netns exec "$S" ss -Hlun 'sport = :1194' 2>/dev/null | grep -q . && { bound=1; break; }; sleep 0.1; done
     [ -n "$bound" ] || { echo "server (data-threads $n) did not bind UDP 1194; log:" >&2; tail -20 "$log" >&2; exit 1; }
     sleep 1 # worker and broker up before the CPU is sampled
+    local alive=""
+    for p in $(ip netns pids "$S"); do [ "$(cat "/proc/$p/comm" 2>/dev/null || true)" = bulwark ] && alive=1; done
+    [ -n "$alive" ] || { echo "server (data-threads $n) exited during start-up; log:" >&2; tail -20 "$log" >&2; exit 1; }
     local raw="$WORK/raw-$rate-$n-$round" hs="$WORK/hsload-$rate-$n-$round.json"
     snap > "$raw.0"
     ip netns exec "$C" timeout -k 5 $((SECS + 40)) "$HSLOAD" --server 10.99.80.1:1194 \
