@@ -1,6 +1,6 @@
 //! Command line of `bulwark-hsload`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,12 +10,17 @@ pub const MAX_COUNT: u64 = 1_000_000;
 pub const MAX_CONCURRENCY: usize = 4096;
 /// Longest overall run.
 pub const MAX_TIMEOUT_S: u64 = 3600;
+/// Highest total data rate (inner packets per second).
+pub const MAX_DATA_PPS: u64 = 2_000_000;
+/// Default inner packet size of the data load.
+pub const DEFAULT_DATA_SIZE: usize = 1200;
 
 /// The usage text.
 pub const USAGE: &str = "\
 usage: bulwark-hsload --server ADDR:PORT --ca FILE --cert FILE --key FILE [--tls-crypt FILE]
                       [--count N] [--concurrency C] [--timeout S] [--session-timeout S]
                       [--push-request-tick MS] [--exit-wait S] [--bind IP] [--port-base P]
+                      [--hold S [--data-pps N --data-dst IP:PORT [--data-size BYTES]]]
 
 Runs N OpenVPN 2.6 client handshakes (UDP, key-method 2, TLS with the client certificate, PUSH_REPLY)
 against the server, C at a time from one thread, each from its own UDP socket (source port), then
@@ -36,6 +41,16 @@ ends each session with EXIT (cc-exit) or OCC_EXIT, and prints one JSON line with
   --bind IP                local address of the sockets (default: any of the server's family)
   --port-base P            source ports are P, P+1, ... (wrapping to P after 65535; default 20000),
                            so no port is used twice within a run of up to 65535-P sessions
+
+Data mode:
+  --hold S                 keep each completed session open for S seconds (default 0 = end it at
+                           once), then end it as above; --timeout must be longer than S
+  --data-pps N             while sessions are held, send N inner packets per second in total, spread
+                           evenly over the held sessions, each encrypted as P_DATA with the session's
+                           data key (at most 2000000; default 0 = none; needs --hold and --data-dst)
+  --data-dst IP:PORT       inner destination (IPv4/UDP; e.g. the server's tunnel address and a port
+                           a sink listens on); the inner source is the session's pushed ifconfig address
+  --data-size BYTES        inner IPv4 packet size, headers included (28..=1500, default 1200)
 ";
 
 /// Errors of the command line.
@@ -94,6 +109,14 @@ pub struct Args {
     pub bind: Option<IpAddr>,
     /// First source port.
     pub port_base: u16,
+    /// How long a completed session is kept open (zero: ended at once).
+    pub hold: Duration,
+    /// Inner packets per second over all held sessions (0: none).
+    pub data_pps: u64,
+    /// Inner IPv4 packet size.
+    pub data_size: usize,
+    /// Inner destination.
+    pub data_dst: Option<SocketAddrV4>,
 }
 
 fn num<T: std::str::FromStr + PartialOrd>(
@@ -127,6 +150,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Args, CliError> 
     let mut exit_wait = 5u64;
     let mut bind = None;
     let mut port_base = 20000u16;
+    let mut hold = 0u64;
+    let mut data_pps = 0u64;
+    let mut data_size = DEFAULT_DATA_SIZE;
+    let mut data_dst = None;
     while let Some(a) = it.next() {
         let opt: &'static str = match a.as_str() {
             "-h" | "--help" => return Err(CliError::Help),
@@ -143,6 +170,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Args, CliError> 
             "--exit-wait" => "--exit-wait",
             "--bind" => "--bind",
             "--port-base" => "--port-base",
+            "--hold" => "--hold",
+            "--data-pps" => "--data-pps",
+            "--data-size" => "--data-size",
+            "--data-dst" => "--data-dst",
             _ => return Err(CliError::Unknown(a)),
         };
         let v = it.next().ok_or(CliError::MissingValue(opt))?;
@@ -174,7 +205,40 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Args, CliError> 
                 })?)
             }
             "--port-base" => port_base = num(opt, &v, 1024, 65535, "a port 1024..=65535")?,
+            "--hold" => hold = num(opt, &v, 0, MAX_TIMEOUT_S, "seconds 0..=3600")?,
+            "--data-pps" => data_pps = num(opt, &v, 0, MAX_DATA_PPS, "a rate 0..=2000000")?,
+            "--data-size" => {
+                data_size = num(
+                    opt,
+                    &v,
+                    crate::load::MIN_SIZE,
+                    crate::load::MAX_SIZE,
+                    "bytes 28..=1500",
+                )?
+            }
+            "--data-dst" => {
+                data_dst = Some(v.parse::<SocketAddrV4>().map_err(|_| CliError::BadValue {
+                    option: opt,
+                    value: v.clone(),
+                    expected: "an IPv4 address and port (10.8.0.1:9000)",
+                })?)
+            }
             _ => return Err(CliError::Unknown(a)),
+        }
+    }
+    if hold > 0 && timeout <= hold {
+        return Err(CliError::BadValue {
+            option: "--timeout",
+            value: timeout.to_string(),
+            expected: "longer than --hold",
+        });
+    }
+    if data_pps > 0 {
+        if hold == 0 {
+            return Err(CliError::Required("--hold (with --data-pps)"));
+        }
+        if data_dst.is_none() {
+            return Err(CliError::Required("--data-dst (with --data-pps)"));
         }
     }
     Ok(Args {
@@ -191,6 +255,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Args, CliError> 
         exit_wait: Duration::from_secs(exit_wait),
         bind,
         port_base,
+        hold: Duration::from_secs(hold),
+        data_pps,
+        data_size,
+        data_dst,
     })
 }
 
@@ -218,6 +286,54 @@ mod tests {
         assert_eq!(a.push_request_tick, Duration::ZERO);
         assert_eq!(a.exit_wait, Duration::from_secs(5));
         assert_eq!(a.port_base, 30000);
+        assert_eq!((a.hold, a.data_pps, a.data_dst), (Duration::ZERO, 0, None));
+        assert_eq!(a.data_size, 1200);
+    }
+
+    #[test]
+    fn parses_the_data_mode() {
+        let base = "--server 10.0.0.1:1194 --ca a --cert b --key c";
+        let a = parse(args(&format!(
+            "{base} --hold 10 --timeout 40 --data-pps 150000 --data-dst 10.8.0.1:9000 --data-size 1400"
+        )))
+        .unwrap();
+        assert_eq!(a.hold, Duration::from_secs(10));
+        assert_eq!(a.data_pps, 150_000);
+        assert_eq!(a.data_dst, Some("10.8.0.1:9000".parse().unwrap()));
+        assert_eq!(a.data_size, 1400);
+        // holding without data is allowed
+        assert!(parse(args(&format!("{base} --hold 5"))).is_ok());
+        // the run must outlast the hold
+        assert!(matches!(
+            parse(args(&format!("{base} --hold 60"))),
+            Err(CliError::BadValue {
+                option: "--timeout",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(args(&format!("{base} --data-pps 10 --data-dst 10.8.0.1:9"))),
+            Err(CliError::Required(_))
+        ));
+        assert!(matches!(
+            parse(args(&format!("{base} --hold 5 --data-pps 10"))),
+            Err(CliError::Required(_))
+        ));
+        for bad in [
+            "--data-size 27",
+            "--data-size 1501",
+            "--data-pps 2000001",
+            "--data-dst [::1]:9",
+            "--data-dst 10.8.0.1",
+        ] {
+            assert!(
+                matches!(
+                    parse(args(&format!("{base} --hold 5 {bad}"))),
+                    Err(CliError::BadValue { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

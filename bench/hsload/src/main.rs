@@ -6,10 +6,15 @@
 //! of CPU each for process start, TUN set-up and their own TLS); a session here costs a small fraction
 //! of a server's handshake, so the server becomes the bottleneck. See `bench/README.md`.
 //!
+//! With `--hold` (and `--data-pps`) it is also a many-client data load: every completed session stays
+//! open for a while and sends encrypted inner packets at a paced total rate (see `bench/threads.sh`).
+//!
 //! Modules: `cli` (options), `tls` (rustls client configuration), `session` (one client session,
-//! sans-IO), `runner` (the poll loop and the report).
+//! sans-IO), `load` (inner packets and pacing of the data load), `runner` (the poll loop and the
+//! report).
 
 mod cli;
+mod load;
 mod runner;
 mod session;
 mod tls;
@@ -82,7 +87,9 @@ fn real_main() -> Result<(), MainError> {
             )
         }
     };
-    raise_file_limit(args.concurrency as u64 * 8 + 256)?;
+    // held sessions keep their sockets: with --hold up to --count of them at once
+    let held = if args.hold.is_zero() { 0 } else { args.count };
+    raise_file_limit((args.concurrency as u64 * 8).max(held) + 256)?;
     let profile = Arc::new(session::Profile::new(
         tls,
         tls::server_name(&args.server),
@@ -90,6 +97,7 @@ fn real_main() -> Result<(), MainError> {
         wrap_key,
         args.push_request_tick,
         args.exit_wait,
+        args.hold,
     )?);
     let report = runner::run(&args, &profile)?;
     println!("{}", report.to_json(&args));

@@ -1,6 +1,13 @@
 //! The event loop: many [`Session`]s from one thread, one non-blocking connected UDP socket each
 //! (a distinct source port = a distinct client to the server), `poll(2)` for readiness and the
-//! sessions' own deadlines (retransmissions from `reliable.rs`, PUSH_REQUEST, EXIT wait) for timers.
+//! sessions' own deadlines (retransmissions from `reliable.rs`, PUSH_REQUEST, EXIT wait, end of the
+//! hold, keepalive) for timers.
+//!
+//! Data load (`--hold` with `--data-pps`): every turn of the loop asks the [`Pacer`] how many inner
+//! packets are due and hands them round-robin to the sessions that are held, each sealed under that
+//! session's data key and sent from its own socket; the loop then sleeps until the next packet is due
+//! (in whole milliseconds, so the packets go out in batches of about a millisecond's worth). A send
+//! that finds the socket buffer full is counted as dropped, never waited for.
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
@@ -13,6 +20,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::resource::{getrusage, UsageWho};
 
 use crate::cli::Args;
+use crate::load::{ipv4_udp_packet, Pacer};
 use crate::session::{ExitKind, Phase, Profile, Session, SEED_LEN};
 
 /// Errors that stop the whole run (a single session's trouble is counted, not raised).
@@ -68,6 +76,24 @@ pub struct Report {
     pub push_requests: u64,
     /// See `sent`.
     pub refused: u64,
+    /// Sessions that were held (`--hold`).
+    pub held: u64,
+    /// Held sessions whose hold ran its whole length.
+    pub held_fully: u64,
+    /// Held sessions that could not send data: no IPv4 `ifconfig` pushed.
+    pub held_without_ipv4: u64,
+    /// Inner packets the pacer handed out (sent, dropped or failed).
+    pub data_attempted: u64,
+    /// Inner packets sent (accepted by the socket).
+    pub data_sent: u64,
+    /// Inner packets dropped at the socket (buffer full: EAGAIN/ENOBUFS, or an ICMP refusal).
+    pub data_dropped: u64,
+    /// Inner packets that failed to send for another reason.
+    pub data_send_errors: u64,
+    /// Inner packets the pacer skipped because a turn came too late (the generator fell behind).
+    pub data_skipped: u64,
+    /// Seconds during which at least one session was held (the pacer ran).
+    pub data_active_s: f64,
 }
 
 impl Report {
@@ -86,6 +112,11 @@ impl Report {
     /// Completed handshakes per second of `wall_s`.
     pub fn per_second(&self) -> Option<f64> {
         (self.completed > 0 && self.wall_s > 0.0).then(|| self.completed as f64 / self.wall_s)
+    }
+
+    /// Inner packets sent per second of `data_active_s`.
+    pub fn data_send_rate(&self) -> Option<f64> {
+        (self.data_active_s > 0.0).then(|| self.data_sent as f64 / self.data_active_s)
     }
 
     /// Latency quantile `q` in 0..=1 (nearest rank), seconds.
@@ -123,6 +154,14 @@ impl Report {
             "datagrams": {"sent": self.sent, "received": self.received, "dropped": self.dropped,
                           "control_retransmits": self.retransmits, "push_requests": self.push_requests,
                           "icmp_refused": self.refused},
+            "data": {"hold_s": args.hold.as_secs(), "pps_target": args.data_pps,
+                     "size": args.data_size, "dst": args.data_dst.map(|d| d.to_string()),
+                     "held": self.held, "held_fully": self.held_fully,
+                     "held_without_ipv4": self.held_without_ipv4,
+                     "attempted": self.data_attempted, "sent": self.data_sent,
+                     "dropped_socket": self.data_dropped, "send_errors": self.data_send_errors,
+                     "skipped_late": self.data_skipped, "active_s": self.data_active_s,
+                     "send_pps": self.data_send_rate()},
         })
     }
 }
@@ -148,6 +187,92 @@ struct Slot {
     recorded: bool,
     refused: bool,
     error: Option<(String, String)>,
+    /// Counted as held.
+    held: bool,
+    /// The inner packet this session sends while held.
+    inner: Option<Vec<u8>>,
+}
+
+/// The data load across turns: the pacer, whose turn is next, a packet buffer, the held slots.
+struct DataLoad {
+    pacer: Pacer,
+    cursor: usize,
+    buf: Vec<u8>,
+    held: Vec<usize>,
+}
+
+/// Whether a send error means "socket buffer full" (the datagram is dropped, the loop goes on).
+fn buffer_full(e: &std::io::Error) -> bool {
+    e.kind() == ErrorKind::WouldBlock || e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32)
+}
+
+/// One turn of the data load: notes newly held sessions (and builds their inner packet), then sends
+/// what the pacer says is due, round-robin over the held sessions. Pauses the pacer while none is held.
+fn data_turn(
+    slots: &mut [Slot],
+    load: &mut DataLoad,
+    args: &Args,
+    now: Instant,
+    report: &mut Report,
+) {
+    load.held.clear();
+    for (i, slot) in slots.iter_mut().enumerate() {
+        if slot.error.is_some() || slot.sess.phase() != Phase::Held {
+            continue;
+        }
+        if !slot.held {
+            slot.held = true;
+            report.held += 1;
+            if let Some(dst) = args.data_dst {
+                match slot.sess.inner_source() {
+                    None => report.held_without_ipv4 += 1,
+                    Some(src) => {
+                        let port = slot.sock.local_addr().map_or(0, |a| a.port());
+                        match ipv4_udp_packet(src, port, dst, args.data_size) {
+                            Ok(p) => slot.inner = Some(p),
+                            Err(e) => {
+                                slot.error = Some(("data_setup".into(), e.to_string()));
+                                continue;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if slot.inner.is_some() {
+            load.held.push(i);
+        }
+    }
+    if load.held.is_empty() {
+        load.pacer.pause(now);
+        return;
+    }
+    for _ in 0..load.pacer.take(now) {
+        load.cursor = (load.cursor + 1) % load.held.len();
+        let Some(slot) = slots.get_mut(load.held[load.cursor]) else {
+            continue;
+        };
+        let Some(inner) = slot.inner.as_deref() else {
+            continue;
+        };
+        if slot.error.is_some() {
+            continue;
+        }
+        match slot.sess.seal_data(inner, &mut load.buf, now) {
+            Ok(Some(r)) => match slot.sock.send(&load.buf[r]) {
+                Ok(_) => report.data_sent += 1,
+                Err(e) if buffer_full(&e) => report.data_dropped += 1,
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                    slot.refused = true;
+                    report.refused += 1;
+                    report.data_dropped += 1;
+                }
+                Err(_) => report.data_send_errors += 1,
+            },
+            Ok(None) => {}
+            Err(e) => slot.error = Some((e.reason().into(), e.to_string())),
+        }
+    }
 }
 
 /// Hands out source ports P, P+1, ... (wrapping to P), so that a port is not reused within a run:
@@ -251,6 +376,9 @@ fn add_exit_and_stats(slot: &Slot, report: &mut Report) {
         Some(ExitKind::OccExit) => report.occ_exit += 1,
         None => {}
     }
+    if slot.sess.held_fully() {
+        report.held_fully += 1;
+    }
     let st = slot.sess.stats();
     report.sent += st.sent;
     report.received += st.received;
@@ -283,6 +411,12 @@ pub fn run(args: &Args, profile: &Arc<Profile>) -> Result<Report, RunError> {
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::with_capacity(2048);
     let mut ready = Vec::with_capacity(args.concurrency * 2);
+    let mut load = DataLoad {
+        pacer: Pacer::new(args.data_pps),
+        cursor: 0,
+        buf: Vec::with_capacity(2048),
+        held: Vec::new(),
+    };
     loop {
         let now = Instant::now();
         let unix = unix_now();
@@ -333,6 +467,8 @@ pub fn run(args: &Args, profile: &Arc<Profile>) -> Result<Report, RunError> {
                 recorded: false,
                 refused: false,
                 error: None,
+                held: false,
+                inner: None,
             };
             flush(&mut slot, &mut out, now, unix, &mut report);
             slots.push(slot);
@@ -354,6 +490,7 @@ pub fn run(args: &Args, profile: &Arc<Profile>) -> Result<Report, RunError> {
                 flush(slot, &mut out, now, unix, &mut report);
             }
         }
+        data_turn(&mut slots, &mut load, args, Instant::now(), &mut report);
         slots.retain_mut(|s| settle(s, &mut report, &mut last_completion));
         if slots.is_empty() && report.started >= args.count {
             break;
@@ -364,6 +501,11 @@ pub fn run(args: &Args, profile: &Arc<Profile>) -> Result<Report, RunError> {
             .flat_map(|s| [s.sess.next_deadline(), (!s.recorded).then_some(s.deadline)])
             .flatten()
             .chain([end])
+            .chain(
+                (!load.held.is_empty())
+                    .then(|| load.pacer.next_due())
+                    .flatten(),
+            )
             .min()
             .unwrap_or(end);
         let wait = wake.saturating_duration_since(Instant::now());
@@ -416,6 +558,11 @@ pub fn run(args: &Args, profile: &Arc<Profile>) -> Result<Report, RunError> {
         }
         slots.retain_mut(|s| settle(s, &mut report, &mut last_completion));
     }
+    let done = Instant::now();
+    load.pacer.pause(done);
+    report.data_active_s = load.pacer.active(done).as_secs_f64();
+    report.data_skipped = load.pacer.skipped();
+    report.data_attempted = load.pacer.taken();
     report.cpu_s = cpu_seconds()? - cpu0;
     report.total_wall_s = t0.elapsed().as_secs_f64();
     report.wall_s = match (first_send, last_completion) {

@@ -20,18 +20,25 @@
 //! timer, then every 5 s) = **completed**. Then, like the stock client: the data-channel key is derived
 //! (EKM or legacy PRF, `data::DataKey` in client role), and the session ends with `EXIT` on the control
 //! channel when the server pushed `protocol-flags cc-exit` (the session is done when the server ACKed
-//! it), else with one OCC_EXIT data packet.
+//! it), else with one OCC_EXIT data packet. With a hold (`--hold`) the session first stays open
+//! ([`Phase::Held`]) for that long: the runner sends inner packets through it ([`Session::seal_data`],
+//! P_DATA_V2 under the data key with the pushed peer-id, the pushed compression framing if any), a
+//! keepalive ping goes out when nothing was sent for the pushed `ping` interval, control packets are
+//! still ACKed, and the server's data packets (its pings) are ignored; then it ends as above.
 //!
 //! Errors that end the session are [`SessionError`]s; a datagram that does not authenticate or belongs
 //! to another session is dropped and counted, as OpenVPN does.
 
 use std::io::{Read, Write};
+use std::net::Ipv4Addr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bulwark_worker::proto::data::{Cipher, DataError, DataKey, DataKeyConfig, Digest};
 use bulwark_worker::proto::keys::{Key2, KeysError, LegacyKeySource, Role, EKM_LABEL_DATA_KEYS};
 use bulwark_worker::proto::km2::{self, IvProto, Km2Error, OccSettings, ServerKeyMessage};
+use bulwark_worker::proto::magic::{CompressionFraming, MagicError, PING_PAYLOAD};
 use bulwark_worker::proto::packet::{split_op_key, Opcode, SessionId, SID_LEN};
 use bulwark_worker::proto::reliable::{
     control_payload_budget, Reliable, ReliableError, IPV4_UDP_OVERHEAD, IPV6_UDP_OVERHEAD,
@@ -54,6 +61,8 @@ pub const DATA_CIPHERS: [Cipher; 3] = [
 ];
 /// Random bytes a session needs: session id, pre-master, random1, random2, one spare IV block.
 pub const SEED_LEN: usize = SID_LEN + 48 + 32 + 32 + 16;
+/// Keepalive interval while held when the server pushed no `ping` (OpenVPN's `keepalive 10 ...`).
+pub const DEFAULT_PING: Duration = Duration::from_secs(10);
 /// Largest plaintext accepted before the server's key-method-2 message could be parsed.
 const MAX_PENDING_PLAINTEXT: usize = 16 * 1024;
 
@@ -96,6 +105,9 @@ pub enum SessionError {
     /// Data-channel key setup or the OCC_EXIT packet failed.
     #[error("data channel: {0}")]
     Data(#[from] DataError),
+    /// The pushed compression framing could not be applied to a data packet.
+    #[error("data framing: {0}")]
+    Framing(#[from] MagicError),
 }
 
 impl SessionError {
@@ -110,9 +122,10 @@ impl SessionError {
             SessionError::Km2(_) => "bad_key_method_2",
             SessionError::AuthFailed(_) => "auth_failed",
             SessionError::ServerSignal(_) => "server_restart_halt_exit",
-            SessionError::Push(_) | SessionError::Keys(_) | SessionError::Data(_) => {
-                "bad_push_reply"
-            }
+            SessionError::Push(_)
+            | SessionError::Keys(_)
+            | SessionError::Data(_)
+            | SessionError::Framing(_) => "bad_push_reply",
         }
     }
 }
@@ -128,12 +141,14 @@ pub struct Profile {
     budget: usize,
     push_request_tick: Duration,
     exit_wait: Duration,
+    hold: Duration,
 }
 
 impl Profile {
     /// `push_request_tick`: PUSH_REQUEST goes out at the first multiple of it (from the session start)
     /// after the key exchange, zero = right then. `exit_wait`: how long to wait for the server's ACK of
-    /// EXIT before the session is given up as done anyway.
+    /// EXIT before the session is given up as done anyway. `hold`: how long a completed session stays
+    /// open before it is ended (zero: at once).
     pub fn new(
         tls: Arc<ClientConfig>,
         server_name: ServerName<'static>,
@@ -141,6 +156,7 @@ impl Profile {
         wrap_key: Option<StaticKey>,
         push_request_tick: Duration,
         exit_wait: Duration,
+        hold: Duration,
     ) -> Result<Self, SessionError> {
         let overhead = wrapper(wrap_key.as_ref()).overhead();
         let ip = if ipv6 {
@@ -158,6 +174,7 @@ impl Profile {
             budget,
             push_request_tick,
             exit_wait,
+            hold,
         })
     }
 }
@@ -201,6 +218,8 @@ pub enum Phase {
     KeyExchange,
     /// Key state active, waiting for PUSH_REPLY.
     Push,
+    /// Completed and held open (`--hold`): data may be sent.
+    Held,
     /// Completed; EXIT (or OCC_EXIT) on its way.
     Exiting,
     /// Finished: nothing more to send.
@@ -215,6 +234,7 @@ impl Phase {
             Phase::Tls => "tls",
             Phase::KeyExchange => "key_exchange",
             Phase::Push => "push",
+            Phase::Held => "hold",
             Phase::Exiting => "exit",
             Phase::Done => "done",
         }
@@ -270,6 +290,14 @@ pub struct Session {
     exit_deadline: Option<Instant>,
     exit: Option<ExitKind>,
     pending_data: Option<Vec<u8>>,
+    data_key: Option<DataKey>,
+    framing: CompressionFraming,
+    cc_exit: bool,
+    inner_source: Option<Ipv4Addr>,
+    hold_until: Option<Instant>,
+    held_fully: bool,
+    ping_interval: Duration,
+    next_ping: Option<Instant>,
     next_new_id: u32,
     stats: SessionStats,
 }
@@ -334,6 +362,14 @@ impl Session {
             exit_deadline: None,
             exit: None,
             pending_data: None,
+            data_key: None,
+            framing: CompressionFraming::None,
+            cc_exit: false,
+            inner_source: None,
+            hold_until: None,
+            held_fully: false,
+            ping_interval: DEFAULT_PING,
+            next_ping: None,
             next_new_id: 0,
             stats: SessionStats::default(),
         })
@@ -367,6 +403,55 @@ impl Session {
         self.stats
     }
 
+    /// The IPv4 address the server assigned (pushed `ifconfig`), the source of inner packets.
+    pub fn inner_source(&self) -> Option<Ipv4Addr> {
+        self.inner_source
+    }
+
+    /// Whether the session was held for its whole `--hold` (ended by the hold timer, not by an error
+    /// or the end of the run).
+    pub fn held_fully(&self) -> bool {
+        self.held_fully
+    }
+
+    /// Encrypts the inner packet `inner` as a data packet (P_DATA_V2 with the pushed peer-id, else
+    /// P_DATA_V1; the pushed compression framing) into `buf` and returns the packet's range in it.
+    /// `None` unless the session is [`Phase::Held`].
+    pub fn seal_data(
+        &mut self,
+        inner: &[u8],
+        buf: &mut Vec<u8>,
+        now: Instant,
+    ) -> Result<Option<Range<usize>>, SessionError> {
+        if self.phase != Phase::Held {
+            return Ok(None);
+        }
+        let range = self.seal(inner, buf)?;
+        // OpenVPN pings only when nothing else went out for the interval
+        self.next_ping = Some(now + self.ping_interval);
+        Ok(Some(range))
+    }
+
+    /// Frames and encrypts `payload` into `buf` under the data key.
+    fn seal(&mut self, payload: &[u8], buf: &mut Vec<u8>) -> Result<Range<usize>, SessionError> {
+        let key = self
+            .data_key
+            .as_mut()
+            .ok_or_else(|| SessionError::Push("no data key".into()))?;
+        let framing = self.framing;
+        let start = key.headroom() + framing.headroom();
+        let end = start + payload.len();
+        buf.clear();
+        buf.resize(end + framing.tailroom() + key.tailroom(), 0);
+        buf[start..end].copy_from_slice(payload);
+        let framed = framing.encode(buf, start..end)?;
+        // AEAD only (DATA_CIPHERS), so no IV is drawn; a CBC key would take the seeded block
+        let iv = self.iv_seed;
+        Ok(key.encrypt(buf, framed, &mut |b: &mut [u8]| {
+            b.iter_mut().zip(iv.iter()).for_each(|(d, s)| *d = *s);
+        })?)
+    }
+
     /// Earliest time [`Session::on_timeout`] / [`Session::poll_transmit`] have work without input.
     pub fn next_deadline(&self) -> Option<Instant> {
         if self.phase == Phase::Done {
@@ -376,6 +461,8 @@ impl Session {
             self.rel.next_timeout(),
             self.next_push_request,
             self.exit_deadline,
+            self.hold_until,
+            self.next_ping,
         ]
         .into_iter()
         .flatten()
@@ -417,8 +504,21 @@ impl Session {
         Ok(false)
     }
 
-    /// Runs the timers: PUSH_REQUEST, the exit wait. (Retransmissions come from `poll_transmit`.)
+    /// Runs the timers: PUSH_REQUEST, the end of the hold, the keepalive ping while held, the exit
+    /// wait. (Retransmissions come from `poll_transmit`.)
     pub fn on_timeout(&mut self, now: Instant) -> Result<(), SessionError> {
+        if self.phase == Phase::Held && self.hold_until.is_some_and(|t| now >= t) {
+            self.held_fully = true;
+            self.begin_exit(now)?;
+        }
+        if self.phase == Phase::Held && self.next_ping.is_some_and(|t| now >= t) {
+            self.next_ping = Some(now + self.ping_interval);
+            if self.pending_data.is_none() {
+                let mut buf = Vec::with_capacity(64);
+                let range = self.seal(&PING_PAYLOAD, &mut buf)?;
+                self.pending_data = Some(buf[range].to_vec());
+            }
+        }
         if self.phase == Phase::Push && self.next_push_request.is_some_and(|t| now >= t) {
             self.next_push_request = Some(now + PUSH_REQUEST_INTERVAL);
             self.send_message("PUSH_REQUEST", now)?;
@@ -568,7 +668,7 @@ impl Session {
             self.phase = Phase::Push;
             self.next_push_request = Some(self.next_tick(now));
         }
-        if self.phase == Phase::Push {
+        if self.phase == Phase::Push || self.phase == Phase::Held {
             // like OpenVPN, text messages are read once the key state is active (tls_rec_payload)
             self.read_messages(now)?;
         }
@@ -621,8 +721,15 @@ impl Session {
             let Ok(msg) = msg else {
                 continue; // OpenVPN drops an unterminated or non-printable message
             };
-            if self.phase != Phase::Push {
-                break; // completed: the rest does not matter
+            if self.phase != Phase::Push && self.phase != Phase::Held {
+                break; // exiting: the rest does not matter
+            }
+            if self.phase == Phase::Held {
+                // held: only a signal from the server matters (it ends the session as an error)
+                if msg.starts_with("RESTART") || msg.starts_with("HALT") || msg == "EXIT" {
+                    return Err(SessionError::ServerSignal(msg.to_string()));
+                }
+                continue;
             }
             if let Some(rest) = msg.strip_prefix("PUSH_REPLY") {
                 let mut last = true;
@@ -654,8 +761,8 @@ impl Session {
         })
     }
 
-    /// PUSH_REPLY complete: the handshake is done. Derive the data key like the client does, then end
-    /// the session the way the server negotiated.
+    /// PUSH_REPLY complete: the handshake is done. Derive the data key like the client does, then hold
+    /// the session open or end it the way the server negotiated.
     fn on_push_reply(&mut self, now: Instant) -> Result<(), SessionError> {
         self.next_push_request = None;
         let cipher_name = self
@@ -706,7 +813,7 @@ impl Session {
                 server_session_id: &self.rel.remote_session().0,
             })?
         };
-        let mut key = DataKey::from_key2(
+        let key = DataKey::from_key2(
             &DataKeyConfig {
                 cipher,
                 auth: Digest::Sha1,
@@ -718,22 +825,65 @@ impl Session {
             &key2,
             Role::Client,
         )?;
+        self.data_key = Some(key);
+        self.cc_exit = cc_exit;
+        self.framing = self.pushed_framing();
+        self.inner_source = self
+            .push_option("ifconfig")
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|a| a.parse().ok());
+        if let Some(secs) = self
+            .push_option("ping")
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|&s| s > 0)
+        {
+            self.ping_interval = Duration::from_secs(secs);
+        }
         // "Initialization Sequence Completed"
         self.completed_at = Some(now);
+        if self.profile.hold.is_zero() {
+            self.begin_exit(now)
+        } else {
+            self.phase = Phase::Held;
+            self.hold_until = Some(now + self.profile.hold);
+            self.next_ping = Some(now + self.ping_interval);
+            Ok(())
+        }
+    }
+
+    /// The compression framing a 2.6 client applies for the pushed `compress`/`comp-lzo` option when
+    /// it sends uncompressed: stub-v2/lz4-v2 = the v2 header, LZO = the 0xFA byte, stub/lz4 = the
+    /// swapped 0xFB byte; none pushed = none.
+    fn pushed_framing(&self) -> CompressionFraming {
+        if self.push_options.iter().any(|o| o.starts_with("comp-lzo")) {
+            return CompressionFraming::StubV1;
+        }
+        match self
+            .push_options
+            .iter()
+            .find(|o| *o == "compress" || o.starts_with("compress "))
+            .map(|o| o.trim_start_matches("compress").trim())
+        {
+            None => CompressionFraming::None,
+            Some("stub-v2" | "lz4-v2") => CompressionFraming::StubV2,
+            Some("lzo") => CompressionFraming::StubV1,
+            Some(_) => CompressionFraming::StubV1Swap,
+        }
+    }
+
+    /// Ends a completed session: `EXIT` on the control channel if the server pushed `cc-exit`, else
+    /// one OCC_EXIT data packet.
+    fn begin_exit(&mut self, now: Instant) -> Result<(), SessionError> {
         self.phase = Phase::Exiting;
-        if cc_exit {
+        self.hold_until = None;
+        self.next_ping = None;
+        if self.cc_exit {
             self.send_message("EXIT", now)?;
             self.exit_deadline = Some(now + self.profile.exit_wait);
         } else {
-            let occ = magic::occ_exit();
-            let head = key.headroom();
-            let mut buf = vec![0u8; head + occ.len() + key.tailroom()];
-            buf[head..head + occ.len()].copy_from_slice(&occ);
-            // AEAD only (DATA_CIPHERS), so no IV is drawn; a CBC key would take the seeded block
-            let iv = self.iv_seed;
-            let range = key.encrypt(&mut buf, head..head + occ.len(), &mut |b: &mut [u8]| {
-                b.iter_mut().zip(iv.iter()).for_each(|(d, s)| *d = *s);
-            })?;
+            let mut buf = Vec::with_capacity(64);
+            let range = self.seal(&magic::occ_exit(), &mut buf)?;
+            // replaces a ping not yet sent: the OCC_EXIT says more
             self.pending_data = Some(buf[range].to_vec());
             self.exit = Some(ExitKind::OccExit);
         }
@@ -853,6 +1003,8 @@ mod tests {
         push_requests: u32,
         exit_received: bool,
         occ_exit_received: bool,
+        /// Decrypted data payloads other than OCC_EXIT (inner packets, pings).
+        data_in: Vec<Vec<u8>>,
         out: Vec<Vec<u8>>,
     }
 
@@ -883,6 +1035,7 @@ mod tests {
                 push_requests: 0,
                 exit_received: false,
                 occ_exit_received: false,
+                data_in: Vec::new(),
                 out: Vec::new(),
             }
         }
@@ -896,8 +1049,10 @@ mod tests {
                     .unwrap()
                     .decrypt(&mut d, NOW_UNIX)
                     .unwrap();
-                if let Magic::Occ(OccMessage::Exit) = magic::classify(&d[r]) {
+                if let Magic::Occ(OccMessage::Exit) = magic::classify(&d[r.clone()]) {
                     self.occ_exit_received = true;
+                } else {
+                    self.data_in.push(d[r].to_vec());
                 }
                 return;
             }
@@ -1014,6 +1169,10 @@ mod tests {
     }
 
     fn setup(reply: Reply, tick: Duration) -> (Session, FakeServer, Instant) {
+        setup_held(reply, tick, Duration::ZERO)
+    }
+
+    fn setup_held(reply: Reply, tick: Duration, hold: Duration) -> (Session, FakeServer, Instant) {
         let p = pki();
         let wrap_key = StaticKey::generate(core::array::from_fn(|i| i as u8));
         let tls = crate::tls::build_client_config(
@@ -1030,6 +1189,7 @@ mod tests {
             Some(wrap_key.clone()),
             tick,
             Duration::from_secs(5),
+            hold,
         )
         .unwrap();
         let now = Instant::now();
@@ -1187,5 +1347,122 @@ mod tests {
         pump(&mut c, &mut srv, later).unwrap();
         assert_eq!(c.stats().retransmits, 1);
         assert!(c.completed_at().is_some());
+    }
+
+    #[test]
+    fn held_session_sends_data_under_its_key_then_exits_at_the_end_of_the_hold() {
+        let hold = Duration::from_secs(3);
+        let (mut c, mut srv, now) = setup_held(
+            Reply::PushUnasked { cc_exit: true },
+            Duration::from_secs(1),
+            hold,
+        );
+        pump(&mut c, &mut srv, now).unwrap();
+        assert!(c.completed_at().is_some());
+        assert_eq!(c.phase(), Phase::Held);
+        assert!(!srv.exit_received, "no EXIT while held");
+        assert_eq!(c.inner_source(), Some(Ipv4Addr::new(10, 8, 0, 2)));
+        assert_eq!(
+            c.next_deadline(),
+            Some(now + hold),
+            "hold ends before the 10 s ping"
+        );
+        // inner packets: P_DATA_V2 with the pushed peer-id 0, the server's key opens them
+        let inner = crate::load::ipv4_udp_packet(
+            Ipv4Addr::new(10, 8, 0, 2),
+            20000,
+            "10.8.0.1:9000".parse().unwrap(),
+            1200,
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        for _ in 0..3 {
+            let r = c.seal_data(&inner, &mut buf, now).unwrap().unwrap();
+            assert_eq!(buf[r.start] >> 3, Opcode::DataV2.as_u8());
+            assert_eq!(&buf[r.start + 1..r.start + 4], &[0, 0, 0], "peer-id 0");
+            assert_eq!(
+                r.len(),
+                4 + 4 + 16 + 1200,
+                "V2 header, packet id, GCM tag, payload"
+            );
+            let pkt = buf[r].to_vec();
+            srv.on_datagram(&pkt, now);
+        }
+        assert_eq!(srv.data_in.len(), 3, "decrypted and replay-checked");
+        assert!(srv.data_in.iter().all(|d| *d == inner));
+        // a control packet from the server while held is still ACKed
+        srv.send("INFO,hello");
+        srv.flush(now);
+        pump(&mut c, &mut srv, now).unwrap();
+        assert_eq!(c.phase(), Phase::Held);
+        assert!(srv.rel.as_ref().unwrap().all_acked(), "the client ACKed it");
+        // the server's data packets (pings) are ignored
+        c.on_datagram(&[0x48, 0, 0, 0, 1, 2, 3], now, NOW_UNIX)
+            .unwrap();
+        assert_eq!(c.phase(), Phase::Held);
+        // end of the hold: EXIT on the control channel, ACKed, done; no more data
+        let end = now + hold;
+        c.on_timeout(end).unwrap();
+        assert_eq!(c.phase(), Phase::Exiting);
+        assert!(c.seal_data(&inner, &mut buf, end).unwrap().is_none());
+        pump(&mut c, &mut srv, end).unwrap();
+        assert!(srv.exit_received);
+        assert_eq!(c.exit(), Some(ExitKind::CcExitAcked));
+        assert!(c.held_fully());
+    }
+
+    #[test]
+    fn idle_held_session_pings_and_ends_with_occ_exit_without_cc_exit() {
+        let hold = Duration::from_secs(25);
+        let (mut c, mut srv, now) = setup_held(
+            Reply::PushUnasked { cc_exit: false },
+            Duration::from_secs(1),
+            hold,
+        );
+        pump(&mut c, &mut srv, now).unwrap();
+        assert_eq!(c.phase(), Phase::Held);
+        assert!(!srv.occ_exit_received);
+        // nothing sent for the pushed `ping 10`: a keepalive ping
+        let t = now + Duration::from_secs(10);
+        assert_eq!(c.next_deadline(), Some(t));
+        c.on_timeout(t).unwrap();
+        pump(&mut c, &mut srv, t).unwrap();
+        assert_eq!(srv.data_in, vec![PING_PAYLOAD.to_vec()]);
+        // data sent at t + 5 postpones the next ping to t + 15
+        let mut buf = Vec::new();
+        let r = c
+            .seal_data(b"not an IP packet", &mut buf, t + Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        let pkt = buf[r].to_vec();
+        srv.on_datagram(&pkt, t);
+        assert_eq!(c.next_deadline(), Some(t + Duration::from_secs(15)));
+        // end of the hold: OCC_EXIT under the same key (its packet id follows the data's)
+        let end = now + hold;
+        c.on_timeout(end).unwrap();
+        pump(&mut c, &mut srv, end).unwrap();
+        assert!(srv.occ_exit_received);
+        assert_eq!(c.exit(), Some(ExitKind::OccExit));
+        assert_eq!(c.phase(), Phase::Done);
+        assert!(c.held_fully());
+    }
+
+    #[test]
+    fn pushed_compression_options_give_the_framing_of_uncompressed_packets() {
+        let (mut c, _, _) = setup(Reply::PushOnRequest, Duration::from_secs(1));
+        let cases: [(&[&str], CompressionFraming); 8] = [
+            (&["cipher AES-256-GCM"], CompressionFraming::None),
+            (&["compress stub-v2"], CompressionFraming::StubV2),
+            (&["compress lz4-v2"], CompressionFraming::StubV2),
+            (&["comp-lzo no"], CompressionFraming::StubV1),
+            (&["comp-lzo"], CompressionFraming::StubV1),
+            (&["compress lzo"], CompressionFraming::StubV1),
+            (&["compress"], CompressionFraming::StubV1Swap),
+            (&["compress lz4"], CompressionFraming::StubV1Swap),
+        ];
+        for (opts, want) in cases {
+            c.push_options = opts.iter().map(|o| o.to_string()).collect();
+            assert_eq!(c.pushed_framing(), want, "{opts:?}");
+        }
     }
 }
