@@ -95,7 +95,7 @@ pub struct Transport {
     /// 0 = never, at most [`MAX_COALESCE_USECS`]).
     pub coalesce_usecs: Option<u32>,
     /// `data-threads N|auto` (Bulwark): how many threads serve the UDP data path, each with its own
-    /// `SO_REUSEPORT` socket and TUN queue (`None` = not given = auto).
+    /// `SO_REUSEPORT` socket and TUN queue (`None` = not given = 1).
     pub data_threads: Option<DataThreads>,
 }
 

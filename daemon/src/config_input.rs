@@ -252,16 +252,18 @@ pub fn from_config(c: &Config) -> Result<Settings, Vec<String>> {
 }
 
 /// The number of data-plane threads (pairs of UDP socket and TUN queue): `data-threads N` as
-/// given, `auto` (the default) one per CPU the process may run on (`cpus`, which honours the
-/// affinity mask and cgroup quota) up to [`bulwark_config::AUTO_DATA_THREADS_MAX`]; a TCP server
-/// always one (its connections are accepted and framed by one thread).
+/// given, `auto` one per CPU the process may run on (`cpus`, which honours the affinity mask and
+/// cgroup quota) up to [`bulwark_config::AUTO_DATA_THREADS_MAX`], one when not given (measured
+/// best on 2 cores, see `bench/data-path.md` step 4); a TCP server always one (its connections are
+/// accepted and framed by one thread).
 pub fn data_threads(t: Transport, v: Option<bulwark_config::DataThreads>, cpus: usize) -> usize {
     if t.is_tcp() {
         return 1;
     }
     match v {
+        None => 1,
         Some(bulwark_config::DataThreads::Count(n)) => usize::from(n).max(1),
-        Some(bulwark_config::DataThreads::Auto) | None => {
+        Some(bulwark_config::DataThreads::Auto) => {
             cpus.clamp(1, bulwark_config::AUTO_DATA_THREADS_MAX)
         }
     }
@@ -274,8 +276,9 @@ mod tests {
     #[test]
     fn data_threads_resolution() {
         use bulwark_config::DataThreads;
-        assert_eq!(data_threads(Transport::Udp, None, 2), 2);
-        assert_eq!(data_threads(Transport::Udp, None, 1), 1);
+        assert_eq!(data_threads(Transport::Udp, None, 2), 1);
+        assert_eq!(data_threads(Transport::Udp, Some(DataThreads::Auto), 2), 2);
+        assert_eq!(data_threads(Transport::Udp, Some(DataThreads::Auto), 1), 1);
         assert_eq!(
             data_threads(Transport::Udp4, Some(DataThreads::Auto), 64),
             4
