@@ -303,9 +303,9 @@ mod privileged_tests {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// Creates a TUN device inside a network namespace private to this test thread.
-    #[test]
-    fn create_configure_remove_in_private_netns() {
+    /// Runs `f` as root in a network namespace of its own (skipped without root, unless
+    /// `BULWARK_REQUIRE_PRIVILEGED=1` makes that a failure).
+    fn in_private_netns(f: impl FnOnce() + Send + 'static) {
         if !nix::unistd::geteuid().is_root() {
             assert_ne!(
                 std::env::var("BULWARK_REQUIRE_PRIVILEGED").as_deref(),
@@ -318,6 +318,16 @@ mod privileged_tests {
         // unshare(CLONE_NEWNET) applies to the calling thread only; the namespace dies with the thread.
         std::thread::spawn(|| {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f();
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Creates a TUN device inside a network namespace private to this test thread.
+    #[test]
+    fn create_configure_remove_in_private_netns() {
+        in_private_netns(|| {
             let mut s = minimal();
             s.tun_v4 = Some(TunAddress::Subnet {
                 local: "10.8.0.1".parse().unwrap(),
@@ -366,26 +376,14 @@ mod privileged_tests {
             let addr = ip(&["-o", "addr", "show", "dev", "tun5"]);
             assert!(addr.contains("inet 10.4.0.1 peer 10.4.0.2/32"), "{addr}");
             dev.finish(false).unwrap();
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     /// `data-threads N`: a multi-queue device with N queues; a device that exists without
     /// multi-queue serves with one queue and says why.
     #[test]
     fn multi_queue_device_and_single_queue_fallback() {
-        if !nix::unistd::geteuid().is_root() {
-            assert_ne!(
-                std::env::var("BULWARK_REQUIRE_PRIVILEGED").as_deref(),
-                Ok("1"),
-                "needs root"
-            );
-            eprintln!("skipped: needs root");
-            return;
-        }
-        std::thread::spawn(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        in_private_netns(|| {
             let mut s = minimal();
             s.dev = "tun3".into();
             s.data_threads = 3;
@@ -407,8 +405,6 @@ mod privileged_tests {
             let note = dev.queue_note().unwrap_or_default().to_owned();
             assert!(note.contains("not a multi-queue device"), "{note}");
             dev.finish(false).unwrap();
-        })
-        .join()
-        .unwrap();
+        });
     }
 }
