@@ -308,7 +308,9 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
 
     let tun = TunDevice::create(&settings).map_err(|e| l(e.into()))?;
     tracing::info!("TUN/TAP device {} opened", tun.name());
-    let transport = match bind_transport(&settings) {
+    // INVARIANT: one UDP socket per TUN queue the device really has (a single-queue device gets one):
+    // a socket of the SO_REUSEPORT group that no thread reads would swallow its share of clients.
+    let transport = match bind_transport(&settings, tun.queues().len()) {
         Ok(t) => t,
         Err(e) => {
             finish_tun(tun, false);
@@ -323,9 +325,7 @@ fn run_server(opts: &RunOptions) -> Result<(), Failure> {
     if let Some(note) = tun.queue_note() {
         tracing::warn!("{note}");
     }
-    // INVARIANT: the worker gets as many data-plane threads as both the device's queues and the
-    // sockets allow (pairs); a single-queue device leaves the extra sockets unused.
-    let threads = tun.queues().len().min(1 + transport.more.len());
+    let threads = 1 + transport.more.len();
     if threads > 1 {
         tracing::info!("data path: {threads} threads (SO_REUSEPORT sockets, TUN queues)");
     }

@@ -86,8 +86,8 @@ pub struct Settings {
     pub sndbuf: Option<u32>,
     /// `rcvbuf`.
     pub rcvbuf: Option<u32>,
-    /// Data-plane threads of the worker, resolved from `data-threads` (1 for TCP): the parent
-    /// opens one UDP socket and one TUN queue per thread.
+    /// Data-plane threads of the worker, resolved from `data-threads` (1 for TCP): the TUN queues
+    /// the parent asks for; it then binds one UDP socket per queue the device really has.
     pub data_threads: usize,
     /// `management` listeners.
     pub management: Vec<Management>,

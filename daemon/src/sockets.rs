@@ -116,8 +116,10 @@ fn proto_name(t: Transport) -> &'static str {
     }
 }
 
-/// Creates and binds the transport socket described by `settings`.
-pub fn bind_transport(settings: &Settings) -> Result<TransportSocket, SocketError> {
+/// Creates and binds the transport socket described by `settings`: for UDP, `sockets` of them in
+/// one `SO_REUSEPORT` group (one per TUN queue the device really has, so no socket is left without a
+/// thread to read it); a TCP listener is always one.
+pub fn bind_transport(settings: &Settings, sockets: usize) -> Result<TransportSocket, SocketError> {
     let t = settings.transport;
     let tcp = t.is_tcp();
     let want_v4 = matches!(t, Transport::Udp4 | Transport::Tcp4);
@@ -135,7 +137,7 @@ pub fn bind_transport(settings: &Settings) -> Result<TransportSocket, SocketErro
         None if want_v4 => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), settings.port),
         None => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), settings.port),
     };
-    let count = if tcp { 1 } else { settings.data_threads.max(1) };
+    let count = if tcp { 1 } else { sockets.max(1) };
     let bind_fallback = |addr: SocketAddr, reuseport: bool| {
         match bind_inet_opts(addr, tcp, settings.sndbuf, settings.rcvbuf, reuseport) {
             Err(SocketError::Create {
@@ -424,8 +426,7 @@ mod tests {
         let mut s = crate::settings::tests_support::minimal();
         s.transport = Transport::Udp4;
         s.local = Some("127.0.0.1".parse().unwrap());
-        s.data_threads = 3;
-        let t = bind_transport(&s).unwrap();
+        let t = bind_transport(&s, 3).unwrap();
         assert_ne!(t.addr.port(), 0);
         assert_eq!(t.more.len(), 2);
         for fd in std::iter::once(&t.fd).chain(&t.more) {
@@ -435,14 +436,18 @@ mod tests {
         }
         // the port is taken: a second server fails as with OpenVPN, single- or multi-threaded
         s.port = t.addr.port();
-        assert!(matches!(bind_transport(&s), Err(SocketError::Bind { .. })));
-        s.data_threads = 1;
-        assert!(matches!(bind_transport(&s), Err(SocketError::Bind { .. })));
+        assert!(matches!(
+            bind_transport(&s, 3),
+            Err(SocketError::Bind { .. })
+        ));
+        assert!(matches!(
+            bind_transport(&s, 1),
+            Err(SocketError::Bind { .. })
+        ));
         // and a TCP server has one listener whatever data-threads says
         s.transport = Transport::Tcp4;
         s.port = 0;
-        s.data_threads = 4;
-        let t = bind_transport(&s).unwrap();
+        let t = bind_transport(&s, 4).unwrap();
         assert!(t.tcp && t.more.is_empty());
     }
 
@@ -452,7 +457,7 @@ mod tests {
         s.transport = Transport::Udp4;
         s.local = Some("::1".parse().unwrap());
         assert!(matches!(
-            bind_transport(&s),
+            bind_transport(&s, 1),
             Err(SocketError::FamilyMismatch { .. })
         ));
     }

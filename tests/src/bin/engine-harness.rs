@@ -92,7 +92,7 @@ fn main() -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(e),
     };
-    let sock = match bulwark_daemon::sockets::bind_transport(&settings) {
+    let sock = match bulwark_daemon::sockets::bind_transport(&settings, 1) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
