@@ -86,6 +86,16 @@ const LANE_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// slack (50 µs) would stretch every one of them by up to that much.
 const TIMER_SLACK_NS: u64 = 1_000;
 
+/// Sets the calling thread's timer slack for the moderation hold (nothing to do when `coalesce` is
+/// zero). Per thread, and `prctl` is not in the seccomp allowlist: every data-plane thread calls this
+/// before the filter is installed.
+pub fn set_timer_slack(coalesce: Duration) -> nix::Result<()> {
+    if coalesce.is_zero() {
+        return Ok(());
+    }
+    nix::sys::prctl::set_timerslack(TIMER_SLACK_NS)
+}
+
 /// Errors of the driver.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -320,11 +330,6 @@ impl DataPlane {
             exits,
         })
     }
-
-    /// Data-plane threads in all (the primary and the lanes).
-    pub fn threads(&self) -> usize {
-        self.lanes.len() + 1
-    }
 }
 
 /// What a lane thread gets besides its descriptors.
@@ -344,10 +349,8 @@ fn lane_main(
     go: std::sync::mpsc::Receiver<()>,
     stop: oneshot::Receiver<()>,
 ) {
-    if !ctx.shared.coalesce.is_zero() {
-        // per thread, and prctl is not in the seccomp allowlist: set here, before the filter
-        let _ = nix::sys::prctl::set_timerslack(TIMER_SLACK_NS);
-    }
+    // a lane has nowhere to report this to yet; the primary warns if it fails for itself
+    let _ = set_timer_slack(ctx.shared.coalesce);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()

@@ -323,13 +323,10 @@ async fn serve(
         SeccompMode::Off => bulwark_policy::seccomp::Mode::Off,
     };
     let coalesce = Duration::from_micros(u64::from(ec.coalesce_usecs));
-    if !coalesce.is_zero() {
-        // The moderation hold is a few tens of µs; the default timer slack (50 µs) would stretch
-        // every one of them by up to that much. prctl is not in the seccomp allowlist: set it here,
-        // for this thread (the primary); each lane sets its own.
-        if let Err(e) = nix::sys::prctl::set_timerslack(1_000) {
-            tracing::warn!("cannot set the timer slack for coalesce-usecs: {e}");
-        }
+    // The moderation hold is a few tens of µs; prctl is not in the seccomp allowlist: set the timer
+    // slack here, for this thread (the primary); each lane sets its own.
+    if let Err(e) = driver::set_timer_slack(coalesce) {
+        tracing::warn!("cannot set the timer slack for coalesce-usecs: {e}");
     }
     // INVARIANT: the lane threads are created here, before the seccomp filter (which forbids
     // creating threads); they read nothing before `driver::run` starts them.
