@@ -85,15 +85,9 @@ bench_pki 50
 # B, limits raised so that they are not what is measured: connect-freq-initial (default 100 stateless
 # replies per 10 s), max-clients (default 1024; instances linger 5 s after EXIT) and a /16 pool
 HS_LIMITS="connect-freq-initial 100000 10, max-clients 10000, server 10.8.0.0 255.255.0.0"
-sed 's/^server 10\.8\.0\.0 255\.255\.255\.0$/server 10.8.0.0 255.255.0.0/' "$WORK/pki/server.conf" > "$WORK/pki/server-hs.conf"
-grep -q '^server 10.8.0.0 255.255.0.0$' "$WORK/pki/server-hs.conf" || { echo "server-hs.conf: no server line to widen" >&2; exit 1; }
-printf '%s\n' "duplicate-cn" "connect-freq-initial 100000 10" "max-clients 10000" >> "$WORK/pki/server-hs.conf"
+bench_hs_conf "$WORK/pki/server-hs.conf"
 # the generator's copies of what the client1 profile carries inline
-HSPKI="$WORK/pki/hsload"; mkdir -p "$HSPKI"
-for b in ca cert key tls-crypt; do
-    sed -n "/^<$b>/,/^<\/$b>/p" "$WORK/pki/clients/client1.ovpn" | sed '1d;$d' > "$HSPKI/$b.pem"
-    [ -s "$HSPKI/$b.pem" ] || { echo "client1.ovpn has no inline <$b>" >&2; exit 1; }
-done
+HSPKI="$WORK/pki/hsload"; bench_hsload_pki "$HSPKI"
 OFFLOAD=$(ip netns exec "$S" sh -c 'command -v ethtool >/dev/null && ethtool -k veth0 | grep -E "^(tx-checksumming|generic-segmentation-offload|generic-receive-offload|tcp-segmentation-offload):" | tr "\n" ";"' || echo "ethtool not installed")
 HZ=$(getconf CLK_TCK)
 

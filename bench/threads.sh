@@ -63,14 +63,8 @@ bench_netns_up 80
 bench_pki 80
 # run.sh's handshake-bench server config: a /16 pool, duplicate-cn (every session uses client1),
 # connect-freq-initial and max-clients raised so that they are not what is measured
-sed 's/^server 10\.8\.0\.0 255\.255\.255\.0$/server 10.8.0.0 255.255.0.0/' "$WORK/pki/server.conf" > "$WORK/server-base.conf"
-grep -q '^server 10.8.0.0 255.255.0.0$' "$WORK/server-base.conf" || { echo "server.conf: no server line to widen" >&2; exit 1; }
-printf '%s\n' "duplicate-cn" "connect-freq-initial 100000 10" "max-clients 10000" >> "$WORK/server-base.conf"
-HSPKI="$WORK/pki/hsload"; mkdir -p "$HSPKI"
-for b in ca cert key tls-crypt; do
-    sed -n "/^<$b>/,/^<\/$b>/p" "$WORK/pki/clients/client1.ovpn" | sed '1d;$d' > "$HSPKI/$b.pem"
-    [ -s "$HSPKI/$b.pem" ] || { echo "client1.ovpn has no inline <$b>" >&2; exit 1; }
-done
+bench_hs_conf "$WORK/server-base.conf"
+HSPKI="$WORK/pki/hsload"; bench_hsload_pki "$HSPKI"
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 OUT="bench/results/threads-$STAMP"
 HZ=$(getconf CLK_TCK)
