@@ -366,13 +366,15 @@ async fn serve(
                 let _ = up_ev.send(WorkerToParent::AuthRequest(req));
             }
             EngineEvent::Log { class, line } => {
-                let (sev, level) = match class {
-                    LogClass::Error => (Severity::Error, 1),
-                    LogClass::Info => (Severity::Info, 3),
-                    LogClass::Detail => (Severity::Info, 4),
-                    LogClass::Debug => (Severity::Debug, 7),
-                    LogClass::PacketTrace => (Severity::PacketTrace, 5),
+                let sev = match class {
+                    LogClass::Error => Severity::Error,
+                    LogClass::Notice | LogClass::Handshake | LogClass::Info | LogClass::Detail => {
+                        Severity::Info
+                    }
+                    LogClass::Debug => Severity::Debug,
+                    LogClass::PacketTrace => Severity::PacketTrace,
                 };
+                let level = class.verb();
                 // verbosity is applied at the source; the packet characters only at exactly 5,
                 // as OpenVPN's (at 6 and above its packet lines replace them)
                 let v = verb_ev.load(Ordering::Relaxed);

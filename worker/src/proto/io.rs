@@ -194,6 +194,12 @@ pub struct Transmit {
 pub enum LogClass {
     /// errors and security-relevant failures (shown at verb ≥ 1)
     Error,
+    /// what OpenVPN prints at `M_INFO` (verb ≥ 1): `Peer Connection Initiated with`, `peer info:`,
+    /// `MULTI_sva:`, inactivity timeouts
+    Notice,
+    /// OpenVPN's `D_HANDSHAKE` (verb ≥ 2): `VERIFY OK`, `Control Channel:`, `Data Channel:`,
+    /// `Timers:`, `Protocol options:`
+    Handshake,
     /// normal operational messages (verb ≥ 3)
     Info,
     /// detailed messages (verb ≥ 4)
@@ -202,6 +208,20 @@ pub enum LogClass {
     Debug,
     /// the driver's `R`/`W`/`r`/`w` packet characters (exactly verb 5; never from the engine)
     PacketTrace,
+}
+
+impl LogClass {
+    /// The lowest `verb` that shows this class (the packet characters: exactly this one).
+    pub fn verb(self) -> u8 {
+        match self {
+            LogClass::Error | LogClass::Notice => 1,
+            LogClass::Handshake => 2,
+            LogClass::Info => 3,
+            LogClass::Detail => 4,
+            LogClass::PacketTrace => 5,
+            LogClass::Debug => 7,
+        }
+    }
 }
 
 /// Something the engine wants the rest of the system to know.

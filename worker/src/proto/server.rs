@@ -992,7 +992,7 @@ impl Server {
         };
         let prefix = peer.log_prefix();
         out.log(
-            LogClass::Info,
+            LogClass::Notice,
             format!(
                 "{prefix} MULTI_sva: pool returned IPv4={}, IPv6={}",
                 lease.ip,

@@ -581,7 +581,10 @@ impl Peer {
             }
         }
         for ev in ks.tls.take_verify_events() {
-            out.log(LogClass::Info, format!("{} {}", self.addr, ev.message));
+            out.log(
+                ev.level.log_class(),
+                format!("{} {}", self.addr, ev.message),
+            );
         }
         if let Some(e) = tls_failed {
             out.log(
@@ -685,7 +688,7 @@ impl Peer {
             let control_line = ks.tls.control_channel_line();
             ks.km2 = Some(parsed.clone());
             if let Some(line) = control_line {
-                out.log(LogClass::Info, format!("{prefix} {line}"));
+                out.log(LogClass::Handshake, format!("{prefix} {line}"));
             }
             if let Err(reason) = self.authenticate(parsed, identity, is_primary, out) {
                 self.send_text(key_id, &format!("AUTH_FAILED,{reason}"), now, out);
@@ -823,9 +826,9 @@ impl Peer {
         self.neg.framing =
             CompressionFraming::for_client(msg.uses_compression(), info.comp_stub_v2());
         let prefix = self.log_prefix();
-        // OpenVPN: D_HANDSHAKE (verb 2)
+        // OpenVPN: M_INFO (verb 1), misc.c output_peer_info_env
         for (k, v) in &info.vars {
-            out.log(LogClass::Info, format!("{prefix} peer info: {k}={v}"));
+            out.log(LogClass::Notice, format!("{prefix} peer info: {k}={v}"));
         }
         self.peer_info = Some(info);
         Ok(())
@@ -939,7 +942,7 @@ impl Peer {
         ks.state = KsState::Active;
         if is_primary && key_id == 0 && phase == Phase::Handshaking {
             out.log(
-                LogClass::Info,
+                LogClass::Notice,
                 format!(
                     "{} [{}] Peer Connection Initiated with {}",
                     self.log_prefix(),
@@ -1070,7 +1073,7 @@ impl Peer {
         if self.neg.data_v2 {
             data.push_str(&format!(", peer-id: {}", self.peer_id));
         }
-        out.log(LogClass::Info, format!("{prefix} {data}"));
+        out.log(LogClass::Handshake, format!("{prefix} {data}"));
         let mut timers = Vec::new();
         if let Some(p) = self.cfg.ping {
             timers.push(format!("ping {}", p.as_secs()));
@@ -1087,7 +1090,7 @@ impl Peer {
         }
         if !timers.is_empty() {
             out.log(
-                LogClass::Info,
+                LogClass::Handshake,
                 format!("{prefix} Timers: {}", timers.join(", ")),
             );
         }
@@ -1109,7 +1112,7 @@ impl Peer {
         }
         if !proto.is_empty() {
             out.log(
-                LogClass::Info,
+                LogClass::Handshake,
                 format!("{prefix} Protocol options: {}", proto.join(", ")),
             );
         }
@@ -1587,7 +1590,7 @@ impl Peer {
         if let Some(r) = self.cfg.ping_restart {
             if now >= self.last_recv + r {
                 out.log(
-                    LogClass::Info,
+                    LogClass::Notice,
                     format!(
                         "{} [{}] Inactivity timeout (--ping-restart), restarting",
                         self.log_prefix(),
@@ -1603,7 +1606,7 @@ impl Peer {
             // the timer restarts only when enough tunnel bytes passed (see note_tunnel)
             if now >= self.inactive_since + d {
                 out.log(
-                    LogClass::Info,
+                    LogClass::Notice,
                     format!(
                         "{} Inactivity timeout (--inactive), exiting",
                         self.log_prefix()

@@ -1173,3 +1173,34 @@ fn peer_fingerprint_with_ca_is_an_extra_check() {
     assert_eq!(m[0], "VERIFY OK: depth=1, CN=TestCA");
     assert!(m[1].starts_with("TLS Error: --tls-verify/--peer-fingerprint"));
 }
+
+/// The engine logs each verification line at the verbosity OpenVPN prints it: a refusal from verb 1
+/// (`D_TLS_ERRORS`), an accepted certificate from verb 2 (`D_HANDSHAKE`).
+#[test]
+fn verify_lines_are_logged_at_openvpns_verbosity() {
+    use crate::proto::io::LogClass;
+    let f = fixture_with(false, |s, ca| s.crl = Some(ca.crl(&[0x0102], 2090)));
+    let ok = f.ca.issue(&Leaf::client("client1", 0x0101));
+    let revoked = f.ca.issue(&Leaf::client("client2", 0x0102));
+    let (server, _c, r) = run(&f, Some(&ok), TLS13);
+    r.unwrap();
+    let events = server.take_verify_events();
+    assert!(!events.is_empty());
+    for e in &events {
+        assert!(e.message.starts_with("VERIFY OK"), "{e:?}");
+        assert_eq!(e.level.log_class(), LogClass::Handshake);
+        assert_eq!(e.level.log_class().verb(), 2);
+    }
+    let (server, _c, r) = run(&f, Some(&revoked), TLS13);
+    assert!(r.is_err());
+    let events = server.take_verify_events();
+    let refusal = events
+        .iter()
+        .find(|e| e.message.starts_with("VERIFY ERROR"))
+        .expect("a VERIFY ERROR line");
+    assert_eq!(refusal.level.log_class(), LogClass::Error);
+    assert_eq!(refusal.level.log_class().verb(), 1);
+    for e in &events {
+        assert_eq!(e.level.log_class().verb(), e.level.verb(), "{e:?}");
+    }
+}

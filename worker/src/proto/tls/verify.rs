@@ -89,6 +89,16 @@ impl EventLevel {
             Self::Debug => 3,
         }
     }
+
+    /// The engine's log class printed at that verbosity.
+    pub fn log_class(self) -> crate::proto::io::LogClass {
+        use crate::proto::io::LogClass;
+        match self {
+            Self::Error => LogClass::Error,
+            Self::Handshake => LogClass::Handshake,
+            Self::Debug => LogClass::Info,
+        }
+    }
 }
 
 /// One OpenVPN-worded verification log line (without timestamp or client prefix).
