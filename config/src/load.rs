@@ -118,6 +118,18 @@ impl Loader {
         self.lex_and_apply(text.as_bytes(), origin, 1);
     }
 
+    /// The syslog ident the directives read so far ask for (`syslog [NAME]`, else
+    /// `daemon [NAME]`; `openvpn` without a name), also when other lines had errors: where the
+    /// daemon sends its configuration errors besides standard error, as OpenVPN opens syslog
+    /// while it parses these two options.
+    pub fn syslog_ident(&self) -> Option<String> {
+        let l = &self.builder.cfg.logging;
+        l.syslog
+            .as_ref()
+            .or(l.daemon.as_ref())
+            .map(|n| n.clone().unwrap_or_else(|| "openvpn".to_owned()))
+    }
+
     /// Finishes: validation, macro expansion, path resolution.
     pub fn finish(self) -> Result<Loaded, Vec<ConfigError>> {
         let Loader {

@@ -678,3 +678,29 @@ fn display_of_errors_is_file_line_message() {
     );
     assert_eq!(e[0].location().line, 1);
 }
+
+/// The syslog ident is known even when the configuration has errors (the daemon sends its
+/// configuration errors there too): `syslog NAME` before `daemon NAME`, `openvpn` without a name,
+/// none without either.
+#[test]
+fn syslog_ident_survives_errors() {
+    let ident = |text: &str| {
+        let mut l = Loader::new("/");
+        l.text("t.conf", text);
+        l.syslog_ident()
+    };
+    assert_eq!(ident("verb 3\nbogus-directive 1\n"), None);
+    assert_eq!(
+        ident("bogus-directive 1\nsyslog myvpn\n"),
+        Some("myvpn".to_string())
+    );
+    assert_eq!(ident("daemon\nverb x\n"), Some("openvpn".to_string()));
+    assert_eq!(
+        ident("daemon d1\nsyslog s1\nport nope\n"),
+        Some("s1".to_string())
+    );
+    let mut l = Loader::new("/");
+    l.text("t.conf", "syslog myvpn\nbogus-directive 1\n");
+    assert_eq!(l.syslog_ident(), Some("myvpn".to_string()));
+    assert!(l.finish().is_err());
+}

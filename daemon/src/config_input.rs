@@ -30,6 +30,17 @@ pub struct Loaded {
     pub config: Box<bulwark_config::Config>,
 }
 
+/// The syslog ident `path` plus `directives` ask for (`syslog`/`daemon`), read leniently: also when
+/// the configuration has errors, so that they can be sent there too.
+pub fn syslog_hint(path: &Path, directives: &[String]) -> Option<String> {
+    let mut args = vec!["--config".to_owned(), path.display().to_string()];
+    args.extend(directives.iter().cloned());
+    let cwd = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("/"));
+    let mut l = bulwark_config::Loader::new(cwd);
+    l.command_line(&args);
+    l.syslog_ident()
+}
+
 /// Loads `path` plus the command-line `directives`.
 pub fn load(path: &Path, directives: &[String]) -> Result<Loaded, Vec<String>> {
     let mut args = vec!["--config".to_owned(), path.display().to_string()];

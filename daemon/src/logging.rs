@@ -527,6 +527,20 @@ impl<'a> MakeWriter<'a> for SyslogMaker {
     }
 }
 
+/// Sends `lines` to syslog as errors (LOG_ERR, facility daemon) with `ident`, outside the logging
+/// pipeline: for the configuration errors of a server that asked for syslog but never got as far as
+/// setting up its logging. A missing syslog daemon loses the lines, as with syslog(3).
+pub fn syslog_errors(ident: &str, lines: &[String]) -> Result<(), LoggingError> {
+    let sock = UnixDatagram::unbound().map_err(LoggingError::Syslog)?;
+    let offset = local_offset();
+    for l in lines {
+        let now = OffsetDateTime::now_utc().to_offset(offset);
+        let msg = syslog_datagram(3, now, ident, std::process::id(), l);
+        let _ = sock.send_to(msg.as_bytes(), SYSLOG_SOCKET);
+    }
+    Ok(())
+}
+
 /// The local UTC offset (call while single-threaded; falls back to UTC).
 pub fn local_offset() -> UtcOffset {
     crate::sys::local_utc_offset_seconds()

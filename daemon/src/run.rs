@@ -145,11 +145,18 @@ pub fn main_with_args(args: &[String]) -> ExitCode {
                 eprintln!("bulwark: {}", error_chain(&e));
                 ExitCode::FAILURE
             }
-            Err(Failure::Config(errors)) => {
-                for e in errors {
+            Err(Failure::Config(mut errors)) => {
+                errors.push("Options error: configuration has errors, exiting".to_owned());
+                for e in &errors {
                     eprintln!("{e}");
                 }
-                eprintln!("Options error: configuration has errors, exiting");
+                // OpenVPN opens syslog while it parses `syslog`/`daemon`, so its option errors
+                // reach syslog; here they go there as well as to standard error
+                if let Some(ident) = config_input::syslog_hint(&opts.config, &opts.directives) {
+                    if let Err(e) = crate::logging::syslog_errors(&ident, &errors) {
+                        eprintln!("bulwark: {e}");
+                    }
+                }
                 ExitCode::FAILURE
             }
             Err(Failure::Logged(e)) => {

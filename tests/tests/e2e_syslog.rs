@@ -76,6 +76,93 @@ fn receive_until(
     ))
 }
 
+/// Runs `command` (a shell command line) in a private mount namespace whose `/dev` is a tmpfs with
+/// the device nodes a server needs (bind-mounted from the real `/dev`) and `/dev/log` → `sock`.
+fn spawn_with_private_dev_log(dir: &TestDir, sock: &Path, command: &str) -> Proc {
+    let olddev = dir.path().join("olddev");
+    std::fs::create_dir(&olddev).expect("mkdir");
+    let script = format!(
+        "set -e\n\
+         mount --bind /dev '{old}'\n\
+         mount -t tmpfs -o mode=0755 tmpfs /dev\n\
+         for n in null zero full random urandom; do touch /dev/$n; mount --bind '{old}'/$n /dev/$n; done\n\
+         mkdir /dev/net; touch /dev/net/tun; mount --bind '{old}'/net/tun /dev/net/tun\n\
+         ln -s '{sock}' /dev/log\n\
+         exec {command}\n",
+        old = olddev.display(),
+        sock = sock.display(),
+    );
+    Proc::spawn(
+        dir,
+        "bulwark",
+        None,
+        "unshare",
+        &["--mount", "--propagation", "private", "sh", "-c", &script],
+    )
+    .expect("start")
+}
+
+/// A configuration with `syslog NAME` and an error: the errors (file:line) and the closing
+/// `Options error:` line reach syslog as LOG_ERR with that ident — OpenVPN opens syslog while it
+/// parses the option, so its option errors go there — and standard error as well; nothing starts.
+#[test]
+fn configuration_errors_reach_syslog() {
+    let test = "syslog_conferr";
+    let Some(_p) = require_privileged(test) else {
+        return;
+    };
+    let dir = TestDir::new(test).expect("test dir");
+    let setup = prepare_server(
+        &dir,
+        &InitOptions::with_clients(1),
+        ServerConfOptions::default(),
+    )
+    .expect("server dir");
+    let sock_path = dir.path().join("syslog.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind the test syslog socket");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut conf = std::fs::read_to_string(setup.server_conf()).expect("server.conf");
+    conf.push_str("syslog bulwark-test\nbogus-directive 1\n");
+    let bad_line = conf.lines().count();
+    let conf_path = dir.path().join("broken.conf");
+    std::fs::write(&conf_path, conf).expect("write conf");
+    let bin = bulwark_bin().expect("bulwark binary");
+    let mut server = spawn_with_private_dev_log(
+        &dir,
+        &sock_path,
+        &format!("'{}' --config '{}'", bin.display(), conf_path.display()),
+    );
+    let status = server
+        .wait_timeout(Duration::from_secs(20))
+        .expect("the server exits");
+    assert!(!status.success(), "a broken configuration must not start");
+    let mut got = Vec::new();
+    let last = "Options error: configuration has errors, exiting";
+    receive_until(&sock, &mut got, last, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}\nserver output:\n{}", server.log()));
+    let where_ = format!("{}:{bad_line}:", conf_path.display());
+    let parsed: Vec<(u16, &str, u32, &str)> = got
+        .iter()
+        .map(|d| parse(d).unwrap_or_else(|| panic!("not a syslog datagram: {d:?}")))
+        .collect();
+    assert!(
+        parsed.iter().any(|(pri, ident, _, m)| *pri == 27
+            && *ident == "bulwark-test"
+            && m.starts_with(&where_)
+            && m.contains("bogus-directive")),
+        "{got:#?}"
+    );
+    assert!(
+        parsed
+            .iter()
+            .all(|(pri, ident, _, _)| *pri == 27 && *ident == "bulwark-test"),
+        "{got:#?}"
+    );
+    let out = server.log();
+    assert!(out.contains(&where_) && out.contains(last), "{out}");
+}
+
 #[test]
 fn syslog_datagrams_have_openvpns_form_priorities_and_ident() {
     let test = "syslog_dgram";
@@ -110,31 +197,17 @@ fn syslog_datagrams_have_openvpns_form_priorities_and_ident() {
     let conf_path = dir.path().join("syslog.conf");
     std::fs::write(&conf_path, conf).expect("write conf");
 
-    let olddev = dir.path().join("olddev");
-    std::fs::create_dir(&olddev).expect("mkdir");
     let bin = bulwark_bin().expect("bulwark binary");
-    let script = format!(
-        "set -e\n\
-         mount --bind /dev '{old}'\n\
-         mount -t tmpfs -o mode=0755 tmpfs /dev\n\
-         for n in null zero full random urandom; do touch /dev/$n; mount --bind '{old}'/$n /dev/$n; done\n\
-         mkdir /dev/net; touch /dev/net/tun; mount --bind '{old}'/net/tun /dev/net/tun\n\
-         ln -s '{sock}' /dev/log\n\
-         exec ip netns exec '{ns}' '{bin}' --config '{conf}'\n",
-        old = olddev.display(),
-        sock = sock_path.display(),
-        ns = net.server_ns(),
-        bin = bin.display(),
-        conf = conf_path.display(),
-    );
-    let mut server = Proc::spawn(
+    let mut server = spawn_with_private_dev_log(
         &dir,
-        "bulwark",
-        None,
-        "unshare",
-        &["--mount", "--propagation", "private", "sh", "-c", &script],
-    )
-    .expect("start");
+        &sock_path,
+        &format!(
+            "ip netns exec '{ns}' '{bin}' --config '{conf}'",
+            ns = net.server_ns(),
+            bin = bin.display(),
+            conf = conf_path.display(),
+        ),
+    );
 
     let mut got: Vec<String> = Vec::new();
     let wait = |got: &mut Vec<String>, server: &Proc, needle: &str, timeout: Duration| {
