@@ -11,6 +11,7 @@ pub mod keys;
 pub mod km2;
 pub mod magic;
 pub mod packet;
+pub mod peers;
 pub mod pool;
 pub mod push;
 pub mod reliable;

@@ -24,6 +24,7 @@ use bulwark_ipc::msg::mgmt::{ClientEntry, RealAddr, RouteEntry, RouteKey, Transp
 use crate::proto::cookie::{cookie_capable, CookieJar, InitialRateLimiter};
 use crate::proto::io::{EngineEvent, LogClass, Outbox, PeerAddr, Transmit};
 use crate::proto::packet::{Opcode, SessionId, PEER_ID_NONE};
+use crate::proto::peers::PeerTable;
 use crate::proto::pool::{inner_addrs, Pool, Prefix, RouteTable};
 use crate::proto::session::{Peer, PeerConfig, PeerOutcome};
 use crate::proto::wrap::{ControlWrapper, InitialPacket, ServerWrap};
@@ -67,7 +68,7 @@ pub struct Server {
     group_key: Option<[u8; 256]>,
     cookies: CookieJar,
     limiter: InitialRateLimiter,
-    peers: HashMap<u64, Peer>,
+    peers: PeerTable,
     by_addr: HashMap<PeerAddr, u64>,
     by_peer_id: HashMap<u32, u64>,
     routes: RouteTable,
@@ -114,7 +115,7 @@ impl Server {
             cfg: Arc::new(cfg),
             wrap,
             group_key,
-            peers: HashMap::new(),
+            peers: PeerTable::default(),
             by_addr: HashMap::new(),
             by_peer_id: HashMap::new(),
             routes: RouteTable::default(),
@@ -545,26 +546,16 @@ impl Server {
         }
     }
 
-    /// Earliest deadline of any timer.
-    pub fn next_timeout(&self) -> Option<Instant> {
-        let mut t: Option<Instant> = None;
-        for p in self.peers.values() {
-            if let Some(d) = p.next_timeout() {
-                t = Some(t.map_or(d, |t| t.min(d)));
-            }
-        }
-        t
+    /// Earliest deadline of any timer, from the peer table's timer queue: never later than the true
+    /// one, at times earlier (a deadline that moved later) — then [`Server::on_timeout`] finds
+    /// nothing due and the queue moves on. O(log peers), not O(peers): the driver asks every turn.
+    pub fn next_timeout(&mut self) -> Option<Instant> {
+        self.peers.next_timeout()
     }
 
     /// Runs every due timer.
     pub fn on_timeout(&mut self, now: Instant, now_unix: u64, out: &mut Outbox) {
-        let due: Vec<u64> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.next_timeout().is_some_and(|d| d <= now))
-            .map(|(c, _)| *c)
-            .collect();
-        for cid in due {
+        for cid in self.peers.take_due(now) {
             if let Some(peer) = self.peers.get_mut(&cid) {
                 let outcome = peer.on_timeout(now, now_unix, &mut *self.rng, out);
                 self.after_peer(cid, outcome, now, now_unix, out);
@@ -1295,6 +1286,56 @@ mod tests {
         assert!(logs(&out)
             .iter()
             .any(|l| l.ends_with(" SIGTERM[soft,delayed-exit] received, client-instance exiting")));
+    }
+
+    /// The timer queue against a walk over every peer: after every step its next deadline is not
+    /// later than the true earliest one, and driving the server only by `next_timeout` /
+    /// `on_timeout` (as the driver does) runs every deadline — kills included, whose delayed exit
+    /// comes before the peer's pending retransmission — and ends every handshake.
+    #[test]
+    fn timer_queue_never_misses_a_deadline() {
+        let mut s = server_with(|_| {});
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut out = Outbox::default();
+        for i in 0..40u16 {
+            s.on_datagram(
+                tcp(u64::from(i), 4000 + i),
+                &reset(i as u8 + 1),
+                now,
+                1_000,
+                &mut out,
+            );
+            s.peers.check_invariant();
+            now += Duration::from_millis(250);
+        }
+        assert_eq!(s.peers().count(), 40);
+        let mut wakes = 0;
+        let mut killed = false;
+        while let Some(due) = s.next_timeout() {
+            wakes += 1;
+            assert!(wakes < 10_000, "the queue does not settle");
+            let truth = s.peers().filter_map(Peer::next_timeout).min();
+            assert!(truth.is_some_and(|t| due <= t), "{due:?} vs {truth:?}");
+            now = now.max(due);
+            s.on_timeout(now, 1_000 + (now - t0).as_secs(), &mut out);
+            s.peers.check_invariant();
+            // nothing that was due is left due
+            assert!(s.peers().filter_map(Peer::next_timeout).all(|d| d > now));
+            if !killed && now - t0 >= Duration::from_secs(20) {
+                // retransmissions have backed off past 5 s: the delayed exit is the earliest
+                killed = true;
+                for cid in (0..40).step_by(5) {
+                    assert!(s.client_kill(cid, "", now, 1_000, &mut out));
+                }
+                s.peers.check_invariant();
+                let exit = now + Duration::from_secs(5);
+                assert!(s.next_timeout().is_some_and(|d| d <= exit));
+            }
+        }
+        assert!(killed);
+        assert_eq!(s.peers().count(), 0, "every handshake ended");
+        assert!(now - t0 <= Duration::from_secs(120), "{:?}", now - t0);
     }
 
     #[test]
