@@ -141,22 +141,45 @@ impl VnetHdr {
 
 /// Ones'-complement sum of `data` as big-endian 16-bit words (an odd last byte padded with zero),
 /// added to `acc`. `data` must start at an even offset of the summed message.
-pub fn csum_add(mut acc: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let x = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        // 2^16 ≡ 1 (mod 0xffff): summing 32-bit halves is the same ones'-complement sum
-        acc += (x >> 32) + (x & 0xffff_ffff);
+///
+/// The sum is byte-order independent (RFC 1071, 2.B): the data is summed as little-endian 64-bit
+/// words — plain loads, no byte swaps — with end-around carry (2^64 ≡ 1 mod 0xffff) in four
+/// independent accumulators over 32-byte blocks, folded to 16 bits and byte-swapped at the end. The
+/// value returned is congruent (mod 0xffff) to the plain big-endian sum and zero only for all-zero
+/// data, so [`csum_fold`] of any chain of calls gives the same result.
+pub fn csum_add(acc: u64, data: &[u8]) -> u64 {
+    #[inline(always)]
+    fn add_carry(a: u64, x: u64) -> u64 {
+        let (s, c) = a.overflowing_add(x);
+        s + u64::from(c)
     }
-    let rest = chunks.remainder();
-    let mut pairs = rest.chunks_exact(2);
-    for p in &mut pairs {
-        acc += u64::from(u16::from_be_bytes([p[0], p[1]]));
+    #[inline(always)]
+    fn word(c: &[u8]) -> u64 {
+        u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
     }
-    if let [last] = pairs.remainder() {
-        acc += u64::from(*last) << 8;
+    let mut a = [0u64; 4];
+    let mut blocks = data.chunks_exact(32);
+    for b in &mut blocks {
+        a[0] = add_carry(a[0], word(&b[0..8]));
+        a[1] = add_carry(a[1], word(&b[8..16]));
+        a[2] = add_carry(a[2], word(&b[16..24]));
+        a[3] = add_carry(a[3], word(&b[24..32]));
     }
-    acc
+    let rest = blocks.remainder();
+    let mut words = rest.chunks_exact(8);
+    for w in &mut words {
+        a[0] = add_carry(a[0], word(w));
+    }
+    let tail = words.remainder();
+    if !tail.is_empty() {
+        // the tail starts at an even offset: zero padding makes an odd last byte the low byte of
+        // its little-endian 16-bit word, i.e. the high byte of the big-endian one
+        let mut t = [0u8; 8];
+        t[..tail.len()].copy_from_slice(tail);
+        a[0] = add_carry(a[0], u64::from_le_bytes(t));
+    }
+    let wide: u64 = a.iter().map(|&x| (x >> 32) + (x & 0xffff_ffff)).sum();
+    acc + u64::from(csum_fold(wide).swap_bytes())
 }
 
 /// Folds a sum from [`csum_add`] to 16 bits (not complemented).
@@ -564,8 +587,55 @@ pub fn coalesce<T: AsRef<[u8]> + AsMut<[u8]>>(pkts: &mut [T]) -> Coalesced {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const TCP_SYN: u8 = 0x02;
+
+    /// RFC 1071 word by word, the definition [`csum_add`] must agree with.
+    fn csum_reference(acc: u64, data: &[u8]) -> u64 {
+        let mut acc = acc;
+        for p in data.chunks(2) {
+            acc += u64::from(u16::from_be_bytes([p[0], p.get(1).copied().unwrap_or(0)]));
+        }
+        acc
+    }
+
+    proptest! {
+        #[test]
+        fn csum_add_agrees_with_the_word_by_word_sum(
+            acc in 0u64..(1 << 40),
+            data in proptest::collection::vec(any::<u8>(), 0..300),
+            split in 0usize..150,
+        ) {
+            prop_assert_eq!(csum_fold(csum_add(acc, &data)), csum_fold(csum_reference(acc, &data)));
+            // chained at an even offset, as the callers do (pseudo-header, then header, then data)
+            let at = (split * 2).min(data.len() & !1);
+            let chained = csum_add(csum_add(acc, &data[..at]), &data[at..]);
+            prop_assert_eq!(csum_fold(chained), csum_fold(csum_reference(acc, &data)));
+        }
+    }
+
+    #[test]
+    fn csum_add_edge_values() {
+        for data in [
+            vec![],
+            vec![0u8; 64],
+            vec![0xff; 64],
+            vec![0xff; 63],
+            vec![0xff, 0xff],
+            vec![0x12],
+            (0..=255u8).collect::<Vec<_>>(),
+            (0..=254u8).rev().collect::<Vec<_>>(),
+        ] {
+            for acc in [0u64, 1, 0xffff, 0xfffe_ffff] {
+                assert_eq!(
+                    csum_fold(csum_add(acc, &data)),
+                    csum_fold(csum_reference(acc, &data)),
+                    "{acc:#x} {data:?}"
+                );
+            }
+        }
+    }
 
     /// Builds a TCP/IPv4 or IPv6 packet with valid checksums.
     fn tcp_pkt(v6: bool, seq: u32, flags: u8, payload: &[u8], opts: &[u8]) -> Vec<u8> {

@@ -19,6 +19,7 @@
 //! `scheduled` not matching, and dropped when they reach the top.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::Instant;
 
@@ -48,10 +49,15 @@ impl PeerTable {
 
     /// The peer, for changing (its deadline is looked at again before the next read of the heap).
     pub fn get_mut(&mut self, cid: &u64) -> Option<&mut Peer> {
-        if self.peers.contains_key(cid) {
-            self.mark(*cid);
+        if self.dirty.len() >= MAX_DIRTY {
+            self.flush();
         }
-        self.peers.get_mut(cid)
+        let peer = self.peers.get_mut(cid)?;
+        // the same peer again (a batch from one client): once is enough
+        if self.dirty.last() != Some(cid) {
+            self.dirty.push(*cid);
+        }
+        Some(peer)
     }
 
     /// Adds (or replaces) a peer.
@@ -109,20 +115,32 @@ impl PeerTable {
         if self.dirty.len() >= MAX_DIRTY {
             self.flush();
         }
-        self.dirty.push(cid);
+        if self.dirty.last() != Some(&cid) {
+            self.dirty.push(cid);
+        }
     }
 
     /// Pushes the dirty peers' deadlines that are earlier than their live entries.
     fn flush(&mut self) {
-        for cid in std::mem::take(&mut self.dirty) {
+        for i in 0..self.dirty.len() {
+            let cid = self.dirty[i];
             let Some(d) = self.peers.get(&cid).and_then(Peer::next_timeout) else {
                 continue;
             };
-            if self.scheduled.get(&cid).is_none_or(|&s| d < s) {
-                self.scheduled.insert(cid, d);
-                self.heap.push(Reverse((d, cid)));
+            match self.scheduled.entry(cid) {
+                Entry::Occupied(mut e) => {
+                    if d < *e.get() {
+                        e.insert(d);
+                        self.heap.push(Reverse((d, cid)));
+                    }
+                }
+                Entry::Vacant(e) => {
+                    e.insert(d);
+                    self.heap.push(Reverse((d, cid)));
+                }
             }
         }
+        self.dirty.clear();
     }
 
     /// Drops stale entries from the top of the heap.
