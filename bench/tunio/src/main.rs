@@ -99,7 +99,10 @@ const USAGE: &str = "usage:
       prints what each mode's device set-up got from the kernel and whether tun-rs adopts an
       IFF_VNET_HDR descriptor (SyncDevice::from_fd)
   tunio summary FILE
-      per-run figures and medians of the records bench/tunio.sh wrote to FILE";
+      per-run figures and medians of the records bench/tunio.sh wrote to FILE
+  tunio csum [--size 1400] [--reps 5] [--iters 2000000]
+      CPU time per call of offload::csum_add against its previous version (one 8-byte word per
+      step, big-endian loads), interleaved reps, medians (no root, no devices)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -109,6 +112,7 @@ fn main() {
             Some([flag, ns]) if flag == "--ns" => probe(ns),
             _ => Err(USAGE.to_string()),
         },
+        Some("csum") => csum_bench(&args[1..]),
         Some("summary") => match args.get(1) {
             Some(path) if args.len() == 2 => summary(path),
             _ => Err(USAGE.to_string()),
@@ -861,4 +865,88 @@ fn fmt(v: f64) -> String {
     } else {
         format!("{v:.4}")
     }
+}
+
+/// `offload::csum_add` before 2026-12-08 (one big-endian 8-byte word per step, one accumulator), kept
+/// here as the yardstick for `tunio csum`.
+fn csum_add_previous(mut acc: u64, data: &[u8]) -> u64 {
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let x = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        acc += (x >> 32) + (x & 0xffff_ffff);
+    }
+    let rest = chunks.remainder();
+    let mut pairs = rest.chunks_exact(2);
+    for p in &mut pairs {
+        acc += u64::from(u16::from_be_bytes([p[0], p[1]]));
+    }
+    if let [last] = pairs.remainder() {
+        acc += u64::from(*last) << 8;
+    }
+    acc
+}
+
+fn thread_cpu_ns() -> Result<u128, String> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map_err(|e| format!("clock_gettime: {e}"))?;
+    Ok(u128::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000
+        + u128::try_from(t.tv_nsec()).unwrap_or(0))
+}
+
+fn csum_bench(args: &[String]) -> Result<(), String> {
+    use bulwark_worker::offload::{csum_add, csum_fold};
+    let (mut size, mut reps, mut iters) = (1400usize, 5usize, 2_000_000usize);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = it
+            .next()
+            .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))?;
+        let n: usize = v.parse().map_err(|_| format!("{a}: not a number: {v}"))?;
+        match a.as_str() {
+            "--size" => size = n.clamp(1, 65536),
+            "--reps" => reps = n.clamp(1, 50),
+            "--iters" => iters = n.clamp(1, 100_000_000),
+            _ => return Err(USAGE.to_string()),
+        }
+    }
+    // deterministic, non-trivial bytes
+    let data: Vec<u8> = (0..size)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    if csum_fold(csum_add(0, &data)) != csum_fold(csum_add_previous(0, &data)) {
+        return Err("the two versions disagree".into());
+    }
+    let time = |f: &dyn Fn(u64, &[u8]) -> u64| -> Result<f64, String> {
+        let start = thread_cpu_ns()?;
+        let mut acc = 0u64;
+        for i in 0..iters {
+            // the accumulator chains the calls so none can be skipped
+            acc = f(acc & 0xffff, std::hint::black_box(&data[..])) + (i as u64 & 1);
+        }
+        std::hint::black_box(acc);
+        Ok((thread_cpu_ns()? - start) as f64 / iters as f64)
+    };
+    let (mut now, mut prev) = (Vec::new(), Vec::new());
+    for r in 0..reps {
+        let p = time(&csum_add_previous)?;
+        let n = time(&csum_add)?;
+        println!(
+            "rep {r}: {size} bytes: previous {p:.1} ns/call, current {n:.1} ns/call, current/previous {:.3}",
+            n / p
+        );
+        prev.push(p);
+        now.push(n);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (p, n) = (median(&mut prev), median(&mut now));
+    println!(
+        "median: previous {p:.1} ns/call ({:.2} bytes/ns), current {n:.1} ns/call ({:.2} bytes/ns), current/previous {:.3}",
+        size as f64 / p,
+        size as f64 / n,
+        n / p
+    );
+    Ok(())
 }
