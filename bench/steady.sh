@@ -9,7 +9,7 @@
 # the median per DIR, in CPU seconds per WINDOW and in microseconds per offered packet. Unlike
 # threads.sh's totals (which include the handshakes of all K sessions), this isolates the cost of a
 # packet with K clients connected. Needs root; everything runs in threads.sh's namespaces.
-# Output: stdout and bench/results/steady-<UTC>.txt.
+# Output: stdout and bench/results/steady-<UTC>.txt (threads.sh's own result files are removed).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DIRS=""; SESSIONS=1000; RATE=20000; ROUNDS=2; WARMUP=18; WINDOW=8
@@ -70,6 +70,8 @@ declare -A RESULTS
             cpu=$(python3 -c "print(f'{($b-$a)/$HZ:.3f}')")
             us=$(python3 -c "print(f'{($b-$a)/$HZ/($RATE*$WINDOW)*1e6:.2f}')")
             held=$(grep -o 'held [0-9]*/[0-9]*' "$log" | head -1 || true)
+            # threads.sh's own result files hold whole-run totals (handshakes included): not kept
+            for f in $(grep -o 'bench/results/threads-[^ ]*' "$log" || true); do rm -f "$f"; done
             echo "round $r $d: worker CPU ${cpu} s in ${WINDOW} s, ${us} us per offered packet (${held:-held ?})"
             RESULTS[$d]="${RESULTS[$d]:-} $cpu"
         done

@@ -33,18 +33,23 @@ pub struct Loaded {
 /// The syslog ident `path` plus `directives` ask for (`syslog`/`daemon`), read leniently: also when
 /// the configuration has errors, so that they can be sent there too.
 pub fn syslog_hint(path: &Path, directives: &[String]) -> Option<String> {
-    let mut args = vec!["--config".to_owned(), path.display().to_string()];
-    args.extend(directives.iter().cloned());
+    let args = command_line(path, directives);
     let cwd = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("/"));
     let mut l = bulwark_config::Loader::new(cwd);
     l.command_line(&args);
     l.syslog_ident()
 }
 
-/// Loads `path` plus the command-line `directives`.
-pub fn load(path: &Path, directives: &[String]) -> Result<Loaded, Vec<String>> {
+/// `--config PATH` followed by the command-line directives, as OpenVPN's argument list.
+fn command_line(path: &Path, directives: &[String]) -> Vec<String> {
     let mut args = vec!["--config".to_owned(), path.display().to_string()];
     args.extend(directives.iter().cloned());
+    args
+}
+
+/// Loads `path` plus the command-line `directives`.
+pub fn load(path: &Path, directives: &[String]) -> Result<Loaded, Vec<String>> {
+    let args = command_line(path, directives);
     let loaded = bulwark_config::load_args(&args)
         .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
     // The daemon's own checks name the directive; without a line number from the config crate they
