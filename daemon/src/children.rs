@@ -101,6 +101,16 @@ pub enum ChildError {
         /// The child's reason.
         reason: String,
     },
+    /// The child binary speaks another IPC protocol version: it belongs to another build.
+    #[error("{child}: {path} speaks IPC protocol version {found}, this bulwark {PROTOCOL_VERSION}: the binaries are from different builds (the child binaries are taken from bulwark's own directory if both are there, else {SYSTEM_LIBEXEC}, or from --libexec-dir)")]
+    Version {
+        /// Which child.
+        child: &'static str,
+        /// The binary.
+        path: PathBuf,
+        /// Its version.
+        found: u16,
+    },
     /// A descriptor could not be duplicated for the child.
     #[error("{child}: cannot duplicate descriptor: {source}")]
     Dup {
@@ -113,6 +123,37 @@ pub enum ChildError {
 }
 
 impl ChildError {
+    /// A child that fails the first exchange with another IPC protocol version is a binary of
+    /// another build (a stale `/usr/libexec/bulwark` beside a new `bulwark`, say), not an attack: a
+    /// freshly executed child has read nothing from the network yet. Such an error becomes
+    /// [`ChildError::Version`], naming the binary; any other error is returned as it is.
+    fn at_binary(self, path: PathBuf) -> ChildError {
+        use bulwark_ipc::{ProtocolError, ValidationError};
+        let found = match &self {
+            ChildError::Ipc {
+                step: "hello",
+                source: ChannelError::Protocol(ProtocolError::UnsupportedVersion { found }),
+                ..
+            } => Some(*found),
+            ChildError::Ipc {
+                step: "hello",
+                source:
+                    ChannelError::Protocol(ProtocolError::Invalid {
+                        source: ValidationError::VersionMismatch { found, .. },
+                        ..
+                    }),
+                ..
+            } => Some(*found),
+            _ => None,
+        };
+        match (found, &self) {
+            (Some(found), ChildError::Ipc { child, .. }) => {
+                ChildError::Version { child, path, found }
+            }
+            _ => self,
+        }
+    }
+
     /// Whether this error is an IPC protocol violation by the child (a security event).
     pub fn is_protocol_violation(&self) -> bool {
         matches!(self, ChildError::Protocol { .. })
@@ -363,7 +404,7 @@ pub async fn start_worker(
         }),
         Err(e) => {
             kill_and_reap(spawned.pid, &spawned.pidfd);
-            Err(e)
+            Err(e.at_binary(bins.dir.join(WORKER_BIN)))
         }
     }
 }
@@ -471,7 +512,7 @@ pub async fn start_broker(
         }),
         Err(e) => {
             kill_and_reap(spawned.pid, &spawned.pidfd);
-            Err(e)
+            Err(e.at_binary(bins.dir.join(BROKER_BIN)))
         }
     }
 }

@@ -388,6 +388,31 @@ fn every_worker_message_is_checked_in_every_state() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// A worker binary of another build (its Hello in a frame of another IPC protocol version): the
+/// start fails with a message naming the binary and both versions — a deployment mistake, not a
+/// security event (a child that was just executed has read nothing from the network).
+#[test]
+fn a_worker_of_another_build_is_named_not_reported_as_an_attack() {
+    let Some(mut rig) = spawn("old-build", false, "") else {
+        return;
+    };
+    let st = rig
+        .server
+        .wait_timeout(Duration::from_secs(20))
+        .expect("the parent exits");
+    assert!(!st.success(), "{st:?}");
+    let log = rig.server.log();
+    let expected = format!(
+        "bulwark-worker speaks IPC protocol version {}, this bulwark {}: the binaries are from different builds",
+        bulwark_ipc::PROTOCOL_VERSION - 1,
+        bulwark_ipc::PROTOCOL_VERSION
+    );
+    assert!(log.contains(&expected), "{log}");
+    assert!(!log.contains("SECURITY"), "{log}");
+    assert!(!log.contains(INIT_COMPLETE), "{log}");
+    let _ = (&rig.dir, &rig.conf, &rig.sock);
+}
+
 /// Garbage on the signer channel: a protocol violation like any other — security event, the
 /// worker is killed and the parent stops (default policy).
 #[test]

@@ -8,7 +8,8 @@
 //! Scenarios: `unknown-reply`, `wrong-reply-kind`, `auth-without-defer`, `established-outside-pool`,
 //! `established-twice`, `hello-again`, `iroute-not-granted` (typed messages on the control channel);
 //! `garbage`, `oversized`, `fds-attached` (raw packets written with `sendmsg` on the control fd);
-//! `first-ready` (Ready instead of Hello), `pre-ready-established`, `pre-ready-reply` (instead of
+//! `first-ready` (Ready instead of Hello), `old-build` (a Hello in a frame of the previous IPC
+//! protocol version, as a binary of an older build sends it), `pre-ready-established`, `pre-ready-reply` (instead of
 //! Ready), `ready-again`, `disconnected-unknown`, `floated-unknown` (after start-up),
 //! `signer-garbage` (a raw non-frame on the signer channel);
 //! `sign-flood` (as many well-formed signature requests on the signer channel as it can send in
@@ -164,6 +165,26 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let pid = i32::try_from(std::process::id()).unwrap_or(1);
+    if scenario == "old-build" {
+        // a worker of an older build: its Hello in a frame of the previous protocol version
+        let old = PROTOCOL_VERSION.saturating_sub(1);
+        let hello = WorkerToParent::Hello { version: old, pid };
+        let Ok(body) = bulwark_ipc::codec::encode(&hello) else {
+            return ExitCode::from(2);
+        };
+        let Ok(len) = u32::try_from(body.len()) else {
+            return ExitCode::from(2);
+        };
+        let mut packet = Header::new(hello.kind(), len, 0).encode().to_vec();
+        packet[4..6].copy_from_slice(&old.to_le_bytes());
+        packet.extend_from_slice(&body);
+        let fd = control.into_owned_fd();
+        if let Err(e) = send_raw(&fd, &packet, &[]) {
+            report(&log, &format!("fake-worker: raw send failed: {e}"));
+            return ExitCode::from(5);
+        }
+        return wait_to_be_killed();
+    }
     if scenario == "first-ready" {
         // start-up state "before Hello": Ready instead of Hello
         let _ = control.send(&WorkerToParent::Ready, &[]);
