@@ -123,11 +123,7 @@ impl Loader {
     /// daemon sends its configuration errors besides standard error, as OpenVPN opens syslog
     /// while it parses these two options.
     pub fn syslog_ident(&self) -> Option<String> {
-        let l = &self.builder.cfg.logging;
-        l.syslog
-            .as_ref()
-            .or(l.daemon.as_ref())
-            .map(|n| n.clone().unwrap_or_else(|| "openvpn".to_owned()))
+        self.builder.cfg.logging.syslog_ident()
     }
 
     /// Finishes: validation, macro expansion, path resolution.

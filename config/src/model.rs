@@ -633,6 +633,17 @@ pub struct Logging {
     pub log_file_group: Option<String>,
 }
 
+impl Logging {
+    /// The syslog ident asked for: `syslog [NAME]`, else `daemon [NAME]`; `openvpn` without a name
+    /// (as OpenVPN's default program name).
+    pub fn syslog_ident(&self) -> Option<String> {
+        self.syslog
+            .as_ref()
+            .or(self.daemon.as_ref())
+            .map(|n| n.clone().unwrap_or_else(|| "openvpn".to_owned()))
+    }
+}
+
 /// `status FILE [SECONDS]` and `status-version`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {

@@ -129,28 +129,22 @@ impl ChildError {
     /// [`ChildError::Version`], naming the binary; any other error is returned as it is.
     fn at_binary(self, path: PathBuf) -> ChildError {
         use bulwark_ipc::{ProtocolError, ValidationError};
-        let found = match &self {
+        match self {
             ChildError::Ipc {
+                child,
                 step: "hello",
                 source: ChannelError::Protocol(ProtocolError::UnsupportedVersion { found }),
-                ..
-            } => Some(*found),
-            ChildError::Ipc {
+            }
+            | ChildError::Ipc {
+                child,
                 step: "hello",
                 source:
                     ChannelError::Protocol(ProtocolError::Invalid {
                         source: ValidationError::VersionMismatch { found, .. },
                         ..
                     }),
-                ..
-            } => Some(*found),
-            _ => None,
-        };
-        match (found, &self) {
-            (Some(found), ChildError::Ipc { child, .. }) => {
-                ChildError::Version { child, path, found }
-            }
-            _ => self,
+            } => ChildError::Version { child, path, found },
+            other => other,
         }
     }
 

@@ -254,12 +254,7 @@ pub fn from_config(c: &Config) -> Result<Settings, Vec<String>> {
             .daemon
             .as_ref()
             .map(|n| n.clone().unwrap_or_else(|| "openvpn".to_owned())),
-        syslog: c
-            .logging
-            .syslog
-            .as_ref()
-            .or(c.logging.daemon.as_ref())
-            .map(|n| n.clone().unwrap_or_else(|| "openvpn".to_owned())),
+        syslog: c.logging.syslog_ident(),
         errors_to_stderr: c.logging.errors_to_stderr,
         writepid: c.logging.writepid.clone(),
         cd: c.cd.clone(),

@@ -76,6 +76,25 @@ fn receive_until(
     ))
 }
 
+/// The test's syslog socket (`/dev/log` inside the daemon's mount namespace), with a short read
+/// timeout, and its path.
+fn syslog_socket(dir: &TestDir) -> (std::path::PathBuf, UnixDatagram) {
+    let path = dir.path().join("syslog.sock");
+    let sock = UnixDatagram::bind(&path).expect("bind the test syslog socket");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    (path, sock)
+}
+
+/// The generated `server.conf` plus `extra`, written to `name` in the test directory.
+fn conf_with(dir: &TestDir, setup: &ServerSetup, extra: &str, name: &str) -> std::path::PathBuf {
+    let mut conf = std::fs::read_to_string(setup.server_conf()).expect("server.conf");
+    conf.push_str(extra);
+    let path = dir.path().join(name);
+    std::fs::write(&path, conf).expect("write conf");
+    path
+}
+
 /// Runs `command` (a shell command line) in a private mount namespace whose `/dev` is a tmpfs with
 /// the device nodes a server needs (bind-mounted from the real `/dev`) and `/dev/log` → `sock`.
 fn spawn_with_private_dev_log(dir: &TestDir, sock: &Path, command: &str) -> Proc {
@@ -118,15 +137,17 @@ fn configuration_errors_reach_syslog() {
         ServerConfOptions::default(),
     )
     .expect("server dir");
-    let sock_path = dir.path().join("syslog.sock");
-    let sock = UnixDatagram::bind(&sock_path).expect("bind the test syslog socket");
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
-    let mut conf = std::fs::read_to_string(setup.server_conf()).expect("server.conf");
-    conf.push_str("syslog bulwark-test\nbogus-directive 1\n");
-    let bad_line = conf.lines().count();
-    let conf_path = dir.path().join("broken.conf");
-    std::fs::write(&conf_path, conf).expect("write conf");
+    let (sock_path, sock) = syslog_socket(&dir);
+    let conf_path = conf_with(
+        &dir,
+        &setup,
+        "syslog bulwark-test\nbogus-directive 1\n",
+        "broken.conf",
+    );
+    let bad_line = std::fs::read_to_string(&conf_path)
+        .expect("conf")
+        .lines()
+        .count();
     let bin = bulwark_bin().expect("bulwark binary");
     let mut server = spawn_with_private_dev_log(
         &dir,
@@ -188,14 +209,8 @@ fn syslog_datagrams_have_openvpns_form_priorities_and_ident() {
     };
     let port = opts.port;
     let setup = prepare_server(&dir, &InitOptions::with_clients(1), opts).expect("server dir");
-    let sock_path = dir.path().join("syslog.sock");
-    let sock = UnixDatagram::bind(&sock_path).expect("bind the test syslog socket");
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
-    let mut conf = std::fs::read_to_string(setup.server_conf()).expect("server.conf");
-    conf.push_str("syslog bulwark-test\nverb 3\n");
-    let conf_path = dir.path().join("syslog.conf");
-    std::fs::write(&conf_path, conf).expect("write conf");
+    let (sock_path, sock) = syslog_socket(&dir);
+    let conf_path = conf_with(&dir, &setup, "syslog bulwark-test\nverb 3\n", "syslog.conf");
 
     let bin = bulwark_bin().expect("bulwark binary");
     let mut server = spawn_with_private_dev_log(

@@ -81,16 +81,8 @@ pub enum EventLevel {
 }
 
 impl EventLevel {
-    /// The minimum `verb` at which OpenVPN prints this event.
-    pub fn verb(self) -> u8 {
-        match self {
-            Self::Error => 1,
-            Self::Handshake => 2,
-            Self::Debug => 3,
-        }
-    }
-
-    /// The engine's log class printed at that verbosity.
+    /// The engine's log class: printed from the `verb` at which OpenVPN prints this event
+    /// ([`crate::proto::io::LogClass::verb`]).
     pub fn log_class(self) -> crate::proto::io::LogClass {
         use crate::proto::io::LogClass;
         match self {
